@@ -1,0 +1,197 @@
+"""Layers built from the pure parts: bidirectional runs and multi-layer stacks.
+
+A stack is a tuple of layers, one per depth; a layer is a cell's params, or
+``Bidirectional(forward, backward)`` of two params of the same cell. Final carries come
+back in the same structure. Dropout, when asked for, is applied to each layer's outputs
+except the last one's (PyTorch's ``dropout`` argument), from an explicit key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnncells.cells import step_for
+from rnncells.gru import gru_init
+from rnncells.lstm import lstm_init
+from rnncells.rnn import rnn_init
+from rnncells.unrolling import unroll as _unroll
+
+MERGES = ("concat", "sum")
+INITS: dict[str, Callable] = {"lstm": lstm_init, "gru": gru_init, "rnn": rnn_init}
+
+
+class Bidirectional(NamedTuple):
+    """A pair of per-direction values: params, carries."""
+
+    forward: Any
+    backward: Any
+
+
+def _check_merge(merge: str) -> None:
+    if merge not in MERGES:
+        raise ValueError(f"merge must be one of {list(MERGES)}, got {merge!r}")
+
+
+def bidirectional_unroll(
+    step: Callable | None,
+    params: Bidirectional,
+    xs: jax.Array,
+    carry: Bidirectional | None = None,
+    *,
+    lengths: jax.Array | None = None,
+    merge: str = "concat",
+    time_major: bool = False,
+    unroll: int = 1,
+    remat: bool = False,
+) -> tuple[Bidirectional, jax.Array]:
+    """Runs a forward and a reversed unroll over ``xs`` and merges their outputs.
+
+    Args:
+      step: the step function, or None for the built-in step of ``params.forward``.
+      params: Bidirectional(forward, backward) params.
+      xs: inputs (*batch, T, D), or (T, *batch, D) with ``time_major``.
+      carry: optional Bidirectional of initial carries.
+      lengths: optional (*batch,) valid lengths; the backward direction starts at each
+        sequence's last valid step.
+      merge: "concat" (outputs (..., 2H), forward first) or "sum" (outputs (..., H)).
+      time_major, unroll, remat: as in ``unroll``.
+
+    Returns:
+      (Bidirectional(forward_carry, backward_carry), ys).
+    """
+    _check_merge(merge)
+    if not isinstance(params, Bidirectional):
+        raise TypeError(
+            f"params must be Bidirectional(forward, backward), got {type(params).__name__}"
+        )
+    carry = Bidirectional(None, None) if carry is None else carry
+    fwd_step = step_for(params.forward) if step is None else step
+    bwd_step = step_for(params.backward) if step is None else step
+    kwargs = dict(lengths=lengths, time_major=time_major, unroll=unroll, remat=remat)
+    carry_f, ys_f = _unroll(fwd_step, params.forward, xs, carry.forward, **kwargs)
+    carry_b, ys_b = _unroll(bwd_step, params.backward, xs, carry.backward, reverse=True, **kwargs)
+    ys = jnp.concatenate([ys_f, ys_b], axis=-1) if merge == "concat" else ys_f + ys_b
+    return Bidirectional(carry_f, carry_b), ys
+
+
+def stack_init(
+    key: jax.Array,
+    cell: str | Callable,
+    input_size: int,
+    hidden_size: int,
+    *,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    merge: str = "concat",
+    **init_kwargs,
+) -> tuple[Any, ...]:
+    """Initialises a stack of ``num_layers`` recurrent layers.
+
+    Args:
+      key: PRNG key.
+      cell: "lstm", "gru" or "rnn", or an init function ``init(key, input_size,
+        hidden_size, **init_kwargs)``.
+      input_size: D of the first layer; later layers take the previous layer's output.
+      hidden_size: H of every layer.
+      num_layers: depth.
+      bidirectional: each layer is Bidirectional(forward, backward).
+      merge: how bidirectional outputs merge ("concat" makes the next input 2H).
+      **init_kwargs: passed to the init function (forget_bias, chrono_t_max,
+        reset_after, dtype, ...).
+
+    Returns:
+      A tuple of ``num_layers`` params (or Bidirectional params).
+    """
+    if isinstance(cell, str):
+        if cell not in INITS:
+            raise ValueError(f"cell must be one of {list(INITS)} or an init function, got {cell!r}")
+        cell = INITS[cell]
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+    _check_merge(merge)
+    layers = []
+    for depth, layer_key in enumerate(jax.random.split(key, num_layers)):
+        width = (
+            input_size
+            if depth == 0
+            else hidden_size * (2 if bidirectional and merge == "concat" else 1)
+        )
+        if bidirectional:
+            k_f, k_b = jax.random.split(layer_key)
+            layers.append(
+                Bidirectional(
+                    cell(k_f, width, hidden_size, **init_kwargs),
+                    cell(k_b, width, hidden_size, **init_kwargs),
+                )
+            )
+        else:
+            layers.append(cell(layer_key, width, hidden_size, **init_kwargs))
+    return tuple(layers)
+
+
+def stack_unroll(
+    layers: tuple[Any, ...],
+    xs: jax.Array,
+    carries: tuple[Any, ...] | None = None,
+    *,
+    step: Callable | None = None,
+    lengths: jax.Array | None = None,
+    merge: str = "concat",
+    dropout_rate: float = 0.0,
+    dropout_key: jax.Array | None = None,
+    time_major: bool = False,
+    unroll: int = 1,
+    remat: bool = False,
+) -> tuple[tuple[Any, ...], jax.Array]:
+    """Runs a stack of layers (from ``stack_init`` or ``interop.from_torch``) over ``xs``.
+
+    Args:
+      layers: tuple of params or Bidirectional params, first layer first.
+      xs: inputs (*batch, T, D), or (T, *batch, D) with ``time_major``.
+      carries: optional tuple of initial carries, one per layer (Bidirectional for a
+        bidirectional layer; None entries give zero carries).
+      step: the step function for every layer; None uses each params' built-in step.
+      lengths: optional (*batch,) valid lengths.
+      merge: how a bidirectional layer's two outputs merge: "concat" or "sum".
+      dropout_rate: probability of zeroing each output of every layer but the last
+        (inverted dropout, survivors scaled by 1 / (1 - rate)).
+      dropout_key: PRNG key, required when dropout_rate > 0.
+      time_major, unroll, remat: as in ``unroll``.
+
+    Returns:
+      (final_carries, ys): one final carry per layer, and the last layer's outputs.
+    """
+    if not isinstance(layers, tuple | list) or not layers:
+        raise TypeError(
+            f"layers must be a non-empty tuple of layer params, got {type(layers).__name__}"
+        )
+    if carries is None:
+        carries = (None,) * len(layers)
+    if len(carries) != len(layers):
+        raise ValueError(
+            f"carries must have one entry per layer ({len(layers)}), got {len(carries)}"
+        )
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
+    if dropout_rate > 0.0 and dropout_key is None:
+        raise ValueError("dropout_key is required when dropout_rate > 0 (dropout_key=None given)")
+    _check_merge(merge)
+    kwargs = dict(lengths=lengths, time_major=time_major, unroll=unroll, remat=remat)
+    finals = []
+    ys = xs
+    for depth, (layer, carry) in enumerate(zip(layers, carries, strict=True)):
+        if depth > 0 and dropout_rate > 0.0:
+            dropout_key, sub = jax.random.split(dropout_key)
+            keep = jax.random.bernoulli(sub, 1.0 - dropout_rate, ys.shape)
+            ys = jnp.where(keep, ys / (1.0 - dropout_rate), jnp.zeros_like(ys))
+        if isinstance(layer, Bidirectional):
+            final, ys = bidirectional_unroll(step, layer, ys, carry, merge=merge, **kwargs)
+        else:
+            layer_step = step_for(layer) if step is None else step
+            final, ys = _unroll(layer_step, layer, ys, carry, **kwargs)
+        finals.append(final)
+    return tuple(finals), ys

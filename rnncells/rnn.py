@@ -1,0 +1,85 @@
+"""The plain tanh RNN (Elman 1990), the baseline the LSTM was invented to beat.
+
+h_t = tanh(W x_t + V h_{t-1} + b)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnncells import _checks
+from rnncells._gates import GateWeights, gate_slice
+from rnncells._math import tanh
+from rnncells.initializers import glorot_uniform, orthogonal
+
+RNN_GATES = ("h",)
+
+
+class RNNParams(NamedTuple):
+    """Plain RNN parameters."""
+
+    W: jax.Array  # (input_size, hidden_size)
+    V: jax.Array  # (hidden_size, hidden_size)
+    b: jax.Array  # (hidden_size,)
+
+    @property
+    def input_size(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.V.shape[0]
+
+
+class RNNState(NamedTuple):
+    """RNN carry: the hidden state h."""
+
+    h: jax.Array  # (*batch, hidden_size)
+
+
+def rnn_init(key: jax.Array, input_size: int, hidden_size: int, *, dtype=jnp.float32) -> RNNParams:
+    """Initialises a tanh RNN: W Glorot-uniform, V orthogonal, b zero.
+
+    Returns:
+      RNNParams with W (D, H), V (H, H), b (H,).
+
+    Raises:
+      ValueError: if a size is not a positive integer.
+    """
+    input_size = _checks.check_positive_int("input_size", input_size)
+    hidden_size = _checks.check_positive_int("hidden_size", hidden_size)
+    k_w, k_v = jax.random.split(key)
+    W = glorot_uniform(k_w, input_size, hidden_size, 1, dtype)
+    V = orthogonal(k_v, hidden_size, 1, dtype)
+    return RNNParams(W, V, jnp.zeros((hidden_size,), dtype))
+
+
+def rnn_cell(params: RNNParams, carry: RNNState, gx: jax.Array) -> tuple[RNNState, jax.Array]:
+    """One RNN step given the input projection gx = x_t @ W + b of shape (*batch, H)."""
+    h = tanh(gx + carry.h @ params.V)
+    return RNNState(h), h
+
+
+def rnn_step(params: RNNParams, carry: RNNState, x: jax.Array) -> tuple[RNNState, jax.Array]:
+    """One tanh RNN step: h_t = tanh(W x_t + V h_{t-1} + b).
+
+    Args:
+      params: RNNParams.
+      carry: RNNState with h of shape (*batch, H).
+      x: input x_t of shape (*batch, D), the parameters' dtype.
+
+    Returns:
+      (RNNState(h_t), h_t).
+    """
+    _checks.check_params_type("params", params, (RNNParams,))
+    _checks.check_step_inputs(params, carry, x, RNNState)
+    with jax.named_scope("rnn_step"):
+        return rnn_cell(params, carry, x @ params.W + params.b)
+
+
+def rnn_gate(params: RNNParams, name: str) -> GateWeights:
+    """The RNN's single 'gate' h: (W, V, b)."""
+    return gate_slice(params, RNN_GATES, name)

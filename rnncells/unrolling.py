@@ -1,0 +1,159 @@
+"""Unrolling a step over time with ``jax.lax.scan``: lengths, reverse, remat.
+
+``unroll(step, params, xs)`` is, for batch-first xs of shape (*batch, T, D), the loop
+
+    ys = []
+    for t in range(T):                      # t runs backwards when reverse=True
+        carry, y = step(params, carry, xs[..., t, :])
+        ys.append(y)
+    return carry, stack(ys, axis=-2)        # ys in the original time order
+
+with, when ``lengths`` is given, each sequence's carry frozen and its outputs zero past
+its length, and ``reverse`` reversing only each sequence's valid prefix (PyTorch's
+packed-sequence semantics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rnncells import _checks
+from rnncells.cells import BUILTIN_STEPS, cell_spec, init_carry
+
+
+def unroll(
+    step: Callable,
+    params: Any,
+    xs: jax.Array,
+    carry: Any = None,
+    *,
+    lengths: jax.Array | None = None,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: int = 1,
+    remat: bool = False,
+) -> tuple[Any, Any]:
+    """Runs ``step`` over the time axis of ``xs``.
+
+    Args:
+      step: ``step(params, carry, x) -> (carry, y)``; a built-in step (``lstm_step``,
+        ``gru_step``, ``rnn_step``) or a user's own.
+      params: the step's parameters.
+      xs: inputs, (*batch, T, D) or, with ``time_major``, (T, *batch, D).
+      carry: initial carry; None gives ``init_carry(params, batch)`` for built-in steps
+        (required for a user's step).
+      lengths: optional int array of shape batch: valid steps per sequence, in [0, T].
+        Past its length a sequence's carry is frozen and its outputs are zeros; the
+        returned carry is the one after its last valid step.
+      reverse: run from the last valid step to the first; outputs stay in input order.
+      time_major: whether the time axis of ``xs`` and ``ys`` is the first one.
+      unroll: ``jax.lax.scan``'s unroll factor.
+      remat: recompute each step in the backward pass (``jax.checkpoint``) instead of
+        storing its intermediates: memory O(T * carry) instead of O(T * gates).
+
+    Returns:
+      (final_carry, ys): ys has the layout of xs with the step's output as last axis.
+
+    Raises:
+      ValueError / TypeError: xs of rank < 2, wrong input size or dtype, carry not
+        matching, lengths of wrong shape or dtype or outside [0, T] (when concrete).
+
+    Example:
+      >>> params = lstm_init(jax.random.key(0), input_size=2, hidden_size=16)
+      >>> carry, ys = unroll(lstm_step, params, jnp.ones((4, 10, 2)))
+      >>> ys.shape
+      (4, 10, 16)
+    """
+    if not callable(step):
+        raise TypeError(f"step must be callable, got {type(step).__name__}")
+    _checks.check_array("xs", xs)
+    layout = "(T, *batch, input_size)" if time_major else "(*batch, T, input_size)"
+    _checks.check_min_rank("xs", xs, 2, layout)
+    unroll = _checks.check_positive_int("unroll", unroll)
+    xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
+    num_steps, batch_shape = xs_tm.shape[0], tuple(xs_tm.shape[1:-1])
+
+    builtin = step in BUILTIN_STEPS
+    if builtin:
+        spec = cell_spec(params)
+        if step is not spec.step:
+            raise TypeError(f"step {step.__name__} does not match params {type(params).__name__}")
+        if carry is None:
+            carry = init_carry(params, batch_shape)
+        # Checked once here on shapes, so that errors name xs rather than one step's x.
+        _checks.check_floating("xs", xs, params.W.dtype)
+        _checks.check_last_dim("xs", xs, params.W.shape[0], "input_size")
+        probe = jax.ShapeDtypeStruct(batch_shape + (xs.shape[-1],), xs.dtype)
+        _checks.check_step_inputs(params, carry, probe, spec.state, x_name="xs")
+    elif carry is None:
+        raise ValueError("carry is required when step is not a built-in step (carry=None given)")
+    if lengths is not None:
+        lengths = _checks.check_lengths(lengths, batch_shape, num_steps)
+
+    carry, ys_tm = _scan(
+        step, params, carry, xs_tm, lengths, reverse=reverse, unroll=unroll, remat=remat
+    )
+    ys = ys_tm if time_major else jax.tree.map(lambda y: jnp.moveaxis(y, 0, y.ndim - 2), ys_tm)
+    return carry, ys
+
+
+def _expand_to(mask: jax.Array, leaf: jax.Array) -> jax.Array:
+    """Reshapes a (*batch,) mask so it broadcasts against a (*batch, ...) leaf."""
+    return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
+
+
+def _reverse_index(lengths: jax.Array, num_steps: int) -> jax.Array:
+    """(T, *batch) time indices reversing each sequence's valid prefix; an involution."""
+    t = jnp.arange(num_steps, dtype=lengths.dtype).reshape((num_steps,) + (1,) * lengths.ndim)
+    return jnp.where(t < lengths, lengths - 1 - t, t)
+
+
+def _gather_time(tree: Any, index: jax.Array) -> Any:
+    """Gathers every (T, *batch, ...) leaf of ``tree`` along time with a (T, *batch) index."""
+
+    def gather(leaf):
+        idx = index.reshape(index.shape + (1,) * (leaf.ndim - index.ndim))
+        idx = jnp.broadcast_to(idx, index.shape + leaf.shape[index.ndim :])
+        return jnp.take_along_axis(leaf, idx, axis=0)
+
+    return jax.tree.map(gather, tree)
+
+
+def _scan(step, params, carry, xs_tm, lengths, *, reverse, unroll, remat):
+    """Time-major scan of ``step`` with optional masking by lengths."""
+    num_steps = xs_tm.shape[0]
+
+    if lengths is None:
+
+        def body(carry, x):
+            return step(params, carry, x)
+
+        if remat:
+            body = jax.checkpoint(body)
+        return jax.lax.scan(body, carry, xs_tm, reverse=reverse, unroll=unroll)
+
+    if reverse:
+        index = _reverse_index(lengths, num_steps)
+        xs_tm = _gather_time(xs_tm, index)
+
+    def masked_body(carry, inputs):
+        t, x = inputs
+        new_carry, y = step(params, carry, x)
+        valid = t < lengths
+        new_carry = jax.tree.map(
+            lambda new, old: jnp.where(_expand_to(valid, new), new, old), new_carry, carry
+        )
+        y = jax.tree.map(lambda leaf: jnp.where(_expand_to(valid, leaf), leaf, 0), y)
+        return new_carry, y
+
+    if remat:
+        masked_body = jax.checkpoint(masked_body)
+    steps = jnp.arange(num_steps, dtype=lengths.dtype)
+    carry, ys = jax.lax.scan(masked_body, carry, (steps, xs_tm), unroll=unroll)
+    if reverse:
+        ys = _gather_time(ys, index)
+    return carry, ys
