@@ -1,0 +1,42 @@
+"""Test-wide JAX settings: float64 available, no silent rank or dtype promotion."""
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)  # check_grads and the NumPy references run in fp64
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+@pytest.fixture
+def key(request):
+    """A PRNG key that differs per test, fixed across runs."""
+    seed = sum(map(ord, request.node.nodeid)) % (2**31)
+    return jax.random.key(seed)
+
+
+@pytest.fixture
+def rng(request):
+    """A NumPy generator that differs per test, fixed across runs."""
+    return np.random.default_rng(sum(map(ord, request.node.nodeid)))
+
+
+def tree_allclose(a, b, *, rtol=1e-6, atol=1e-6) -> bool:
+    """True when two pytrees have the same structure and allclose leaves."""
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    if tree_a != tree_b:
+        return False
+    return all(np.allclose(x, y, rtol=rtol, atol=atol) for x, y in zip(leaves_a, leaves_b, strict=True))
+
+
+def assert_tree_allclose(a, b, *, rtol=1e-6, atol=1e-6) -> None:
+    """Asserts equal structure and allclose leaves, naming the first leaf that differs."""
+    leaves_a, tree_a = jax.tree.flatten_with_path(a)[0], jax.tree.structure(a)
+    leaves_b, tree_b = jax.tree.flatten_with_path(b)[0], jax.tree.structure(b)
+    assert tree_a == tree_b, f"tree structures differ: {tree_a} vs {tree_b}"
+    for (path, x), (_, y) in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_allclose(
+            np.asarray(x), np.asarray(y), rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path)
+        )
