@@ -1,0 +1,1 @@
+"""Config-driven runs, sweeps, reports, diagnostics and benchmarks built on rnncells."""
