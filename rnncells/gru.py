@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._gates import GateWeights, gate_slice
+from rnncells._gates import GateWeights, add_bias, gate_slice
 from rnncells._math import sigmoid, tanh
 from rnncells.initializers import chrono_bias, glorot_uniform, orthogonal
 
@@ -135,7 +135,7 @@ def gru_cell(
     if isinstance(params, GRUResetAfterParams):
         gh = h_prev @ params.V
         r, z = jnp.split(sigmoid(gx_rz + gh[..., : 2 * hidden]), 2, axis=-1)
-        candidate = tanh(gx_h + r * (gh[..., 2 * hidden :] + params.b_hn))
+        candidate = tanh(gx_h + r * add_bias(gh[..., 2 * hidden :], params.b_hn))
     else:
         r, z = jnp.split(sigmoid(gx_rz + h_prev @ params.V[:, : 2 * hidden]), 2, axis=-1)
         candidate = tanh(gx_h + (r * h_prev) @ params.V[:, 2 * hidden :])
@@ -163,7 +163,7 @@ def gru_step(
     _checks.check_params_type("params", params, (GRUParams, GRUResetAfterParams))
     _checks.check_step_inputs(params, carry, x, GRUState)
     with jax.named_scope("gru_step"):
-        return gru_cell(params, carry, x @ params.W + params.b)
+        return gru_cell(params, carry, add_bias(x @ params.W, params.b))
 
 
 def gru_gate(params: GRUParams | GRUResetAfterParams, name: str) -> GateWeights:

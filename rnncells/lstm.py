@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._gates import GateWeights, gate_slice
+from rnncells._gates import GateWeights, add_bias, gate_slice
 from rnncells._math import sigmoid, tanh
 from rnncells.initializers import chrono_bias, glorot_uniform, orthogonal
 
@@ -138,7 +138,7 @@ def lstm_step(params: LSTMParams, carry: LSTMState, x: jax.Array) -> tuple[LSTMS
     _checks.check_params_type("params", params, (LSTMParams,))
     _checks.check_step_inputs(params, carry, x, LSTMState)
     with jax.named_scope("lstm_step"):
-        return lstm_cell(params, carry, x @ params.W + params.b)
+        return lstm_cell(params, carry, add_bias(x @ params.W, params.b))
 
 
 def lstm_gate(params: LSTMParams, name: str) -> GateWeights:

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._gates import GateWeights, gate_slice
+from rnncells._gates import GateWeights, add_bias, gate_slice
 from rnncells._math import tanh
 from rnncells.initializers import glorot_uniform, orthogonal
 
@@ -77,7 +77,7 @@ def rnn_step(params: RNNParams, carry: RNNState, x: jax.Array) -> tuple[RNNState
     _checks.check_params_type("params", params, (RNNParams,))
     _checks.check_step_inputs(params, carry, x, RNNState)
     with jax.named_scope("rnn_step"):
-        return rnn_cell(params, carry, x @ params.W + params.b)
+        return rnn_cell(params, carry, add_bias(x @ params.W, params.b))
 
 
 def rnn_gate(params: RNNParams, name: str) -> GateWeights:
