@@ -36,10 +36,13 @@ def orthogonal(key: jax.Array, size: int, num_gates: int, dtype) -> jax.Array:
     Returns:
       Array of shape (size, num_gates * size).
     """
+    # The QR behind orthogonal() has no half-precision kernels (bfloat16 fails on CPU):
+    # draw in at least float32, then cast.
+    work_dtype = dtype if jnp.finfo(dtype).bits >= 32 else jnp.float32
     init = jax.nn.initializers.orthogonal()
     keys = jax.random.split(key, num_gates)
-    blocks = [init(k, (size, size), dtype) for k in keys]
-    return jnp.concatenate(blocks, axis=-1)
+    blocks = [init(k, (size, size), work_dtype) for k in keys]
+    return jnp.concatenate(blocks, axis=-1).astype(dtype)
 
 
 def chrono_bias(key: jax.Array, size: int, t_max: float, dtype) -> jax.Array:
