@@ -1,0 +1,275 @@
+"""Flax linen modules over the pure cells: they create params and call the pure functions.
+
+``pip install rnncells[flax]``. A cell stores the core params NamedTuple as one linen
+param named ``"cell"`` (``variables["params"]["cell"]`` is an ``LSTMParams`` & co.), a
+layer stores the tuple of ``rnncells.stack_init`` as one param named ``"layers"``.
+
+The cells follow flax's ``RNNCellBase`` contract (``__call__(carry, x) -> (carry, y)``,
+``initialize_carry(rng, input_shape)``, ``num_feature_axes``), so they run inside
+``flax.linen.RNN`` and ``flax.linen.Bidirectional``; their carries are the core's
+(``LSTMState(h, c)``, not Flax's ``(c, h)``).
+
+Example:
+  >>> import flax.linen as nn
+  >>> import rnncells.linen as rcnn
+  >>> rnn = nn.RNN(rcnn.LSTMCell(hidden_size=16))
+  >>> variables = rnn.init(jax.random.key(0), jnp.ones((4, 10, 2)))
+  >>> ys = rnn.apply(variables, jnp.ones((4, 10, 2)))   # (4, 10, 16)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rnncells import modules_common as common
+from rnncells.cells import step_for
+
+
+class _CellMethods:
+    """The linen cells' shared methods; each cell sets ``cell_name`` and ``_options``."""
+
+    cell_name = ""
+
+    def _options(self) -> common.CellOptions:
+        raise NotImplementedError
+
+    def _step(self, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
+        options = self._options()
+        params = self.param(
+            "cell",
+            lambda key: common.cell_init(
+                key, self.cell_name, x.shape[-1], self.hidden_size, options
+            ),
+        )
+        return step_for(params)(params, carry, x)
+
+    @nn.nowrap
+    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> Any:
+        """Zero carry for inputs of shape ``input_shape`` = (*batch, D); ``rng`` is unused."""
+        del rng
+        return common.zero_carry(
+            self.cell_name, input_shape[:-1], self.hidden_size, jnp.dtype(self.dtype)
+        )
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+class LSTMCell(_CellMethods, nn.RNNCellBase):
+    """LSTM cell (``rnncells.lstm_step``): gates (i, f, g, o), carry ``LSTMState(h, c)``.
+
+    Attributes:
+      hidden_size: H.
+      forget_bias: initial forget-gate bias b_f.
+      chrono_t_max: chrono initialisation instead of forget_bias, if given.
+      dtype: params dtype (inputs and carries must match it).
+    """
+
+    hidden_size: int
+    forget_bias: float = 1.0
+    chrono_t_max: float | None = None
+    dtype: Any = jnp.float32
+    cell_name = "lstm"
+
+    def _options(self) -> common.CellOptions:
+        return common.CellOptions(self.forget_bias, self.chrono_t_max, False, self.dtype)
+
+    @nn.compact
+    def __call__(self, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
+        """One step; x (*batch, D), carry fields (*batch, H); returns (carry, h_t)."""
+        return self._step(carry, x)
+
+
+class GRUCell(_CellMethods, nn.RNNCellBase):
+    """GRU cell (``rnncells.gru_step``): gates (r, z, h), z writes; carry ``GRUState(h)``.
+
+    Attributes:
+      hidden_size: H.
+      reset_after: False for the seed's reset-before form, True for reset-after.
+      chrono_t_max: chrono initialisation of the update-gate bias, if given.
+      dtype: params dtype.
+    """
+
+    hidden_size: int
+    reset_after: bool = False
+    chrono_t_max: float | None = None
+    dtype: Any = jnp.float32
+    cell_name = "gru"
+
+    def _options(self) -> common.CellOptions:
+        return common.CellOptions(1.0, self.chrono_t_max, self.reset_after, self.dtype)
+
+    @nn.compact
+    def __call__(self, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
+        """One step; x (*batch, D), carry.h (*batch, H); returns (carry, h_t)."""
+        return self._step(carry, x)
+
+
+class RNNCell(_CellMethods, nn.RNNCellBase):
+    """tanh RNN cell (``rnncells.rnn_step``); carry ``RNNState(h)``.
+
+    Attributes:
+      hidden_size: H.
+      dtype: params dtype.
+    """
+
+    hidden_size: int
+    dtype: Any = jnp.float32
+    cell_name = "rnn"
+
+    def _options(self) -> common.CellOptions:
+        return common.CellOptions(dtype=self.dtype)
+
+    @nn.compact
+    def __call__(self, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
+        """One step; x (*batch, D), carry.h (*batch, H); returns (carry, h_t)."""
+        return self._step(carry, x)
+
+
+class _LayerMethods:
+    """The linen layers' shared ``__call__``; each layer sets ``cell_name``, ``_options``."""
+
+    cell_name = ""
+
+    def _options(self) -> common.CellOptions:
+        raise NotImplementedError
+
+    def _run(self, xs, carries, lengths, time_major, deterministic):
+        options = self._options()
+        input_size = xs.shape[-1]
+        layers = self.param(
+            "layers",
+            lambda key: common.layer_init(
+                key,
+                self.cell_name,
+                input_size,
+                self.hidden_size,
+                options,
+                num_layers=self.num_layers,
+                bidirectional=self.bidirectional,
+                merge=self.merge,
+            ),
+        )
+        dropout_key = None
+        if self.dropout_rate > 0.0:
+            deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+            if not deterministic:
+                dropout_key = self.make_rng("dropout")
+        return common.layer_apply(
+            layers,
+            xs,
+            carries,
+            lengths=lengths,
+            reverse=self.reverse,
+            merge=self.merge,
+            dropout_rate=0.0 if dropout_key is None else self.dropout_rate,
+            dropout_key=dropout_key,
+            time_major=time_major,
+            unroll=self.unroll,
+            remat=self.remat,
+        )
+
+
+_LAYER_DOC = """
+
+    Attributes:
+      hidden_size: H of every layer.
+      num_layers: depth.
+      bidirectional: each layer runs forwards and backwards and merges.
+      merge: "concat" (outputs 2H) or "sum" (outputs H) for bidirectional layers.
+      dropout_rate: dropout on every layer's outputs but the last's, from the
+        ``"dropout"`` rng collection.
+      deterministic: True disables dropout; may be given per call instead.
+      reverse: run every one-directional layer from the last valid step to the first.
+      unroll: ``jax.lax.scan`` unroll factor.
+      remat: recompute steps in the backward pass.
+      dtype: params dtype.
+
+    ``__call__(xs, carries=None, *, lengths=None, time_major=False,
+    deterministic=None) -> (final_carries, ys)``, as ``rnncells.stack_unroll``:
+    xs (*batch, T, D), carries one per layer, lengths (*batch,).
+"""
+
+
+class LSTM(_LayerMethods, nn.Module):
+    __doc__ = (
+        "Stacked LSTM layers running ``rnncells.stack_unroll``; forget_bias and "
+        "chrono_t_max as ``rnncells.lstm_init``." + _LAYER_DOC
+    )
+
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    merge: str = "concat"
+    dropout_rate: float = 0.0
+    deterministic: bool | None = None
+    reverse: bool = False
+    unroll: int = 1
+    remat: bool = False
+    forget_bias: float = 1.0
+    chrono_t_max: float | None = None
+    dtype: Any = jnp.float32
+    cell_name = "lstm"
+
+    def _options(self) -> common.CellOptions:
+        return common.CellOptions(self.forget_bias, self.chrono_t_max, False, self.dtype)
+
+    @nn.compact
+    def __call__(self, xs, carries=None, *, lengths=None, time_major=False, deterministic=None):
+        return self._run(xs, carries, lengths, time_major, deterministic)
+
+
+class GRU(_LayerMethods, nn.Module):
+    __doc__ = (
+        "Stacked GRU layers running ``rnncells.stack_unroll``; reset_after and "
+        "chrono_t_max as ``rnncells.gru_init``." + _LAYER_DOC
+    )
+
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    merge: str = "concat"
+    dropout_rate: float = 0.0
+    deterministic: bool | None = None
+    reverse: bool = False
+    unroll: int = 1
+    remat: bool = False
+    reset_after: bool = False
+    chrono_t_max: float | None = None
+    dtype: Any = jnp.float32
+    cell_name = "gru"
+
+    def _options(self) -> common.CellOptions:
+        return common.CellOptions(1.0, self.chrono_t_max, self.reset_after, self.dtype)
+
+    @nn.compact
+    def __call__(self, xs, carries=None, *, lengths=None, time_major=False, deterministic=None):
+        return self._run(xs, carries, lengths, time_major, deterministic)
+
+
+class RNN(_LayerMethods, nn.Module):
+    __doc__ = "Stacked tanh RNN layers running ``rnncells.stack_unroll``." + _LAYER_DOC
+
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    merge: str = "concat"
+    dropout_rate: float = 0.0
+    deterministic: bool | None = None
+    reverse: bool = False
+    unroll: int = 1
+    remat: bool = False
+    dtype: Any = jnp.float32
+    cell_name = "rnn"
+
+    def _options(self) -> common.CellOptions:
+        return common.CellOptions(dtype=self.dtype)
+
+    @nn.compact
+    def __call__(self, xs, carries=None, *, lengths=None, time_major=False, deterministic=None):
+        return self._run(xs, carries, lengths, time_major, deterministic)

@@ -1,0 +1,217 @@
+"""What the Flax NNX and linen wrappers share: building params and running layers.
+
+Both wrappers are bookkeeping around these pure functions: they hold the arrays these
+functions create and pass them back in. Nothing here imports Flax.
+
+- ``cell_init`` makes one cell's params from a cell name and its options.
+- ``zero_carry`` makes a zero carry before any params exist (linen's
+  ``initialize_carry`` contract).
+- ``layer_init`` / ``layer_apply`` make and run a stack (``rnncells.stack_init`` /
+  ``rnncells.stack_unroll``), adding ``reverse`` for one-directional stacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnncells import _checks
+from rnncells.gru import GRUState, gru_init
+from rnncells.layers import Bidirectional, stack_init, stack_unroll
+from rnncells.lstm import LSTMState, lstm_init
+from rnncells.rnn import RNNState, rnn_init
+
+CELLS = ("lstm", "gru", "rnn")
+_STATES = {"lstm": LSTMState, "gru": GRUState, "rnn": RNNState}
+
+
+class CellOptions(NamedTuple):
+    """A cell's options; each is passed only to the init functions that take it.
+
+    forget_bias: LSTM constant forget-gate bias b_f (ignored with chrono_t_max).
+    chrono_t_max: LSTM/GRU chrono initialisation (Tallec & Ollivier 2018); None for off.
+    reset_after: GRU reset placement (False: the seed's reset-before form).
+    dtype: floating dtype of the params, and of the inputs and carries they accept.
+    """
+
+    forget_bias: float = 1.0
+    chrono_t_max: float | None = None
+    reset_after: bool = False
+    dtype: Any = jnp.float32
+
+
+def check_cell(cell: str) -> str:
+    """Returns ``cell`` if it names a built-in cell, else raises ValueError."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {list(CELLS)}, got {cell!r}")
+    return cell
+
+
+def init_kwargs(cell: str, options: CellOptions) -> dict[str, Any]:
+    """The keyword arguments of ``cell``'s init function for ``options``.
+
+    Raises:
+      ValueError: an option that does not apply to ``cell`` differs from its default
+        (chrono_t_max for the RNN, reset_after for a non-GRU cell).
+    """
+    check_cell(cell)
+    dtype = jnp.dtype(options.dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    if cell != "gru" and options.reset_after:
+        raise ValueError(f"reset_after applies to the GRU only, got reset_after=True for {cell!r}")
+    if cell == "rnn" and options.chrono_t_max is not None:
+        raise ValueError(
+            f"chrono_t_max applies to gated cells (lstm, gru), got {options.chrono_t_max!r} "
+            "for 'rnn'"
+        )
+    if cell == "lstm":
+        return dict(forget_bias=options.forget_bias, chrono_t_max=options.chrono_t_max, dtype=dtype)
+    if cell == "gru":
+        return dict(
+            reset_after=bool(options.reset_after), chrono_t_max=options.chrono_t_max, dtype=dtype
+        )
+    return dict(dtype=dtype)
+
+
+_INITS = {"lstm": lstm_init, "gru": gru_init, "rnn": rnn_init}
+
+
+def cell_init(
+    key: jax.Array, cell: str, input_size: int, hidden_size: int, options: CellOptions
+) -> Any:
+    """One cell's params: ``lstm_init`` / ``gru_init`` / ``rnn_init`` with ``options``."""
+    return _INITS[check_cell(cell)](key, input_size, hidden_size, **init_kwargs(cell, options))
+
+
+def zero_carry(cell: str, batch_shape: Sequence[int], hidden_size: int, dtype) -> Any:
+    """The zero carry of ``cell`` (LSTMState(h, c), GRUState(h) or RNNState(h)).
+
+    Args:
+      cell: "lstm", "gru" or "rnn".
+      batch_shape: leading batch dimensions.
+      hidden_size: H.
+      dtype: the carry's dtype (the params' dtype).
+
+    Returns:
+      The carry NamedTuple with zeros of shape (*batch_shape, H) in every field.
+    """
+    state = _STATES[check_cell(cell)]
+    batch_shape = tuple(int(d) for d in batch_shape)
+    hidden_size = _checks.check_positive_int("hidden_size", hidden_size)
+    zeros = jnp.zeros(batch_shape + (hidden_size,), dtype)
+    return state(*([zeros] * len(state._fields)))
+
+
+def layer_init(
+    key: jax.Array,
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    options: CellOptions,
+    *,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    merge: str = "concat",
+) -> tuple[Any, ...]:
+    """A stack's params: ``rnncells.stack_init`` with the cell's options."""
+    return stack_init(
+        key,
+        check_cell(cell),
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        merge=merge,
+        **init_kwargs(cell, options),
+    )
+
+
+def reverse_valid(xs: jax.Array, lengths: jax.Array | None, *, time_major: bool) -> jax.Array:
+    """Reverses each sequence's valid prefix along time; padding stays where it is.
+
+    An involution: applying it twice gives ``xs`` back. Without lengths it flips the
+    whole time axis.
+
+    Args:
+      xs: (*batch, T, F), or (T, *batch, F) with ``time_major``.
+      lengths: optional (*batch,) valid lengths.
+      time_major: where the time axis is.
+
+    Returns:
+      Array of the shape of ``xs``.
+    """
+    axis = 0 if time_major else xs.ndim - 2
+    if lengths is None:
+        return jnp.flip(xs, axis=axis)
+    num_steps = xs.shape[axis]
+    t = jnp.arange(num_steps, dtype=lengths.dtype)
+    if time_major:
+        t = t.reshape((num_steps,) + (1,) * lengths.ndim)
+        lens = lengths[None]
+    else:
+        lens = lengths[..., None]
+    index = jnp.where(t < lens, lens - 1 - t, t)  # (T, *batch) or (*batch, T)
+    index = jnp.broadcast_to(index[..., None], xs.shape)
+    return jnp.take_along_axis(xs, index, axis=axis)
+
+
+def layer_apply(
+    layers: tuple[Any, ...],
+    xs: jax.Array,
+    carries: tuple[Any, ...] | None = None,
+    *,
+    lengths: jax.Array | None = None,
+    reverse: bool = False,
+    merge: str = "concat",
+    dropout_rate: float = 0.0,
+    dropout_key: jax.Array | None = None,
+    time_major: bool = False,
+    unroll: int = 1,
+    remat: bool = False,
+) -> tuple[tuple[Any, ...], jax.Array]:
+    """Runs a stack with ``rnncells.stack_unroll``; ``reverse`` runs every layer backwards.
+
+    A reversed one-directional stack is the forward stack applied to the inputs with
+    each valid prefix reversed, its outputs reversed back: the same as reversing every
+    layer's unroll (each layer reads its input from the last valid step to the first).
+
+    Args:
+      layers, xs, carries, lengths, merge, dropout_rate, dropout_key, time_major, unroll,
+        remat: as in ``rnncells.stack_unroll``.
+      reverse: run each one-directional layer from the last valid step to the first.
+
+    Returns:
+      (final_carries, ys) as ``rnncells.stack_unroll``.
+
+    Raises:
+      ValueError: ``reverse`` with bidirectional layers (they already run both ways), or
+        anything ``rnncells.stack_unroll`` rejects.
+    """
+    if reverse and any(isinstance(layer, Bidirectional) for layer in layers):
+        raise ValueError("reverse=True does not apply to bidirectional layers (got both)")
+    if dropout_rate == 0.0:
+        dropout_key = None
+    kwargs = dict(
+        lengths=lengths,
+        merge=merge,
+        dropout_rate=dropout_rate,
+        dropout_key=dropout_key,
+        time_major=time_major,
+        unroll=unroll,
+        remat=remat,
+    )
+    if not reverse:
+        return stack_unroll(tuple(layers), xs, carries, **kwargs)
+    _checks.check_array("xs", xs)
+    _checks.check_min_rank("xs", xs, 2, "(T, *batch, F)" if time_major else "(*batch, T, F)")
+    if lengths is not None:
+        batch_shape = xs.shape[1:-1] if time_major else xs.shape[:-2]
+        _checks.check_lengths(lengths, batch_shape, xs.shape[0 if time_major else -2])
+    finals, ys = stack_unroll(
+        tuple(layers), reverse_valid(xs, lengths, time_major=time_major), carries, **kwargs
+    )
+    return finals, reverse_valid(ys, lengths, time_major=time_major)

@@ -1,0 +1,475 @@
+"""Flax NNX modules over the pure cells: they hold params and call the pure functions.
+
+``pip install rnncells[flax]``. Each module keeps a core params NamedTuple as one
+``nnx.Param`` per field (W, V, b, and b_hn for a reset-after GRU) and rebuilds the
+NamedTuple, with no arithmetic, when called. (An ``nnx.Param`` holding the whole
+NamedTuple does not survive ``nnx.Optimizer``: its state is split per leaf.) So
+``module.params`` is exactly what ``rnncells.lstm_init`` & co. return, and
+
+    module(carry, x) == rnncells.step_for(module.params)(module.params, carry, x)
+
+Cells follow the scan contract ``(carry, x) -> (carry, y)`` with the core's carries
+(``LSTMState(h, c)``, not Flax's ``(c, h)``). Layers run ``rnncells.stack_unroll``.
+
+Example:
+  >>> from flax import nnx
+  >>> import rnncells.nnx as rcnn
+  >>> layer = rcnn.LSTM(2, 16, num_layers=2, rngs=nnx.Rngs(0))
+  >>> carries, ys = layer(jnp.ones((4, 10, 2)))          # ys: (4, 10, 16)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rnncells import modules_common as common
+from rnncells.cells import cell_spec, init_carry, step_for
+from rnncells.layers import Bidirectional
+
+
+class _Params(nnx.Module):
+    """One params NamedTuple (or a Bidirectional pair of them), one nnx.Param per field."""
+
+    def __init__(self, params: Any):
+        if isinstance(params, Bidirectional):
+            self.forward = _Params(params.forward)
+            self.backward = _Params(params.backward)
+            self.kind = Bidirectional
+            return
+        cell_spec(params)  # TypeError for anything but a built-in params NamedTuple
+        self.kind = type(params)
+        for name, value in zip(params._fields, params, strict=True):
+            setattr(self, name, nnx.Param(value))
+
+    def get(self) -> Any:
+        if self.kind is Bidirectional:
+            return Bidirectional(self.forward.get(), self.backward.get())
+        return self.kind(*(getattr(self, name)[...] for name in self.kind._fields))
+
+
+class Cell(nnx.RNNCellBase):
+    """An NNX cell holding given core params; ``__call__`` is the pure step.
+
+    Args:
+      params: LSTMParams, GRUParams, GRUResetAfterParams or RNNParams.
+
+    Raises:
+      TypeError: params is not a built-in params NamedTuple.
+    """
+
+    def __init__(self, params: Any):
+        self.weights = _Params(params)
+
+    @property
+    def params(self) -> Any:
+        """The core params NamedTuple, rebuilt from the module's nnx.Params."""
+        return self.weights.get()
+
+    def __call__(self, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
+        """One step: ``step_for(params)(params, carry, x)``.
+
+        Args:
+          carry: the core carry (LSTMState(h, c), GRUState(h), RNNState(h)), fields
+            of shape (*batch, H).
+          x: input x_t (*batch, D) in the params' dtype.
+
+        Returns:
+          (new_carry, h_t).
+        """
+        params = self.params
+        return step_for(params)(params, carry, x)
+
+    def initialize_carry(self, batch_shape: Sequence[int] | int = (), rngs: Any = None) -> Any:
+        """The zero carry for inputs with leading dims ``batch_shape`` (rngs is unused).
+
+        Unlike ``flax.nnx``'s cells this takes the batch shape, not the input shape.
+        """
+        del rngs
+        return init_carry(self.params, batch_shape)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+def _options(forget_bias, chrono_t_max, reset_after, dtype) -> common.CellOptions:
+    return common.CellOptions(forget_bias, chrono_t_max, reset_after, dtype)
+
+
+class LSTMCell(Cell):
+    """LSTM cell (``rnncells.lstm``): gates (i, f, g, o), carry ``LSTMState(h, c)``.
+
+    Args:
+      input_size: D.
+      hidden_size: H.
+      forget_bias: initial forget-gate bias b_f (1 by default).
+      chrono_t_max: chrono initialisation instead of forget_bias, if given.
+      dtype: params dtype (inputs and carries must match it).
+      rngs: ``nnx.Rngs``; its ``params`` stream initialises the weights.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        forget_bias: float = 1.0,
+        chrono_t_max: float | None = None,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        options = _options(forget_bias, chrono_t_max, False, dtype)
+        super().__init__(common.cell_init(rngs.params(), "lstm", input_size, hidden_size, options))
+
+
+class GRUCell(Cell):
+    """GRU cell (``rnncells.gru``): gates (r, z, h), z writes; carry ``GRUState(h)``.
+
+    Args:
+      input_size: D.
+      hidden_size: H.
+      reset_after: False for the seed's reset-before form, True for the cuDNN/PyTorch
+        reset-after form with b_hn.
+      chrono_t_max: chrono initialisation of the update-gate bias, if given.
+      dtype: params dtype.
+      rngs: ``nnx.Rngs``; its ``params`` stream initialises the weights.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        reset_after: bool = False,
+        chrono_t_max: float | None = None,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        options = _options(1.0, chrono_t_max, reset_after, dtype)
+        super().__init__(common.cell_init(rngs.params(), "gru", input_size, hidden_size, options))
+
+
+class RNNCell(Cell):
+    """tanh RNN cell (``rnncells.rnn``): h_t = tanh(W x_t + V h_{t-1} + b).
+
+    Args:
+      input_size: D.
+      hidden_size: H.
+      dtype: params dtype.
+      rngs: ``nnx.Rngs``; its ``params`` stream initialises the weights.
+    """
+
+    def __init__(
+        self, input_size: int, hidden_size: int, *, dtype: Any = jnp.float32, rngs: nnx.Rngs
+    ):
+        options = _options(1.0, None, False, dtype)
+        super().__init__(common.cell_init(rngs.params(), "rnn", input_size, hidden_size, options))
+
+
+def _dropout_key(rngs: Any) -> jax.Array:
+    if isinstance(rngs, nnx.Rngs):
+        return rngs.dropout()
+    if isinstance(rngs, nnx.RngStream):
+        return rngs()
+    if isinstance(rngs, jax.Array):
+        return rngs
+    raise TypeError(
+        f"rngs must be nnx.Rngs, nnx.RngStream or a PRNG key, got {type(rngs).__name__}"
+    )
+
+
+class Layer(nnx.Module):
+    """A stack of recurrent layers holding given params; runs ``rnncells.stack_unroll``.
+
+    Args:
+      layers: tuple of per-layer params or Bidirectional params (``rnncells.stack_init``,
+        ``rnncells.interop.from_torch``).
+      merge: how a bidirectional layer's outputs merge: "concat" or "sum".
+      dropout_rate: dropout on every layer's outputs but the last's.
+      reverse: run every (one-directional) layer from the last valid step to the first.
+      deterministic: True disables dropout (also settable per call or by ``nnx.view``).
+      unroll: ``jax.lax.scan`` unroll factor.
+      remat: recompute steps in the backward pass.
+      rngs: ``nnx.Rngs`` whose ``dropout`` stream is kept for dropout masks (optional:
+        a key can be given per call instead).
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Any],
+        *,
+        merge: str = "concat",
+        dropout_rate: float = 0.0,
+        reverse: bool = False,
+        deterministic: bool = False,
+        unroll: int = 1,
+        remat: bool = False,
+        rngs: nnx.Rngs | None = None,
+    ):
+        self.layers = nnx.List([_Params(layer) for layer in layers])
+        self.merge = merge
+        self.dropout_rate = float(dropout_rate)
+        self.reverse = bool(reverse)
+        self.deterministic = bool(deterministic)
+        self.unroll = unroll
+        self.remat = bool(remat)
+        use_rngs = rngs is not None and self.dropout_rate > 0.0
+        self.rngs = rngs.dropout.fork() if use_rngs else nnx.data(None)
+
+    @property
+    def params(self) -> tuple[Any, ...]:
+        """The stack's params: a tuple, one entry per layer, as ``rnncells.stack_init``."""
+        return tuple(layer.get() for layer in self.layers)
+
+    def initialize_carry(self, batch_shape: Sequence[int] | int = ()) -> tuple[Any, ...]:
+        """Zero carries, one per layer (Bidirectional pairs for bidirectional layers)."""
+        return tuple(
+            Bidirectional(init_carry(p.forward, batch_shape), init_carry(p.backward, batch_shape))
+            if isinstance(p, Bidirectional)
+            else init_carry(p, batch_shape)
+            for p in self.params
+        )
+
+    def __call__(
+        self,
+        xs: jax.Array,
+        carries: tuple[Any, ...] | None = None,
+        *,
+        lengths: jax.Array | None = None,
+        time_major: bool = False,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> tuple[tuple[Any, ...], jax.Array]:
+        """Runs the stack over ``xs``.
+
+        Args:
+          xs: inputs (*batch, T, D), or (T, *batch, D) with ``time_major``.
+          carries: optional initial carries, one per layer.
+          lengths: optional (*batch,) valid lengths (packed-sequence semantics).
+          time_major: whether time is the first axis of ``xs`` and ``ys``.
+          deterministic: overrides the module's ``deterministic`` for this call.
+          rngs: ``nnx.Rngs``, ``nnx.RngStream`` or PRNG key for the dropout mask,
+            overriding the stream kept at construction.
+
+        Returns:
+          (final_carries, ys) as ``rnncells.stack_unroll``.
+
+        Raises:
+          ValueError: dropout is active but no rngs were given here or at construction.
+        """
+        deterministic = self.deterministic if deterministic is None else deterministic
+        dropout_rate = 0.0 if deterministic else self.dropout_rate
+        dropout_key = None
+        if dropout_rate > 0.0:
+            source = rngs if rngs is not None else self.rngs
+            if source is None:
+                raise ValueError(
+                    "rngs is required for dropout (dropout_rate > 0 and deterministic=False): "
+                    "give rngs at construction or per call, got none"
+                )
+            dropout_key = _dropout_key(source)
+        return common.layer_apply(
+            self.params,
+            xs,
+            carries,
+            lengths=lengths,
+            reverse=self.reverse,
+            merge=self.merge,
+            dropout_rate=dropout_rate,
+            dropout_key=dropout_key,
+            time_major=time_major,
+            unroll=self.unroll,
+            remat=self.remat,
+        )
+
+    def set_view(self, deterministic: bool | None = None):
+        """Used by ``nnx.view(module, deterministic=...)``."""
+        if deterministic is not None:
+            self.deterministic = deterministic
+
+
+def _make_layer(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    options: common.CellOptions,
+    *,
+    num_layers: int,
+    bidirectional: bool,
+    merge: str,
+    rngs: nnx.Rngs,
+) -> tuple[Any, ...]:
+    return common.layer_init(
+        rngs.params(),
+        cell,
+        input_size,
+        hidden_size,
+        options,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        merge=merge,
+    )
+
+
+_LAYER_ARGS = """
+    Args:
+      input_size: D of the first layer.
+      hidden_size: H of every layer.
+      num_layers: depth.
+      bidirectional: each layer runs forwards and backwards and merges.
+      merge: "concat" (outputs 2H) or "sum" (outputs H) for bidirectional layers.
+      dropout_rate: dropout on every layer's outputs but the last's (PyTorch's).
+      reverse: run every one-directional layer from the last valid step to the first.
+      deterministic: True disables dropout.
+      unroll: ``jax.lax.scan`` unroll factor.
+      remat: recompute steps in the backward pass.
+      dtype: params dtype.
+      rngs: ``nnx.Rngs``: ``params`` initialises the weights, ``dropout`` is kept for
+        dropout masks.
+"""
+
+
+class LSTM(Layer):
+    __doc__ = (
+        "Stacked (optionally bidirectional) LSTM layers, ``rnncells.stack_unroll``.\n"
+        + _LAYER_ARGS
+        + "      forget_bias, chrono_t_max: as ``rnncells.lstm_init``.\n"
+    )
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        merge: str = "concat",
+        dropout_rate: float = 0.0,
+        reverse: bool = False,
+        deterministic: bool = False,
+        unroll: int = 1,
+        remat: bool = False,
+        forget_bias: float = 1.0,
+        chrono_t_max: float | None = None,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        options = _options(forget_bias, chrono_t_max, False, dtype)
+        layers = _make_layer(
+            "lstm",
+            input_size,
+            hidden_size,
+            options,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            merge=merge,
+            rngs=rngs,
+        )
+        super().__init__(
+            layers,
+            merge=merge,
+            dropout_rate=dropout_rate,
+            reverse=reverse,
+            deterministic=deterministic,
+            unroll=unroll,
+            remat=remat,
+            rngs=rngs,
+        )
+
+
+class GRU(Layer):
+    __doc__ = (
+        "Stacked (optionally bidirectional) GRU layers, ``rnncells.stack_unroll``.\n"
+        + _LAYER_ARGS
+        + "      reset_after, chrono_t_max: as ``rnncells.gru_init``.\n"
+    )
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        merge: str = "concat",
+        dropout_rate: float = 0.0,
+        reverse: bool = False,
+        deterministic: bool = False,
+        unroll: int = 1,
+        remat: bool = False,
+        reset_after: bool = False,
+        chrono_t_max: float | None = None,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        options = _options(1.0, chrono_t_max, reset_after, dtype)
+        layers = _make_layer(
+            "gru",
+            input_size,
+            hidden_size,
+            options,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            merge=merge,
+            rngs=rngs,
+        )
+        super().__init__(
+            layers,
+            merge=merge,
+            dropout_rate=dropout_rate,
+            reverse=reverse,
+            deterministic=deterministic,
+            unroll=unroll,
+            remat=remat,
+            rngs=rngs,
+        )
+
+
+class RNN(Layer):
+    __doc__ = (
+        "Stacked (optionally bidirectional) tanh RNN layers, ``rnncells.stack_unroll``.\n"
+        + _LAYER_ARGS
+    )
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        merge: str = "concat",
+        dropout_rate: float = 0.0,
+        reverse: bool = False,
+        deterministic: bool = False,
+        unroll: int = 1,
+        remat: bool = False,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        options = _options(1.0, None, False, dtype)
+        layers = _make_layer(
+            "rnn",
+            input_size,
+            hidden_size,
+            options,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            merge=merge,
+            rngs=rngs,
+        )
+        super().__init__(
+            layers,
+            merge=merge,
+            dropout_rate=dropout_rate,
+            reverse=reverse,
+            deterministic=deterministic,
+            unroll=unroll,
+            remat=remat,
+            rngs=rngs,
+        )
