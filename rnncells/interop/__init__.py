@@ -4,6 +4,14 @@ Each converter lives in its own module and imports its framework only when calle
 ``import rnncells.interop`` needs JAX alone.
 
 - PyTorch ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``: ``from_torch``, ``to_torch``.
+- Flax linen ``LSTMCell`` / ``OptimizedLSTMCell`` / ``GRUCell`` / ``SimpleCell``:
+  ``from_flax_linen``, ``to_flax_linen``; carries ``from_flax_carry``, ``to_flax_carry``.
+- Flax NNX ``LSTMCell`` / ``OptimizedLSTMCell`` / ``GRUCell`` / ``SimpleCell``:
+  ``from_flax_nnx``, ``to_flax_nnx`` (same carry converters as linen).
+- Equinox ``LSTMCell`` / ``GRUCell``: ``from_equinox``, ``to_equinox``,
+  ``from_equinox_carry``, ``to_equinox_carry``.
+- Haiku ``hk.LSTM`` / ``hk.GRU`` params: ``from_haiku``, ``to_haiku``,
+  ``from_haiku_carry``, ``to_haiku_carry`` (``hk.VanillaRNN`` is relu: refused).
 """
 
 from __future__ import annotations
@@ -13,6 +21,20 @@ import importlib
 _CONVERTERS = {
     "from_torch": "rnncells.interop._torch",
     "to_torch": "rnncells.interop._torch",
+    "from_flax_linen": "rnncells.interop._flax_linen",
+    "to_flax_linen": "rnncells.interop._flax_linen",
+    "from_flax_carry": "rnncells.interop._flax_linen",
+    "to_flax_carry": "rnncells.interop._flax_linen",
+    "from_flax_nnx": "rnncells.interop._flax_nnx",
+    "to_flax_nnx": "rnncells.interop._flax_nnx",
+    "from_equinox": "rnncells.interop._equinox",
+    "to_equinox": "rnncells.interop._equinox",
+    "from_equinox_carry": "rnncells.interop._equinox",
+    "to_equinox_carry": "rnncells.interop._equinox",
+    "from_haiku": "rnncells.interop._haiku",
+    "to_haiku": "rnncells.interop._haiku",
+    "from_haiku_carry": "rnncells.interop._haiku",
+    "to_haiku_carry": "rnncells.interop._haiku",
 }
 
 __all__ = sorted(_CONVERTERS)

@@ -1,0 +1,115 @@
+"""Exact converters between rnncells params and Equinox's ``LSTMCell`` / ``GRUCell``.
+
+Equinox stores PyTorch's layout: ``weight_ih`` (G*H, D), ``weight_hh`` (G*H, H), so
+W = weight_ih.T and V = weight_hh.T; one ``bias`` (G*H,) on the input side.
+
+- ``LSTMCell``: gates (i, f, g, o); carry ``(h, c)``.
+- ``GRUCell``: reset-after with ``bias_n`` = b_hn, gates (r, z, n), and z keeps
+  (h' = n + z (h - n)); it maps onto ``GRUResetAfterParams`` with the update gate's
+  W, V, b negated.
+
+``use_bias=False`` cells convert to zero biases; converting back gives ``use_bias=True``
+cells holding those zeros. Equinox cells take one example at a time (``jax.vmap`` them
+for a batch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rnncells.cells import cell_spec
+from rnncells.gru import GRUParams, GRUResetAfterParams
+from rnncells.interop._flax_linen import negate_update
+from rnncells.lstm import LSTMParams, LSTMState
+
+
+def from_equinox(module: Any) -> Any:
+    """rnncells params from an Equinox cell.
+
+    Args:
+      module: ``equinox.nn.LSTMCell`` or ``equinox.nn.GRUCell``.
+
+    Returns:
+      LSTMParams or GRUResetAfterParams.
+
+    Raises:
+      TypeError: an unsupported module type.
+    """
+    import equinox as eqx
+
+    if not isinstance(module, eqx.nn.LSTMCell | eqx.nn.GRUCell):
+        raise TypeError(
+            f"module must be equinox.nn.LSTMCell or equinox.nn.GRUCell, got {type(module).__name__}"
+        )
+    W, V = jnp.asarray(module.weight_ih).T, jnp.asarray(module.weight_hh).T
+    zeros = jnp.zeros(W.shape[1:], W.dtype)
+    b = zeros if module.bias is None else jnp.asarray(module.bias)
+    if isinstance(module, eqx.nn.LSTMCell):
+        return LSTMParams(W, V, b)
+    hidden = V.shape[0]
+    b_hn = zeros[:hidden] if module.bias_n is None else jnp.asarray(module.bias_n)
+    return negate_update(GRUResetAfterParams(W, V, b, b_hn))
+
+
+def to_equinox(params: Any) -> Any:
+    """An Equinox cell computing exactly what ``params`` computes.
+
+    Args:
+      params: LSTMParams or GRUResetAfterParams.
+
+    Returns:
+      ``equinox.nn.LSTMCell`` or ``equinox.nn.GRUCell`` with ``use_bias=True``, in the
+      params' dtype.
+
+    Raises:
+      TypeError: params is not a built-in params NamedTuple.
+      ValueError: GRUParams (reset-before; Equinox's GRUCell is reset-after) or
+        RNNParams (Equinox has no plain RNN cell).
+    """
+    import equinox as eqx
+
+    cell_spec(params)
+    if isinstance(params, GRUParams):
+        raise ValueError(
+            "params is GRUParams (reset-before: V_h (r * h)), but Equinox's GRUCell is "
+            "reset-after (r * (V_h h + b_hn)); the two are different functions and no "
+            "weights make one equal the other"
+        )
+    if not isinstance(params, LSTMParams | GRUResetAfterParams):
+        raise ValueError(
+            f"params must be LSTMParams or GRUResetAfterParams (Equinox has no plain RNN "
+            f"cell), got {type(params).__name__}"
+        )
+    D, H = params.W.shape[0], params.V.shape[0]
+    key = jax.random.key(0)  # the random initial weights are all replaced below
+    if isinstance(params, LSTMParams):
+        module = eqx.nn.LSTMCell(D, H, use_bias=True, dtype=params.W.dtype, key=key)
+        new = (params.W.T, params.V.T, params.b)
+        return eqx.tree_at(lambda m: (m.weight_ih, m.weight_hh, m.bias), module, new)
+    flipped = negate_update(params)
+    module = eqx.nn.GRUCell(D, H, use_bias=True, dtype=params.W.dtype, key=key)
+    new = (flipped.W.T, flipped.V.T, flipped.b, params.b_hn)
+    return eqx.tree_at(lambda m: (m.weight_ih, m.weight_hh, m.bias, m.bias_n), module, new)
+
+
+def to_equinox_carry(carry: Any) -> Any:
+    """A core carry as Equinox's: LSTMState(h, c) -> (h, c) tuple; GRUState(h) -> h."""
+    if isinstance(carry, LSTMState):
+        return (carry.h, carry.c)
+    if hasattr(carry, "h") and len(carry) == 1:
+        return carry.h
+    raise TypeError(f"carry must be LSTMState, GRUState or RNNState, got {type(carry).__name__}")
+
+
+def from_equinox_carry(carry: Any, params: Any) -> Any:
+    """An Equinox carry as the core's for ``params``: (h, c) -> LSTMState; h -> GRUState."""
+    state = cell_spec(params).state
+    if state is LSTMState:
+        if not isinstance(carry, tuple | list) or len(carry) != 2:
+            raise TypeError(f"an LSTM carry from Equinox must be an (h, c) pair, got {carry!r:.80}")
+        h, c = carry
+        return LSTMState(h=h, c=c)
+    return state(carry)

@@ -1,0 +1,227 @@
+"""Exact converters between rnncells params and Flax linen's recurrent cells.
+
+Flax linen cells keep one ``Dense`` per gate, kernels (in, H) so ``x @ kernel``:
+
+- ``LSTMCell`` / ``OptimizedLSTMCell`` (same variables): ``ii, if, ig, io`` kernels
+  (D, H) without bias, ``hi, hf, hg, ho`` kernels (H, H) with the gate's bias. Carry
+  ``(c, h)``.
+- ``GRUCell``: reset-after, z keeps (h' = (1 - z) n + z h). ``ir, iz, in`` (D, H) with
+  bias; ``hr, hz`` (H, H) without; ``hn`` (H, H) with bias b_hn inside the reset product.
+  Maps onto ``GRUResetAfterParams`` with the update gate's W, V, b negated
+  (1 - σ(a) = σ(-a)), which turns "z keeps" into the seed's "z writes".
+- ``SimpleCell``: ``i`` (D, H) with bias, ``h`` (H, H) without; with ``residual=True``
+  it adds h before the activation, folded exactly into V + I.
+
+Cells whose gate or activation functions are not sigmoid / tanh are refused: they
+compute other functions. A linen cell's ``dtype`` (computation dtype) is not a parameter
+and is not converted; with a lower-precision ``dtype`` Flax rounds where we do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rnncells.cells import cell_spec
+from rnncells.gru import GRUParams, GRUResetAfterParams
+from rnncells.lstm import LSTMParams, LSTMState
+from rnncells.rnn import RNNParams
+
+_LSTM_GATES = ("i", "f", "g", "o")
+_GRU_GATES = ("r", "z", "n")
+
+
+def _sigmoids():
+    return {jax.nn.sigmoid}
+
+
+def _tanhs():
+    return {jnp.tanh, jax.nn.tanh} if hasattr(jax.nn, "tanh") else {jnp.tanh}
+
+
+def check_functions(cell: Any, gate_fn: Any, activation_fn: Any) -> None:
+    """Raises ValueError unless a cell's gate function is sigmoid and activation tanh.
+
+    Args:
+      cell: the framework's cell (named in the message).
+      gate_fn: its gate function, or None for cells without gates.
+      activation_fn: its activation function.
+    """
+    name = type(cell).__name__
+    if gate_fn is not None and gate_fn not in _sigmoids():
+        raise ValueError(
+            f"{name}.gate_fn must be sigmoid to convert exactly (rnncells gates are "
+            f"sigmoids), got {getattr(gate_fn, '__name__', gate_fn)!r}"
+        )
+    if activation_fn not in _tanhs():
+        raise ValueError(
+            f"{name}.activation_fn must be tanh to convert exactly (rnncells cells use "
+            f"tanh), got {getattr(activation_fn, '__name__', activation_fn)!r}"
+        )
+
+
+def negate_update(params: GRUResetAfterParams) -> GRUResetAfterParams:
+    """Negates the update gate's W, V, b blocks: z keeps <-> z writes (an involution)."""
+    z = slice(params.V.shape[0], 2 * params.V.shape[0])
+
+    def flip(x):
+        return x.at[..., z].set(-x[..., z])
+
+    return params._replace(W=flip(params.W), V=flip(params.V), b=flip(params.b))
+
+
+def is_zero(x: jax.Array, name: str, why: str) -> bool:
+    """True when a concrete array is all zeros; ValueError when it cannot be checked."""
+    if isinstance(x, jax.core.Tracer):
+        raise ValueError(f"{name} must be concrete to check that it is zero ({why}), got a tracer")
+    return not bool(jnp.any(x != 0))
+
+
+def _params_of(variables: Mapping) -> Mapping:
+    if not isinstance(variables, Mapping):
+        raise TypeError(
+            f"variables must be a mapping ({{'params': ...}}), got {type(variables).__name__}"
+        )
+    return variables["params"] if "params" in variables else variables
+
+
+def _get(tree: Mapping, name: str, leaf: str, cell: Any) -> jax.Array:
+    try:
+        return jnp.asarray(tree[name][leaf])
+    except KeyError:
+        raise ValueError(
+            f"variables of {type(cell).__name__} must hold params[{name!r}][{leaf!r}], "
+            f"got keys {sorted(tree)}"
+        ) from None
+
+
+def from_flax_linen(cell: Any, variables: Mapping) -> Any:
+    """rnncells params from a Flax linen cell and its variables.
+
+    Args:
+      cell: ``flax.linen.LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell`` or ``SimpleCell``.
+      variables: its variables, ``{"params": {...}}`` as returned by ``cell.init``, or
+        the inner params dict.
+
+    Returns:
+      LSTMParams (LSTM cells), GRUResetAfterParams (GRUCell) or RNNParams (SimpleCell).
+
+    Raises:
+      TypeError: an unsupported cell type or variables not a mapping.
+      ValueError: a non-sigmoid gate or non-tanh activation function, or missing
+        variables.
+    """
+    import flax.linen as nn
+
+    tree = _params_of(variables)
+    if isinstance(cell, nn.LSTMCell | nn.OptimizedLSTMCell):
+        check_functions(cell, cell.gate_fn, cell.activation_fn)
+        W = jnp.concatenate([_get(tree, "i" + g, "kernel", cell) for g in _LSTM_GATES], -1)
+        V = jnp.concatenate([_get(tree, "h" + g, "kernel", cell) for g in _LSTM_GATES], -1)
+        b = jnp.concatenate([_get(tree, "h" + g, "bias", cell) for g in _LSTM_GATES], -1)
+        return LSTMParams(W, V, b)
+    if isinstance(cell, nn.GRUCell):
+        check_functions(cell, cell.gate_fn, cell.activation_fn)
+        W = jnp.concatenate([_get(tree, "i" + g, "kernel", cell) for g in _GRU_GATES], -1)
+        V = jnp.concatenate([_get(tree, "h" + g, "kernel", cell) for g in _GRU_GATES], -1)
+        b = jnp.concatenate([_get(tree, "i" + g, "bias", cell) for g in _GRU_GATES], -1)
+        return negate_update(GRUResetAfterParams(W, V, b, _get(tree, "hn", "bias", cell)))
+    if isinstance(cell, nn.SimpleCell):
+        check_functions(cell, None, cell.activation_fn)
+        V = _get(tree, "h", "kernel", cell)
+        if cell.residual:  # tanh(W x + b + V h + h) = tanh(W x + b + (V + I) h)
+            V = V + jnp.eye(V.shape[0], dtype=V.dtype)
+        return RNNParams(_get(tree, "i", "kernel", cell), V, _get(tree, "i", "bias", cell))
+    raise TypeError(
+        "cell must be flax.linen LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell, "
+        f"got {type(cell).__name__}"
+    )
+
+
+def _blocks(x: jax.Array, n: int) -> list[jax.Array]:
+    return jnp.split(x, n, axis=-1)
+
+
+def to_flax_linen(params: Any, *, optimized: bool = False) -> tuple[Any, dict]:
+    """A Flax linen cell and its variables computing exactly what ``params`` computes.
+
+    Args:
+      params: LSTMParams, GRUResetAfterParams or RNNParams.
+      optimized: for LSTMParams, return ``OptimizedLSTMCell`` instead of ``LSTMCell``
+        (same variables).
+
+    Returns:
+      (cell, variables): ``cell.apply(variables, carry, x)`` is one step; variables is
+      ``{"params": {...}}``; the cell's ``param_dtype`` is the params' dtype.
+
+    Raises:
+      TypeError: params is not a built-in params NamedTuple.
+      ValueError: GRUParams (reset-before; Flax's GRUCell is reset-after, a different
+        function family).
+    """
+    import flax.linen as nn
+
+    cell_spec(params)
+    dtype = params.W.dtype
+    hidden = params.V.shape[0]
+    if isinstance(params, LSTMParams):
+        tree = {}
+        for g, W, V, b in zip(
+            _LSTM_GATES,
+            _blocks(params.W, 4),
+            _blocks(params.V, 4),
+            _blocks(params.b, 4),
+            strict=True,
+        ):
+            tree["i" + g] = {"kernel": W}
+            tree["h" + g] = {"kernel": V, "bias": b}
+        cls = nn.OptimizedLSTMCell if optimized else nn.LSTMCell
+        return cls(features=hidden, param_dtype=dtype), {"params": tree}
+    if isinstance(params, GRUParams):
+        raise ValueError(
+            "params is GRUParams (reset-before: V_h (r * h)), but Flax's GRUCell is "
+            "reset-after (r * (V_h h + b_hn)); the two are different functions and no "
+            "weights make one equal the other"
+        )
+    if isinstance(params, GRUResetAfterParams):
+        flipped = negate_update(params)
+        Ws, Vs, bs = _blocks(flipped.W, 3), _blocks(flipped.V, 3), _blocks(flipped.b, 3)
+        tree = {}
+        for k, g in enumerate(_GRU_GATES):
+            tree["i" + g] = {"kernel": Ws[k], "bias": bs[k]}
+            tree["h" + g] = {"kernel": Vs[k]}
+        tree["hn"]["bias"] = params.b_hn
+        return nn.GRUCell(features=hidden, param_dtype=dtype), {"params": tree}
+    tree = {"i": {"kernel": params.W, "bias": params.b}, "h": {"kernel": params.V}}
+    return nn.SimpleCell(features=hidden, param_dtype=dtype), {"params": tree}
+
+
+def to_flax_carry(carry: Any) -> Any:
+    """A core carry as Flax's (linen and NNX): LSTMState(h, c) -> (c, h); others -> h."""
+    if isinstance(carry, LSTMState):
+        return (carry.c, carry.h)
+    if hasattr(carry, "h") and len(carry) == 1:
+        return carry.h
+    raise TypeError(f"carry must be LSTMState, GRUState or RNNState, got {type(carry).__name__}")
+
+
+def from_flax_carry(carry: Any, params: Any) -> Any:
+    """A Flax carry as the core's for ``params``' cell: (c, h) -> LSTMState(h, c); h -> state.
+
+    Args:
+      carry: Flax's carry: a (c, h) tuple for LSTM cells, the array h otherwise.
+      params: the core params (their type picks GRUState or RNNState).
+
+    Returns:
+      LSTMState(h, c), GRUState(h) or RNNState(h).
+    """
+    state = cell_spec(params).state
+    if state is LSTMState:
+        if not isinstance(carry, tuple | list) or len(carry) != 2:
+            raise TypeError(f"an LSTM carry from Flax must be a (c, h) pair, got {carry!r:.80}")
+        c, h = carry
+        return LSTMState(h=h, c=c)
+    return state(carry)

@@ -1,0 +1,150 @@
+"""Exact converters between rnncells params and Haiku's ``hk.LSTM`` / ``hk.GRU`` params.
+
+Haiku params are nested dicts ``{module_path: {name: array}}``; the module path is the
+module's name (``"lstm"``, ``"gru"``, or e.g. ``"model/~/lstm"`` when nested).
+
+- ``hk.LSTM``: one ``hk.Linear`` on concat[x, h] at ``f"{name}/linear"``: ``w``
+  (D+H, 4H), ``b`` (4H,), gates (i, g, f, o), and the forward pass adds 1 to the forget
+  gate's pre-activation. So W = w[:D], V = w[D:], gates reordered, b_f = b_f' + 1.
+  Carry ``hk.LSTMState(hidden, cell)``.
+- ``hk.GRU``: ``w_i`` (D, 3H), ``w_h`` (H, 3H), ``b`` (3H,) at ``name``, gates
+  (z, r, a), reset *before* the recurrent matmul (a = tanh(x W_a + (r h) V_a + b_a)) and
+  z writes (h' = (1 - z) h + z a): the seed's form, ``GRUParams`` up to the gate order.
+- ``hk.VanillaRNN`` computes h' = relu(W x + b + V h + b_h): rnncells' RNN is tanh, so
+  it is refused both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rnncells.cells import cell_spec
+from rnncells.gru import GRUParams, GRUResetAfterParams
+from rnncells.lstm import LSTMParams, LSTMState
+
+KINDS = ("lstm", "gru", "vanilla_rnn")
+_VANILLA = (
+    "hk.VanillaRNN computes h' = relu(W x + b + V h + b_h), and rnncells' RNN is "
+    "h' = tanh(W x + V h + b): different activations, so no weights make them equal"
+)
+
+
+def _leaf(params: Mapping, module: str, name: str) -> jax.Array:
+    if module not in params or name not in params[module]:
+        raise ValueError(
+            f"params must hold params[{module!r}][{name!r}] (pass name= for a renamed or "
+            f"nested module), got modules {sorted(params)}"
+        )
+    return jnp.asarray(params[module][name])
+
+
+def _reorder(x: jax.Array, order: tuple[int, ...], num_gates: int) -> jax.Array:
+    blocks = jnp.split(x, num_gates, axis=-1)
+    return jnp.concatenate([blocks[k] for k in order], axis=-1)
+
+
+_LSTM_TO_HK = (0, 2, 1, 3)  # ours (i, f, g, o) <-> Haiku's (i, g, f, o), an involution
+_GRU_TO_HK = (1, 0, 2)  # ours (r, z, h) <-> Haiku's (z, r, a), an involution
+
+
+def _forget_shift(hidden: int, dtype) -> jax.Array:
+    """+1 on the forget block of a fused (i, f, g, o) bias: Haiku's built-in forget bias."""
+    z = jnp.zeros((hidden,), dtype)
+    return jnp.concatenate([z, jnp.ones((hidden,), dtype), z, z])
+
+
+def from_haiku(params: Mapping, kind: str, *, name: str | None = None) -> Any:
+    """rnncells params from the params of a Haiku recurrent core.
+
+    Args:
+      params: Haiku params, ``{module_path: {param_name: array}}`` (from ``init``).
+      kind: "lstm" (``hk.LSTM``), "gru" (``hk.GRU``) or "vanilla_rnn".
+      name: the core's module path; defaults to ``kind`` (Haiku's default names).
+
+    Returns:
+      LSTMParams (with b_f including Haiku's +1) or GRUParams (reset-before, z writes).
+
+    Raises:
+      ValueError: unknown kind, missing params, or "vanilla_rnn" (relu, not tanh).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a Haiku params mapping, got {type(params).__name__}")
+    if kind == "vanilla_rnn":
+        raise ValueError(f"cannot convert hk.VanillaRNN: {_VANILLA}")
+    name = kind if name is None else name
+    if kind == "lstm":
+        w = _leaf(params, f"{name}/linear", "w")
+        b = _leaf(params, f"{name}/linear", "b")
+        hidden = w.shape[1] // 4
+        input_size = w.shape[0] - hidden
+        W = _reorder(w[:input_size], _LSTM_TO_HK, 4)
+        V = _reorder(w[input_size:], _LSTM_TO_HK, 4)
+        return LSTMParams(W, V, _reorder(b, _LSTM_TO_HK, 4) + _forget_shift(hidden, b.dtype))
+    w_i, w_h, b = (_leaf(params, name, leaf) for leaf in ("w_i", "w_h", "b"))
+    return GRUParams(*(_reorder(x, _GRU_TO_HK, 3) for x in (w_i, w_h, b)))
+
+
+def to_haiku(params: Any, *, name: str | None = None) -> dict[str, dict[str, jax.Array]]:
+    """Haiku params for ``hk.LSTM`` / ``hk.GRU`` computing exactly what ``params`` computes.
+
+    Args:
+      params: LSTMParams or GRUParams.
+      name: the Haiku module path; "lstm" or "gru" (Haiku's default names) when None.
+
+    Returns:
+      ``{f"{name}/linear": {"w", "b"}}`` for LSTMParams (b_f minus Haiku's +1), or
+      ``{name: {"w_i", "w_h", "b"}}`` for GRUParams.
+
+    Raises:
+      TypeError: params is not a built-in params NamedTuple.
+      ValueError: GRUResetAfterParams (Haiku's GRU is reset-before) or RNNParams
+        (hk.VanillaRNN is relu).
+    """
+    cell_spec(params)
+    if isinstance(params, LSTMParams):
+        name = "lstm" if name is None else name
+        hidden = params.V.shape[0]
+        w = _reorder(jnp.concatenate([params.W, params.V], axis=0), _LSTM_TO_HK, 4)
+        b = _reorder(params.b - _forget_shift(hidden, params.b.dtype), _LSTM_TO_HK, 4)
+        return {f"{name}/linear": {"w": w, "b": b}}
+    if isinstance(params, GRUParams):
+        name = "gru" if name is None else name
+        w_i, w_h, b = (_reorder(x, _GRU_TO_HK, 3) for x in params)
+        return {name: {"w_i": w_i, "w_h": w_h, "b": b}}
+    if isinstance(params, GRUResetAfterParams):
+        raise ValueError(
+            "params is GRUResetAfterParams (reset-after: r * (V_h h + b_hn)), but hk.GRU "
+            "is reset-before (V_h (r * h)); the two are different functions and no "
+            "weights make one equal the other"
+        )
+    raise ValueError(f"cannot convert RNNParams to Haiku: {_VANILLA}")
+
+
+def to_haiku_carry(carry: Any) -> Any:
+    """A core carry as Haiku's: LSTMState(h, c) -> hk.LSTMState(hidden, cell); GRU -> h."""
+    if isinstance(carry, LSTMState):
+        import haiku as hk
+
+        return hk.LSTMState(hidden=carry.h, cell=carry.c)
+    if hasattr(carry, "h") and len(carry) == 1:
+        return carry.h
+    raise TypeError(f"carry must be LSTMState or GRUState, got {type(carry).__name__}")
+
+
+def from_haiku_carry(carry: Any, params: Any) -> Any:
+    """A Haiku carry as the core's: hk.LSTMState(hidden, cell) -> LSTMState(h, c); h -> GRUState."""
+    state = cell_spec(params).state
+    if state is LSTMState:
+        if not (hasattr(carry, "hidden") and hasattr(carry, "cell")):
+            raise TypeError(
+                f"an LSTM carry from Haiku must be hk.LSTMState(hidden, cell), "
+                f"got {type(carry).__name__}"
+            )
+        return LSTMState(h=carry.hidden, c=carry.cell)
+    return state(carry)
