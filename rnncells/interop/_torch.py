@@ -1,0 +1,431 @@
+"""Exact weight converters between rnncells stacks and PyTorch's nn.LSTM, nn.GRU and nn.RNN.
+
+A PyTorch recurrent module with ``num_layers`` layers maps onto the tuple that
+``rc.stack_init`` returns: one entry per layer, each the cell's params, or
+``rc.Bidirectional(forward, backward)`` when the module is bidirectional. Then
+
+    layers = from_torch(module)
+    carries, ys = rc.stack_unroll(layers, xs, time_major=not module.batch_first)
+
+computes what ``ys, h_n = module(xs)`` computes (``ys`` equal; the final carries are
+``h_n`` rearranged, see ``to_torch_carries``).
+
+Conventions mapped (PyTorch -> rnncells):
+
+- Weights: ``weight_ih_l{k}`` (G*H, D) -> W = weight_ih.T (D, G*H); ``weight_hh_l{k}``
+  (G*H, H) -> V = weight_hh.T (H, G*H). The backward direction's names end in
+  ``_reverse``. Gate order is PyTorch's: LSTM (i, f, g, o), GRU (r, z, n) = (r, z, h).
+- LSTM and RNN: b = bias_ih + bias_hh (only the sum enters the equations).
+- GRU: PyTorch's GRU is the reset-after form with z meaning "keep",
+  h_t = (1 - z'_t) ⊙ h~_t + z'_t ⊙ h_{t-1}. It maps onto ``GRUResetAfterParams``, whose z
+  writes (z = 1 - z' = σ(-a)), by negating the z blocks of W, V and b; for the r and z
+  blocks b = bias_ih + bias_hh, for the candidate block b = bias_ih and
+  b_hn = bias_hh's n block (it sits inside the reset product).
+- Carries: PyTorch's ``h_n`` (and ``c_n``) has shape (num_layers * num_directions, *batch, H)
+  with row ``layer * num_directions + direction`` (direction 0 forward, 1 backward);
+  rnncells keeps one carry per layer (``LSTMState(h, c)``, ``GRUState(h)``,
+  ``RNNState(h)``, or ``Bidirectional`` of two), see ``from_torch_carries`` and
+  ``to_torch_carries``.
+- Layout: PyTorch's ``batch_first`` corresponds to ``time_major=not batch_first``;
+  variable lengths (``pack_padded_sequence``) correspond to the ``lengths`` argument.
+- Dropout between layers is not a weight: pass ``dropout_rate`` to ``stack_unroll``
+  yourself if you train with it (the random masks differ from PyTorch's).
+
+Not convertible, refused with an error: reset-before ``GRUParams`` (a different function
+family from PyTorch's GRU), ``nn.RNN(nonlinearity="relu")`` (rnncells has the tanh RNN
+only), and ``nn.LSTM(proj_size > 0)`` (projected LSTM).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from rnncells._checks import shape_str
+from rnncells.gru import GRUParams, GRUResetAfterParams, GRUState
+from rnncells.layers import Bidirectional
+from rnncells.lstm import LSTMParams, LSTMState
+from rnncells.rnn import RNNParams, RNNState
+
+try:
+    import torch
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "rnncells.interop.from_torch / to_torch need PyTorch: pip install 'rnncells[torch]'"
+    ) from error
+
+# PyTorch ``mode`` -> (params type, carry type, number of gate blocks G).
+_CELLS: dict[str, tuple[type, type, int]] = {
+    "LSTM": (LSTMParams, LSTMState, 4),
+    "GRU": (GRUResetAfterParams, GRUState, 3),
+    "RNN_TANH": (RNNParams, RNNState, 1),
+}
+_DIRECTIONS = ("forward", "backward")
+_RESET_BEFORE_MESSAGE = (
+    "got GRUParams (the reset-before GRU) for a PyTorch nn.GRU: PyTorch's GRU applies the "
+    "reset gate after the recurrent matmul, h~ = tanh(W_h x + b_h + r * (V_h h + b_hn)), "
+    "a different function family that no weight conversion maps onto; use "
+    "gru_init(..., reset_after=True) (or stack_init('gru', ..., reset_after=True)) for the "
+    "PyTorch form"
+)
+
+
+def _check_module(module: Any, argname: str = "module") -> tuple[type, type, int]:
+    """Returns (params type, carry type, G) of a supported module, or raises."""
+    if not isinstance(module, torch.nn.RNNBase):
+        raise TypeError(
+            f"{argname} must be a torch.nn.LSTM, torch.nn.GRU or torch.nn.RNN, "
+            f"got {type(module).__name__}"
+        )
+    if module.mode == "RNN_RELU":
+        raise ValueError(
+            f"{argname} is nn.RNN(nonlinearity='relu'); rnncells has the tanh RNN only, "
+            "so only nonlinearity='tanh' converts"
+        )
+    if module.mode not in _CELLS:
+        raise TypeError(
+            f"{argname} must be a torch.nn.LSTM, torch.nn.GRU or torch.nn.RNN, "
+            f"got {type(module).__name__} with mode {module.mode!r}"
+        )
+    if getattr(module, "proj_size", 0) > 0:
+        raise ValueError(
+            f"{argname} is an LSTM with proj_size={module.proj_size}; projected LSTMs "
+            "(h_t = W_hr (o_t * tanh(C_t))) are not an rnncells cell, only proj_size=0 converts"
+        )
+    return _CELLS[module.mode]
+
+
+def _num_directions(module) -> int:
+    return 2 if module.bidirectional else 1
+
+
+def _tensor_to_numpy(name: str, x) -> np.ndarray:
+    """A float64 NumPy copy of a tensor or array (exact for every float dtype up to 64 bits)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(device="cpu", dtype=torch.float64).numpy()
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be a torch.Tensor or an array, got {type(x).__name__}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+    return np.asarray(x, dtype=np.float64)
+
+
+def _check_dtype(dtype) -> np.dtype:
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}") from error
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    return dtype
+
+
+def _negate_block(x: np.ndarray, block: int, hidden: int) -> np.ndarray:
+    """Negates gate block ``block`` (of size ``hidden``) along the last axis of ``x``."""
+    x = x.copy()
+    x[..., block * hidden : (block + 1) * hidden] *= -1.0
+    return x
+
+
+def _layer_from_torch(module, params_type: type, layer: int, suffix: str, dtype) -> Any:
+    hidden = module.hidden_size
+    W = _tensor_to_numpy("weight_ih", getattr(module, f"weight_ih_l{layer}{suffix}")).T
+    V = _tensor_to_numpy("weight_hh", getattr(module, f"weight_hh_l{layer}{suffix}")).T
+    if module.bias:
+        b_ih = _tensor_to_numpy("bias_ih", getattr(module, f"bias_ih_l{layer}{suffix}"))
+        b_hh = _tensor_to_numpy("bias_hh", getattr(module, f"bias_hh_l{layer}{suffix}"))
+    else:
+        b_ih = b_hh = np.zeros((W.shape[1],), np.float64)
+
+    def cast(x):
+        return jnp.asarray(np.ascontiguousarray(x).astype(dtype))
+
+    if params_type is GRUResetAfterParams:
+        b = np.concatenate([b_ih[: 2 * hidden] + b_hh[: 2 * hidden], b_ih[2 * hidden :]])
+        z = 1  # PyTorch's z keeps the old state, ours writes the candidate: negate its block
+        W, V, b = (_negate_block(x, z, hidden) for x in (W, V, b))
+        return GRUResetAfterParams(cast(W), cast(V), cast(b), cast(b_hh[2 * hidden :]))
+    return params_type(cast(W), cast(V), cast(b_ih + b_hh))
+
+
+def from_torch(module, *, dtype=jnp.float32) -> tuple[Any, ...]:
+    """Converts a PyTorch ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN`` into an rnncells stack.
+
+    The result has the structure ``rc.stack_init`` returns, so that
+
+        layers = from_torch(module)
+        carries, ys = rc.stack_unroll(layers, xs, time_major=not module.batch_first)
+
+    gives the outputs ``ys`` of ``module(xs)`` (mapping of weights, biases, the GRU's
+    update gate and the carries in this module's docstring). Weights are read through
+    float64, so the conversion is exact for float16/bfloat16/float32/float64 modules on
+    any device; biases are summed in float64 before rounding to ``dtype``.
+
+    Args:
+      module: ``torch.nn.LSTM`` (proj_size=0), ``torch.nn.GRU`` or ``torch.nn.RNN``
+        (nonlinearity="tanh"), any ``num_layers``, ``bidirectional``, ``bias``,
+        ``batch_first``.
+      dtype: floating dtype of the returned arrays (float32 by default; float64 needs
+        ``jax_enable_x64``).
+
+    Returns:
+      A tuple of ``module.num_layers`` entries, each ``LSTMParams``,
+      ``GRUResetAfterParams`` or ``RNNParams`` (W (D_k, G*H), V (H, G*H), b (G*H,),
+      b_hn (H,)), or ``Bidirectional(forward, backward)`` of two when the module is
+      bidirectional. D_0 = input_size, D_k = H * num_directions for k > 0.
+
+    Raises:
+      TypeError: ``module`` is not one of the three modules, or ``dtype`` is not floating.
+      ValueError: ``nn.RNN(nonlinearity="relu")`` or ``nn.LSTM(proj_size > 0)``.
+
+    Example:
+      >>> module = torch.nn.GRU(3, 5, num_layers=2, bidirectional=True)
+      >>> layers = from_torch(module)
+      >>> type(layers[0]).__name__, type(layers[0].forward).__name__
+      ('Bidirectional', 'GRUResetAfterParams')
+    """
+    params_type, _, _ = _check_module(module)
+    dtype = _check_dtype(dtype)
+    layers = []
+    for layer in range(module.num_layers):
+        if module.bidirectional:
+            forward = _layer_from_torch(module, params_type, layer, "", dtype)
+            backward = _layer_from_torch(module, params_type, layer, "_reverse", dtype)
+            layers.append(Bidirectional(forward, backward))
+        else:
+            layers.append(_layer_from_torch(module, params_type, layer, "", dtype))
+    return tuple(layers)
+
+
+def _layer_items(layers: Any, module, kind: str) -> list[tuple[str, int, str, Any]]:
+    """Checks a per-layer tuple's structure against ``module``.
+
+    Returns (path, layer, torch name suffix, entry) for every direction of every layer;
+    ``kind`` ("params" or "carries") names the argument in error messages.
+    """
+    if not isinstance(layers, tuple | list) or hasattr(layers, "_fields"):
+        # A single params or carry NamedTuple is a tuple too: refuse it rather than
+        # reading its fields as layers.
+        raise TypeError(
+            f"{kind} must be a tuple with one entry per layer (as stack_init and "
+            f"stack_unroll return), got {type(layers).__name__}"
+        )
+    if len(layers) != module.num_layers:
+        raise ValueError(
+            f"{kind} has {len(layers)} layers but the module has num_layers={module.num_layers}"
+        )
+    items = []
+    for layer, entry in enumerate(layers):
+        path = f"{kind}[{layer}]"
+        if module.bidirectional != isinstance(entry, Bidirectional):
+            if module.bidirectional:
+                raise ValueError(
+                    f"the module is bidirectional, so {path} must be Bidirectional(forward, "
+                    f"backward), got {type(entry).__name__}"
+                )
+            raise ValueError(
+                f"the module is not bidirectional (bidirectional=False), but {path} is "
+                "Bidirectional"
+            )
+        if module.bidirectional:
+            items.append((f"{path}.forward", layer, "", entry.forward))
+            items.append((f"{path}.backward", layer, "_reverse", entry.backward))
+        else:
+            items.append((path, layer, "", entry))
+    return items
+
+
+def _check_param_shape(path: str, name: str, x, expected: tuple[int, ...], what: str) -> None:
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{path}.{name} must be an array, got {type(x).__name__}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{path}.{name} must have a floating dtype, got {x.dtype}")
+    if tuple(x.shape) != expected:
+        raise ValueError(
+            f"{path}.{name} must have shape {shape_str(expected)} ({what}), "
+            f"got shape {shape_str(x.shape)}"
+        )
+
+
+def _check_layer_params(path: str, params: Any, module, layer: int, params_type: type, G: int):
+    if isinstance(params, GRUParams) and params_type is GRUResetAfterParams:
+        raise ValueError(f"{path}: {_RESET_BEFORE_MESSAGE}")
+    if type(params) is not params_type:
+        raise TypeError(
+            f"{path} must be {params_type.__name__} for a torch.nn.{type(module).__name__}, "
+            f"got {type(params).__name__}"
+        )
+    hidden = module.hidden_size
+    width = module.input_size if layer == 0 else hidden * _num_directions(module)
+    what = f"layer {layer}: input {width}, hidden_size {hidden}, {G} gate blocks"
+    _check_param_shape(path, "W", params.W, (width, G * hidden), what)
+    _check_param_shape(path, "V", params.V, (hidden, G * hidden), what)
+    _check_param_shape(path, "b", params.b, (G * hidden,), what)
+    if params_type is GRUResetAfterParams:
+        _check_param_shape(path, "b_hn", params.b_hn, (hidden,), what)
+
+
+def to_torch(params: tuple[Any, ...], module):
+    """Writes an rnncells stack into an existing PyTorch module, in place.
+
+    The inverse of ``from_torch``: W and V go to ``weight_ih`` / ``weight_hh`` transposed
+    (the GRU's z blocks negated, as PyTorch's z keeps where ours writes), b goes to
+    ``bias_ih`` and ``bias_hh`` is set to zero, except the GRU's candidate block of
+    ``bias_hh``, which takes b_hn. Values are copied (under ``torch.no_grad``) into the
+    module's own parameters, keeping their dtype, device and ``requires_grad``; so
+    ``from_torch(to_torch(params, module))`` returns ``params`` exactly when the module's
+    dtype holds them exactly (float32 params into a float32 or float64 module).
+
+    Args:
+      params: a tuple with one entry per layer, as ``stack_init`` or ``from_torch``
+        return: ``LSTMParams`` for ``nn.LSTM``, ``GRUResetAfterParams`` for ``nn.GRU``,
+        ``RNNParams`` for ``nn.RNN``, each wrapped in ``Bidirectional(forward, backward)``
+        when the module is bidirectional. Layer k has W (D_k, G*H), V (H, G*H), b (G*H,)
+        (and b_hn (H,)), D_0 = input_size, D_k = H * num_directions.
+      module: the ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` to overwrite.
+
+    Returns:
+      ``module``, with its parameters overwritten.
+
+    Raises:
+      TypeError: ``module`` is not one of the three modules; ``params`` is not a tuple,
+        or holds the wrong cell's params or non-floating arrays.
+      ValueError: the number of layers, bidirectionality or a shape does not match the
+        module; reset-before ``GRUParams`` for an ``nn.GRU``; non-zero biases for a module
+        with ``bias=False``; ``nn.RNN(nonlinearity="relu")`` or ``nn.LSTM(proj_size > 0)``.
+    """
+    params_type, _, G = _check_module(module)
+    items = _layer_items(params, module, "params")
+    hidden = module.hidden_size
+    converted = []
+    for path, layer, suffix, entry in items:  # check everything before writing anything
+        _check_layer_params(path, entry, module, layer, params_type, G)
+        W, V, b = (np.asarray(x, dtype=np.float64) for x in (entry.W, entry.V, entry.b))
+        if params_type is GRUResetAfterParams:
+            W, V, b = (_negate_block(x, 1, hidden) for x in (W, V, b))
+            b_hh = np.concatenate([np.zeros(2 * hidden), np.asarray(entry.b_hn, np.float64)])
+        else:
+            b_hh = np.zeros_like(b)
+        if not module.bias and (np.any(b != 0) or np.any(b_hh != 0)):
+            names = "b and b_hn" if params_type is GRUResetAfterParams else "b"
+            raise ValueError(
+                f"the module has bias=False, so {path}.{names} must be all zeros, "
+                f"got non-zero values (largest |value| {max(np.abs(b).max(), np.abs(b_hh).max())})"
+            )
+        converted.append((layer, suffix, W.T, V.T, b, b_hh))
+    with torch.no_grad():
+        for layer, suffix, W_t, V_t, b, b_hh in converted:
+            values = {"weight_ih": W_t, "weight_hh": V_t}
+            if module.bias:
+                values.update(bias_ih=b, bias_hh=b_hh)
+            for name, value in values.items():
+                target = getattr(module, f"{name}_l{layer}{suffix}")
+                target.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+    return module
+
+
+def from_torch_carries(module, h0, c0=None, *, dtype=jnp.float32) -> tuple[Any, ...]:
+    """Turns PyTorch initial or final states into per-layer carries for ``stack_unroll``.
+
+    Row ``layer * num_directions + direction`` of ``h0`` (and ``c0``) becomes the carry of
+    that layer and direction: ``carries[layer]`` is ``LSTMState(h, c)``, ``GRUState(h)`` or
+    ``RNNState(h)``, or ``Bidirectional(forward, backward)`` of two.
+
+    Args:
+      module: the ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` the states belong to.
+      h0: (num_layers * num_directions, *batch, H) tensor or array (batch may be empty,
+        as for PyTorch's unbatched input).
+      c0: the LSTM's cell state, same shape; required for an LSTM, refused otherwise.
+      dtype: floating dtype of the returned arrays.
+
+    Returns:
+      A tuple of ``num_layers`` carries, each field of shape (*batch, H).
+
+    Raises:
+      TypeError: unsupported module, non-floating states or dtype.
+      ValueError: a state of the wrong shape, c0 missing for an LSTM or given otherwise.
+    """
+    _, state_type, _ = _check_module(module)
+    dtype = _check_dtype(dtype)
+    rows = module.num_layers * _num_directions(module)
+    states = {"h0": h0}
+    if state_type is LSTMState:
+        if c0 is None:
+            raise ValueError("c0 is required for an nn.LSTM (its carry is (h, c)), got None")
+        states["c0"] = c0
+    elif c0 is not None:
+        raise ValueError(f"c0 must be None for a torch.nn.{type(module).__name__}, got a value")
+    arrays = []
+    for name, value in states.items():
+        value = _tensor_to_numpy(name, value)
+        if value.ndim < 2 or value.shape[0] != rows or value.shape[-1] != module.hidden_size:
+            raise ValueError(
+                f"{name} must have shape (num_layers * num_directions = {rows}, *batch, "
+                f"hidden_size = {module.hidden_size}), got shape {shape_str(value.shape)}"
+            )
+        arrays.append(jnp.asarray(value.astype(dtype)))
+    if len(arrays) == 2 and arrays[0].shape != arrays[1].shape:
+        raise ValueError(
+            f"h0 and c0 must have the same shape, got {shape_str(arrays[0].shape)} "
+            f"and {shape_str(arrays[1].shape)}"
+        )
+    directions = _num_directions(module)
+    carries = []
+    for layer in range(module.num_layers):
+        per_direction = [
+            state_type(*(a[layer * directions + d] for a in arrays)) for d in range(directions)
+        ]
+        carries.append(Bidirectional(*per_direction) if directions == 2 else per_direction[0])
+    return tuple(carries)
+
+
+def to_torch_carries(carries: tuple[Any, ...], module):
+    """Turns per-layer carries (as ``stack_unroll`` returns) into PyTorch's ``h_n`` layout.
+
+    The inverse of ``from_torch_carries``: the result compares with the second output of
+    ``module(xs)`` and can be passed back to it as the initial state.
+
+    Args:
+      carries: a tuple of ``num_layers`` carries (``LSTMState``, ``GRUState``,
+        ``RNNState``, or ``Bidirectional`` of two), each field of shape (*batch, H).
+      module: the ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` whose layout to follow.
+
+    Returns:
+      ``(h_n, c_n)`` for an LSTM, ``h_n`` otherwise: tensors of shape
+      (num_layers * num_directions, *batch, H) in the module's parameter dtype and device.
+
+    Raises:
+      TypeError: unsupported module, wrong carry types or non-floating carries.
+      ValueError: wrong number of layers, bidirectionality, or carry shapes.
+    """
+    _, state_type, _ = _check_module(module)
+    items = _layer_items(carries, module, "carries")
+    reference = module.weight_ih_l0
+    fields: list[list[np.ndarray]] = [[] for _ in state_type._fields]
+    expected = None
+    for path, _, _, carry in items:
+        if not isinstance(carry, state_type):
+            raise TypeError(
+                f"{path} must be {state_type.__name__} for a torch.nn.{type(module).__name__}, "
+                f"got {type(carry).__name__}"
+            )
+        for i, (field, value) in enumerate(zip(state_type._fields, carry, strict=True)):
+            value = _tensor_to_numpy(f"{path}.{field}", value)
+            expected = value.shape if expected is None else expected
+            if value.ndim < 1 or value.shape[-1] != module.hidden_size or value.shape != expected:
+                raise ValueError(
+                    f"{path}.{field} must have shape (*batch, hidden_size = "
+                    f"{module.hidden_size}), the same in every layer ({shape_str(expected)}), "
+                    f"got shape {shape_str(value.shape)}"
+                )
+            fields[i].append(value)
+    tensors = tuple(
+        torch.from_numpy(np.stack(values)).to(device=reference.device, dtype=reference.dtype)
+        for values in fields
+    )
+    return tensors if state_type is LSTMState else tensors[0]
+
+
+__all__ = ["from_torch", "from_torch_carries", "to_torch", "to_torch_carries"]
