@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rnncells as rc
 
@@ -93,14 +95,16 @@ def test_from_torch_matches_module(cell, num_layers, bidirectional, bias, batch_
     )
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_lengths_match_packed_sequence(cell):
-    module = make_module(cell, num_layers=2, bidirectional=True, batch_first=True)
-    steps = 5
-    lengths = torch.tensor([3, 5, 1])  # unsorted, a full one and a length-1 one
-    torch.manual_seed(3)
-    xs = torch.randn(3, steps, D)
-    state0 = initial_states(module, 3)
+# Under jit the lengths are traced, so examples of one shape compile once.
+jitted_stack_unroll = jax.jit(rc.stack_unroll)
+
+
+def check_packed(module, lengths, steps=5):
+    """stack_unroll with lengths equals the module on a pack_padded_sequence batch."""
+    batch = len(lengths)
+    lengths = torch.tensor(lengths)
+    xs = torch.randn(batch, steps, D, generator=torch.Generator().manual_seed(3))
+    state0 = initial_states(module, batch)
     packed = torch.nn.utils.rnn.pack_padded_sequence(
         xs, lengths, batch_first=True, enforce_sorted=False
     )
@@ -110,16 +114,36 @@ def test_lengths_match_packed_sequence(cell):
         ys_packed, batch_first=True, total_length=steps
     )
 
-    carries, ys = rc.stack_unroll(
+    carries, ys = jitted_stack_unroll(
         from_torch(module),
         jnp.asarray(xs.numpy()),
         from_torch_carries(module, *split_states(state0)),
         lengths=jnp.asarray(lengths.numpy(), jnp.int32),
     )
-    np.testing.assert_allclose(ys, ys_torch.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ys, ys_torch.numpy(), rtol=1e-5, atol=1e-5)  # zeros past lengths
     assert_tree_allclose(
         to_numpy(to_torch_carries(carries, module)), to_numpy(state_n), rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_lengths_match_packed_sequence(cell):
+    module = make_module(cell, num_layers=2, bidirectional=True, batch_first=True)
+    check_packed(module, [3, 5, 1])  # unsorted, a full one and a length-1 one
+
+
+@settings(max_examples=10, deadline=None)
+@given(lengths=st.lists(st.integers(1, 5), min_size=2, max_size=2))
+def test_any_lengths_match_packed_sequence(lengths):
+    """Same shapes for every example, so JAX compiles once and only the lengths vary."""
+    check_packed(make_module("gru", num_layers=2, bidirectional=True, batch_first=True), lengths)
+
+
+def test_reads_half_precision_modules_exactly():
+    module = make_module("lstm", dtype=torch.bfloat16)
+    (params,) = from_torch(module)
+    np.testing.assert_array_equal(params.W, module.weight_ih_l0.float().detach().numpy().T)
+    np.testing.assert_array_equal(params.V, module.weight_hh_l0.float().detach().numpy().T)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

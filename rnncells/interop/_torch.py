@@ -62,7 +62,6 @@ _CELLS: dict[str, tuple[type, type, int]] = {
     "GRU": (GRUResetAfterParams, GRUState, 3),
     "RNN_TANH": (RNNParams, RNNState, 1),
 }
-_DIRECTIONS = ("forward", "backward")
 _RESET_BEFORE_MESSAGE = (
     "got GRUParams (the reset-before GRU) for a PyTorch nn.GRU: PyTorch's GRU applies the "
     "reset gate after the recurrent matmul, h~ = tanh(W_h x + b_h + r * (V_h h + b_hn)), "
@@ -158,10 +157,13 @@ def from_torch(module, *, dtype=jnp.float32) -> tuple[Any, ...]:
         layers = from_torch(module)
         carries, ys = rc.stack_unroll(layers, xs, time_major=not module.batch_first)
 
-    gives the outputs ``ys`` of ``module(xs)`` (mapping of weights, biases, the GRU's
-    update gate and the carries in this module's docstring). Weights are read through
-    float64, so the conversion is exact for float16/bfloat16/float32/float64 modules on
-    any device; biases are summed in float64 before rounding to ``dtype``.
+    gives the outputs ``ys`` of ``module(xs)``, with ``stack_unroll``'s default
+    ``merge="concat"`` (PyTorch concatenates the directions, forward first). The mapping
+    of weights, biases, the GRU's update gate and the carries is in this module's
+    docstring. Weights are read through float64, so reading is exact for float16,
+    bfloat16, float32 and float64 modules on any device; biases are summed in float64
+    before rounding to ``dtype``. Dropout (``module.dropout``) is not a weight and is not
+    converted.
 
     Args:
       module: ``torch.nn.LSTM`` (proj_size=0), ``torch.nn.GRU`` or ``torch.nn.RNN``
