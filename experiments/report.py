@@ -1,0 +1,171 @@
+"""Tables and plots of finished runs: a markdown table and PNG learning curves.
+
+    python -m experiments.report --workdir=runs/sweep
+
+reads every ``summary.json`` under the workdir (a single run or a sweep of runs) and
+writes ``report.md`` (final held-out loss per run, mean ± std over seeds, against the
+task's memoryless baseline), ``learning_curves.png`` (training loss against step, mean
+over seeds with a min-max band, baseline dashed) and, when several sequence lengths were
+run, ``loss_vs_T.png`` (final loss against T per cell).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rnncells.training.metrics import read_jsonl  # noqa: E402
+
+
+def find_runs(workdir: str) -> list[tuple[str, dict[str, Any]]]:
+    """(run folder, summary) of every finished run under ``workdir``, sorted by folder."""
+    runs = []
+    for root, _, files in os.walk(workdir):
+        if "summary.json" in files and "checkpoints" not in root:
+            with open(os.path.join(root, "summary.json"), encoding="utf-8") as file:
+                runs.append((root, json.load(file)))
+    return sorted(runs, key=lambda item: item[0])
+
+
+def label(summary: dict[str, Any]) -> str:
+    """Short run name: cell, init when not default, and T when the task has one."""
+    parts = [summary["cell"]]
+    init = summary.get("init", "default")
+    if init == "forget_bias":
+        parts.append(f"b_f={summary.get('forget_bias')}")
+    elif init != "default":
+        parts.append(init)
+    T = summary.get("task_kwargs", {}).get("T")
+    if T is not None:
+        parts.append(f"T={T}")
+    return " ".join(parts)
+
+
+def _fmt(stat: dict[str, Any]) -> str:
+    return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+
+
+def table(runs: list[tuple[str, dict[str, Any]]]) -> str:
+    """Markdown table: one row per run, final held-out metrics mean ± std over seeds."""
+    extra = sorted({k for _, s in runs for k in s["eval"] if k != "loss"})
+    head = ["run", "task", "T", "cell", "init", "seeds", "steps", "baseline", "final loss"]
+    head += extra + ["below baseline", "solved"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for folder, s in runs:
+        loss = s["eval"]["loss"]
+        below = sum(v < 0.5 * s["baseline_loss"] for v in loss["per_seed"])
+        row = [
+            os.path.basename(folder) or folder,
+            s["task"],
+            str(s.get("task_kwargs", {}).get("T", "-")),
+            s["cell"],
+            s.get("init", "-"),
+            str(s["num_seeds"]),
+            str(s["steps_run"]),
+            f"{s['baseline_loss']:.4f}",
+            _fmt(loss),
+        ]
+        row += [_fmt(s["eval"][k]) if k in s["eval"] else "-" for k in extra]
+        row += [f"{below}/{s['num_seeds']}", "yes" if s["solved"] else "no"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append(
+        "final loss: held-out loss after the last step, mean ± std over seeds; "
+        "below baseline: seeds whose loss is under half the memoryless baseline."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def plot_learning_curves(runs, path: str) -> None:
+    """Training loss (mean over seeds, min-max band) against step for every run."""
+    groups: dict[str, list] = defaultdict(list)
+    for folder, s in runs:
+        groups[f"{s['task']} T={s.get('task_kwargs', {}).get('T', '-')}"].append((folder, s))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6), squeeze=False)
+    for ax, (title, members) in zip(axes[0], sorted(groups.items()), strict=True):
+        for folder, s in members:
+            records = read_jsonl(os.path.join(folder, "metrics.jsonl"))
+            if not records:
+                continue
+            steps = np.array([r["step"] for r in records])
+            per_seed = np.array([r["loss_per_seed"] for r in records], dtype=float)
+            window = max(1, len(steps) // 50)  # smooth the per-step noise for reading
+            kernel = np.ones(window) / window
+            smooth = np.stack([np.convolve(c, kernel, mode="valid") for c in per_seed.T], 1)
+            xs = steps[window - 1 :]
+            (line,) = ax.plot(xs, smooth.mean(1), label=label(s))
+            ax.fill_between(xs, smooth.min(1), smooth.max(1), color=line.get_color(), alpha=0.2)
+        ax.axhline(members[0][1]["baseline_loss"], color="k", ls="--", lw=1, label="baseline")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_loss_vs_T(runs, path: str) -> bool:
+    """Final held-out loss against T per (cell, init); False when fewer than two T."""
+    series: dict[str, list] = defaultdict(list)
+    for _, s in runs:
+        T = s.get("task_kwargs", {}).get("T")
+        if T is not None:
+            key = label({**s, "task_kwargs": {}})
+            series[key].append(
+                (T, s["eval"]["loss"]["mean"], s["eval"]["loss"]["std"], s["baseline_loss"])
+            )
+    if len({t for points in series.values() for t, *_ in points}) < 2:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    baselines = {}
+    for name, points in sorted(series.items()):
+        points.sort()
+        ts, means, stds, bases = map(np.array, zip(*points, strict=True))
+        ax.errorbar(ts, means, yerr=stds, marker="o", capsize=3, label=name)
+        baselines.update(zip(ts.tolist(), bases.tolist(), strict=True))
+    bt = sorted(baselines)
+    ax.plot(bt, [baselines[t] for t in bt], "k--", lw=1, label="baseline")
+    ax.set_yscale("log")
+    ax.set_xlabel("T")
+    ax.set_ylabel("final held-out loss")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(workdir: str) -> str:
+    """Writes report.md and the plots for every run under ``workdir``; returns the table."""
+    runs = find_runs(workdir)
+    if not runs:
+        raise FileNotFoundError(f"no finished run (summary.json) under {workdir}")
+    text = table(runs)
+    with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as file:
+        file.write(text)
+    plot_learning_curves(runs, os.path.join(workdir, "learning_curves.png"))
+    plot_loss_vs_T(runs, os.path.join(workdir, "loss_vs_T.png"))
+    return text
+
+
+def main(argv):
+    del argv
+    print(write_report(_WORKDIR.value))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    _WORKDIR = flags.DEFINE_string("workdir", None, "folder holding finished runs")
+    flags.mark_flags_as_required(["workdir"])
+    app.run(main)

@@ -1,0 +1,55 @@
+"""Training on the long-dependency tasks: model, Optax optimisers, a resumable loop.
+
+Needs the ``train`` extra (optax, orbax-checkpoint, ml_collections, tqdm)::
+
+    from rnncells.training import train
+    summary = train(config, workdir="runs/x")   # config: configs/adding.py get_config()
+"""
+
+from rnncells.training.checkpoint import make_manager, restore, save
+from rnncells.training.loop import (
+    NonFiniteLossError,
+    Setup,
+    TrainState,
+    build,
+    final_params,
+    train,
+    validate,
+)
+from rnncells.training.metrics import mean_spread, read_jsonl
+from rnncells.training.model import (
+    CELLS,
+    INITS,
+    ModelParams,
+    cell_init_kwargs,
+    hidden_states,
+    model_apply,
+    model_init,
+)
+from rnncells.training.optim import make_optimizer, make_schedule
+from rnncells.training.parallel import make_mesh
+
+__all__ = [
+    "CELLS",
+    "INITS",
+    "ModelParams",
+    "NonFiniteLossError",
+    "Setup",
+    "TrainState",
+    "build",
+    "cell_init_kwargs",
+    "final_params",
+    "hidden_states",
+    "make_manager",
+    "make_mesh",
+    "make_optimizer",
+    "make_schedule",
+    "mean_spread",
+    "model_apply",
+    "model_init",
+    "read_jsonl",
+    "restore",
+    "save",
+    "train",
+    "validate",
+]

@@ -1,0 +1,227 @@
+"""Training layer: loss falls, no recompilation, vmap over seeds, 4-device sharding, NaN stop."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax._src import dispatch, monitoring
+
+from configs.common import base_config
+from rnncells.training import (
+    NonFiniteLossError,
+    build,
+    cell_init_kwargs,
+    make_optimizer,
+    make_schedule,
+    model_apply,
+    model_init,
+    train,
+)
+from rnncells.training import loop as loop_lib
+from tests.conftest import assert_tree_allclose
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides):
+    """Adding problem with T=5 and 4 hidden units: compiles and runs in a few seconds."""
+    c = base_config()
+    c.task.kwargs.T = 5
+    c.model.hidden_size = 4
+    c.optim.learning_rate = 1e-2
+    c.batch_size = 16
+    c.num_steps = 40
+    c.num_seeds = 2
+    c.log_every = 10
+    c.eval_every = 20
+    c.checkpoint_every = 20
+    c.eval_batch_size = 32
+    c.progress = False
+    c.early_stop = False
+    for key, value in overrides.items():
+        target = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return c
+
+
+@pytest.fixture(scope="module")
+def two_seeds():
+    """A built tiny setup with two seeds (seed 3 and 4), shared to compile only once."""
+    return build(tiny_config(seed=3, num_seeds=2))
+
+
+def test_loss_falls_and_train_chunk_compiles_once(two_seeds):
+    state = two_seeds.init_state()
+    state, metrics = two_seeds.train_chunk(state)  # first call traces and compiles
+    losses = [float(np.mean(metrics["loss"]))]
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == dispatch.BACKEND_COMPILE_EVENT:
+            compiles.append(event)
+
+    monitoring.register_event_duration_secs_listener(listener)
+    try:
+        for _ in range(5):
+            state, metrics = two_seeds.train_chunk(state)
+            losses.append(float(np.mean(metrics["loss"])))
+    finally:
+        monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert np.all(np.asarray(state.step) == 60)
+
+
+def test_vmap_over_seeds_equals_separate_runs(two_seeds):
+    state = two_seeds.init_state()
+    for _ in range(2):
+        state, metrics = two_seeds.train_chunk(state)
+    one = build(tiny_config(seed=4, num_seeds=1))  # the second seed, run on its own
+    single = one.init_state()
+    for _ in range(2):
+        single, single_metrics = one.train_chunk(single)
+    assert_tree_allclose(
+        jax.tree.map(lambda x: x[1], state.params),
+        jax.tree.map(lambda x: x[0], single.params),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(metrics["loss"][:, 1], single_metrics["loss"][:, 0], rtol=1e-5)
+
+
+SHARDED_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, json
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import jax, numpy as np
+    sys.path.insert(0, {root!r})
+    from tests.test_training import tiny_config
+    from rnncells.training import build, make_mesh
+    assert len(jax.devices()) == 4, jax.devices()
+    out = {{}}
+    for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
+        setup = build(tiny_config(**{{"model.cell": "lstm"}}), mesh=make_mesh(devices))
+        state = setup.init_state()
+        for _ in range(2):
+            state, metrics = setup.train_chunk(state)
+        out[name] = [np.asarray(x).tolist() for x in jax.tree.leaves(state.params)]
+        out[name + "_devices"] = len(state.params.W_out.sharding.device_set)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_four_device_sharding_matches_one_device(tmp_path):
+    script = tmp_path / "sharded.py"
+    script.write_text(SHARDED_SCRIPT.format(root=ROOT))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["one_devices"] == 1 and out["four_devices"] == 4
+    for a, b in zip(out["one"], out["four"], strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def _poisoned_get_task(name, **kwargs):
+    """The real task, but about one batch in eight has a NaN input (chosen by its key)."""
+    task = loop_lib.get_task.__wrapped__(name, **kwargs)
+
+    def make_batch(key, batch_size):
+        batch = task.make_batch(key, batch_size)
+        poison = jax.random.uniform(jax.random.fold_in(key, 7), (), jnp.float32) < 0.125
+        inputs = jnp.where(poison, jnp.full_like(batch.inputs, jnp.nan), batch.inputs)
+        return batch._replace(inputs=inputs)
+
+    import dataclasses
+
+    return dataclasses.replace(task, make_batch=make_batch)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real = loop_lib.get_task
+    _poisoned_get_task.__wrapped__ = real
+    monkeypatch.setattr(loop_lib, "get_task", _poisoned_get_task)
+    config = tiny_config(num_seeds=1, num_steps=400, log_every=2, eval_every=2, checkpoint_every=2)
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"loss became nan at step (\d+).*kept the last "
+        r"good checkpoint step (\d+)",
+    ) as info:
+        train(config, str(tmp_path))
+    import re
+
+    bad, kept = map(int, re.search(r"step (\d+).*step (\d+)", str(info.value)).groups())
+    assert kept < bad
+    ckpts = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+    assert ckpts[-1] == kept
+    import orbax.checkpoint as ocp
+
+    restored = ocp.StandardCheckpointer().restore(
+        str(tmp_path / "checkpoints" / str(kept) / "default")
+    )
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(restored["params"]))
+    assert not os.path.exists(tmp_path / "summary.json")
+
+
+def test_model_shapes_and_inits(key):
+    params = model_init(
+        key,
+        cell="lstm",
+        input_size=10,
+        output_size=10,
+        hidden_size=5,
+        vocab_size=10,
+        embedding="learned",
+        embed_size=4,
+        init="chrono",
+        chrono_t_max=30.0,
+    )
+    ys = model_apply(params, jnp.zeros((3, 7), jnp.int32), vocab_size=10)
+    assert ys.shape == (3, 7, 10)
+    b_f = params.layers[0].b[5:10]
+    assert np.all((np.asarray(b_f) >= 0) & (np.asarray(b_f) <= np.log(29.0) + 1e-6))
+    assert cell_init_kwargs("gru_reset_after", "default") == {"reset_after": True}
+    with pytest.raises(ValueError, match="cell must be one of"):
+        cell_init_kwargs("transformer", "default")
+    with pytest.raises(ValueError, match="init='chrono' needs a gated cell"):
+        cell_init_kwargs("rnn", "chrono", chrono_t_max=10.0)
+
+
+def test_optimizer_and_schedule_errors():
+    sched = make_schedule("warmup_cosine", 1e-2, 100, warmup_steps=10)
+    assert float(sched(10)) == pytest.approx(1e-2)
+    assert float(make_schedule("cosine", 1e-2, 100)(100)) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        make_schedule("step", 1e-2, 100)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        make_optimizer("sgd", sched)
+    with pytest.raises(ValueError, match="clip_norm must be >= 0"):
+        make_optimizer("adam", sched, clip_norm=-1.0)
+
+
+def test_config_values_are_checked():
+    with pytest.raises(ValueError, match="config.checkpoint_every must be a multiple"):
+        build(tiny_config(checkpoint_every=15))
+    with pytest.raises(ValueError, match="config.num_seeds must be a positive integer"):
+        build(tiny_config(num_seeds=0))
+    with pytest.raises(ValueError, match="config.batch_size must be a positive integer"):
+        build(tiny_config(batch_size=0))
+    with pytest.raises(ValueError, match="init must be one of"):
+        build(tiny_config(**{"model.init": "xavier"}))
