@@ -153,6 +153,7 @@ def reverse_valid(xs: jax.Array, lengths: jax.Array | None, *, time_major: bool)
         t = t.reshape((num_steps,) + (1,) * lengths.ndim)
         lens = lengths[None]
     else:
+        t = t.reshape((1,) * lengths.ndim + (num_steps,))
         lens = lengths[..., None]
     index = jnp.where(t < lens, lens - 1 - t, t)  # (T, *batch) or (*batch, T)
     index = jnp.broadcast_to(index[..., None], xs.shape)
