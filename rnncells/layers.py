@@ -165,9 +165,11 @@ def stack_unroll(
     Returns:
       (final_carries, ys): one final carry per layer, and the last layer's outputs.
     """
-    if not isinstance(layers, tuple | list) or not layers:
-        raise TypeError(
-            f"layers must be a non-empty tuple of layer params, got {type(layers).__name__}"
+    if not isinstance(layers, tuple | list):
+        raise TypeError(f"layers must be a tuple of layer params, got {type(layers).__name__}")
+    if not layers:
+        raise ValueError(
+            f"layers must hold at least one layer, got an empty {type(layers).__name__}"
         )
     if carries is None:
         carries = (None,) * len(layers)
