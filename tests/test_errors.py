@@ -1,0 +1,214 @@
+"""Bad input raises ValueError / TypeError naming the argument, the expected and the given value."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import rnncells as rc
+
+D, H, B, T = 3, 4, 2, 5
+
+
+@pytest.fixture
+def lstm(key):
+    return rc.lstm_init(key, D, H)
+
+
+def ones(*shape, dtype=jnp.float32):
+    return jnp.ones(shape, dtype)
+
+
+def lit(text):
+    """A regex that matches ``text`` literally."""
+    return re.escape(text)
+
+
+def test_wrong_input_size(lstm):
+    carry = rc.init_carry(lstm, (B,))
+    with pytest.raises(
+        ValueError, match=lit("x must have last dimension 3 (input_size), got shape (2, 7)")
+    ):
+        rc.lstm_step(lstm, carry, ones(B, 7))
+    with pytest.raises(
+        ValueError, match=lit("xs must have last dimension 3 (input_size), got shape (2, 5, 7)")
+    ):
+        rc.unroll(rc.lstm_step, lstm, ones(B, T, 7))
+
+
+@pytest.mark.parametrize("time_major", [False, True])
+def test_xs_of_rank_one(lstm, time_major):
+    layout = "(T, *batch, input_size)" if time_major else "(*batch, T, input_size)"
+    expected = f"xs must have at least 2 dimensions {layout}, got shape (5,)"
+    with pytest.raises(ValueError, match=lit(expected)):
+        rc.unroll(rc.lstm_step, lstm, ones(T), time_major=time_major)
+
+
+def test_mismatched_carry_shape(lstm):
+    with pytest.raises(ValueError, match=r"carry\.h must have shape \(2, 4\).*got shape \(3, 4\)"):
+        rc.lstm_step(lstm, rc.init_carry(lstm, (3,)), ones(B, D))
+    with pytest.raises(ValueError, match=r"carry\.h must have shape \(2, 4\).*got shape \(3, 4\)"):
+        rc.unroll(rc.lstm_step, lstm, ones(B, T, D), rc.init_carry(lstm, (3,)))
+    bad_c = rc.LSTMState(jnp.zeros((B, H), jnp.float32), jnp.zeros((B, H + 1), jnp.float32))
+    with pytest.raises(ValueError, match=r"carry\.c must have shape \(2, 4\).*got shape \(2, 5\)"):
+        rc.lstm_step(lstm, bad_c, ones(B, D))
+
+
+def test_carry_of_the_wrong_type(lstm, key):
+    carry = rc.init_carry(lstm, (B,))
+    with pytest.raises(TypeError, match=lit("carry must be LSTMState (see init_carry), got tuple")):
+        rc.lstm_step(lstm, (carry.h, carry.c), ones(B, D))
+    with pytest.raises(
+        TypeError, match=lit("carry must be LSTMState (see init_carry), got GRUState")
+    ):
+        rc.unroll(rc.lstm_step, lstm, ones(B, T, D), rc.GRUState(carry.h))
+    gru = rc.gru_init(key, D, H)
+    with pytest.raises(
+        TypeError, match=lit("carry must be GRUState (see init_carry), got LSTMState")
+    ):
+        rc.gru_step(gru, carry, ones(B, D))
+
+
+def test_wrong_dtype(lstm):
+    carry = rc.init_carry(lstm, (B,))
+    expected = "must have dtype float32 (the parameters' dtype), got float64"
+    with pytest.raises(TypeError, match=lit("x " + expected)):
+        rc.lstm_step(lstm, carry, ones(B, D, dtype=jnp.float64))
+    with pytest.raises(TypeError, match=lit("xs " + expected)):
+        rc.unroll(rc.lstm_step, lstm, ones(B, T, D, dtype=jnp.float64))
+    carry64 = jax.tree.map(lambda a: a.astype(jnp.float64), carry)
+    with pytest.raises(TypeError, match=lit("carry.h " + expected)):
+        rc.lstm_step(lstm, carry64, ones(B, D))
+    with pytest.raises(TypeError, match=lit("xs must have a floating dtype, got int32")):
+        rc.unroll(rc.lstm_step, lstm, ones(B, T, D, dtype=jnp.int32))
+    with pytest.raises(TypeError, match=lit("x must be an array, got list")):
+        rc.lstm_step(lstm, carry, [[1.0, 2.0, 3.0]] * B)
+
+
+def test_lengths_of_wrong_shape(lstm):
+    with pytest.raises(ValueError, match=lit("lengths must have shape (2,), got shape (3,)")):
+        rc.unroll(rc.lstm_step, lstm, ones(B, T, D), lengths=jnp.array([1, 2, 3], jnp.int32))
+    with pytest.raises(ValueError, match=lit("lengths must have shape (2,), got shape (2, 1)")):
+        rc.unroll(rc.lstm_step, lstm, ones(B, T, D), lengths=jnp.ones((2, 1), jnp.int32))
+
+
+def test_lengths_of_float_dtype(lstm):
+    with pytest.raises(TypeError, match=lit("lengths must have an integer dtype, got float32")):
+        rc.unroll(rc.lstm_step, lstm, ones(B, T, D), lengths=jnp.array([1.0, 2.0], jnp.float32))
+    with pytest.raises(TypeError, match=lit("lengths must be an array, got list")):
+        rc.unroll(rc.lstm_step, lstm, ones(B, T, D), lengths=[1, 2])
+
+
+@pytest.mark.parametrize("values,low,high", [((-1, 2), -1, 2), ((1, 6), 1, 6)])
+def test_lengths_outside_zero_to_t(lstm, values, low, high):
+    expected = (
+        f"lengths must lie in [0, 5] (the number of time steps), got values in [{low}, {high}]"
+    )
+    with pytest.raises(ValueError, match=lit(expected)):
+        rc.unroll(rc.lstm_step, lstm, ones(B, T, D), lengths=jnp.array(values, jnp.int32))
+    with pytest.raises(ValueError, match=lit(expected)):
+        rc.bidirectional_unroll(
+            None, rc.Bidirectional(lstm, lstm), ones(B, T, D), lengths=jnp.array(values, jnp.int32)
+        )
+
+
+def test_unknown_gate_name(lstm, key):
+    with pytest.raises(
+        ValueError, match=lit("must be one of ['i', 'f', 'g', 'o'] for LSTMParams, got 'z'")
+    ):
+        rc.gate(lstm, "z")
+    gru = rc.gru_init(key, D, H, reset_after=True)
+    with pytest.raises(
+        ValueError, match=lit("must be one of ['r', 'z', 'h'] for GRUResetAfterParams, got 'n'")
+    ):
+        rc.gate(gru, "n")
+    with pytest.raises(ValueError, match=lit("must be one of ['h'] for RNNParams, got 'i'")):
+        rc.rnn_gate(rc.rnn_init(key, D, H), "i")
+
+
+def test_step_and_params_mismatch(lstm):
+    carry = rc.init_carry(lstm, (B,))
+    with pytest.raises(
+        TypeError, match=lit("params must be GRUParams or GRUResetAfterParams, got LSTMParams")
+    ):
+        rc.gru_step(lstm, carry, ones(B, D))
+    with pytest.raises(TypeError, match=lit("params must be RNNParams, got LSTMParams")):
+        rc.rnn_step(lstm, carry, ones(B, D))
+    with pytest.raises(TypeError, match=r"gru_step.*LSTMParams"):
+        rc.unroll(rc.gru_step, lstm, ones(B, T, D))
+    with pytest.raises(TypeError, match=r"params must be one of LSTMParams, .*RNNParams, got dict"):
+        rc.init_carry({"W": ones(D, H)}, (B,))
+
+
+@pytest.mark.parametrize("init", [rc.lstm_init, rc.gru_init, rc.rnn_init])
+@pytest.mark.parametrize(
+    "argument,value",
+    [("input_size", 0), ("hidden_size", -2), ("hidden_size", 4.0), ("input_size", True)],
+)
+def test_non_positive_or_non_integer_sizes(init, argument, value, key):
+    sizes = {"input_size": D, "hidden_size": H, argument: value}
+    with pytest.raises(
+        ValueError, match=lit(f"{argument} must be a positive integer, got {value!r}")
+    ):
+        init(key, **sizes)
+
+
+def test_other_positive_integers(lstm, key):
+    with pytest.raises(ValueError, match=lit("num_layers must be a positive integer, got 0")):
+        rc.stack_init(key, "lstm", D, H, num_layers=0)
+    with pytest.raises(ValueError, match=lit("unroll must be a positive integer, got 0")):
+        rc.unroll(rc.lstm_step, lstm, ones(B, T, D), unroll=0)
+    with pytest.raises(
+        ValueError, match=lit("batch_shape must be a tuple of non-negative ints, got (-1,)")
+    ):
+        rc.init_carry(lstm, (-1,))
+
+
+def test_dropout_without_a_key_and_rate_out_of_range(lstm):
+    layers = (lstm, rc.lstm_init(jax.random.key(1), H, H))
+    with pytest.raises(
+        ValueError,
+        match=lit("dropout_key is required when dropout_rate > 0 (dropout_key=None given)"),
+    ):
+        rc.stack_unroll(layers, ones(B, T, D), dropout_rate=0.5)
+    with pytest.raises(ValueError, match=lit("dropout_rate must be in [0, 1), got 1.0")):
+        rc.stack_unroll(layers, ones(B, T, D), dropout_rate=1.0, dropout_key=jax.random.key(0))
+
+
+def test_unknown_merge(lstm, key):
+    expected = "merge must be one of ['concat', 'sum'], got 'mean'"
+    with pytest.raises(ValueError, match=lit(expected)):
+        rc.bidirectional_unroll(None, rc.Bidirectional(lstm, lstm), ones(B, T, D), merge="mean")
+    with pytest.raises(ValueError, match=lit(expected)):
+        rc.stack_unroll((lstm,), ones(B, T, D), merge="mean")
+    with pytest.raises(ValueError, match=lit(expected)):
+        rc.stack_init(key, "lstm", D, H, bidirectional=True, merge="mean")
+
+
+def test_layer_and_stack_structure_errors(lstm, key):
+    with pytest.raises(
+        TypeError, match=lit("params must be Bidirectional(forward, backward), got LSTMParams")
+    ):
+        rc.bidirectional_unroll(None, lstm, ones(B, T, D))
+    with pytest.raises(
+        ValueError,
+        match=lit("cell must be one of ['lstm', 'gru', 'rnn'] or an init function, got 'lsmt'"),
+    ):
+        rc.stack_init(key, "lsmt", D, H)
+    with pytest.raises(ValueError, match=lit("carries must have one entry per layer (2), got 1")):
+        rc.stack_unroll((lstm, rc.lstm_init(key, H, H)), ones(B, T, D), (None,))
+    with pytest.raises(
+        ValueError, match=lit("layers must hold at least one layer, got an empty tuple")
+    ):
+        rc.stack_unroll((), ones(B, T, D))
+
+
+def test_user_step_errors():
+    with pytest.raises(
+        ValueError,
+        match=lit("carry is required when step is not a built-in step (carry=None given)"),
+    ):
+        rc.unroll(lambda p, c, x: (c, x), None, ones(B, T, D))
+    with pytest.raises(TypeError, match=lit("step must be callable, got int")):
+        rc.unroll(3, None, ones(B, T, D), 0.0)
