@@ -15,13 +15,14 @@ packed-sequence semantics).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from rnncells import _checks
+from rnncells import _checks, _fused
 from rnncells.cells import BUILTIN_STEPS, cell_spec, init_carry
 
 
@@ -36,8 +37,15 @@ def unroll(
     time_major: bool = False,
     unroll: int = 1,
     remat: bool = False,
+    compute_dtype: Any = None,
 ) -> tuple[Any, Any]:
     """Runs ``step`` over the time axis of ``xs``.
+
+    Built-in steps (``lstm_step``, ``gru_step``, ``rnn_step``) run as one fused layer
+    (``rnncells._fused``) whose backward pass is written for the whole unrolled layer: the
+    backward loop carries only dh (and dc) and the weight and input gradients leave it as
+    single large matmuls. Its values and gradients equal those of ``jax.lax.scan`` of the
+    public step. A user's own step runs through ``jax.lax.scan`` as it is.
 
     Args:
       step: ``step(params, carry, x) -> (carry, y)``; a built-in step (``lstm_step``,
@@ -54,13 +62,17 @@ def unroll(
       unroll: ``jax.lax.scan``'s unroll factor.
       remat: recompute each step in the backward pass (``jax.checkpoint``) instead of
         storing its intermediates: memory O(T * carry) instead of O(T * gates).
+      compute_dtype: built-in steps only: the dtype of every matmul's inputs, e.g.
+        ``jnp.bfloat16`` for GPU and TPU; accumulation, gate arithmetic, carries,
+        parameters and gradients stay in the parameters' dtype. None: the parameters' dtype.
 
     Returns:
       (final_carry, ys): ys has the layout of xs with the step's output as last axis.
 
     Raises:
       ValueError / TypeError: xs of rank < 2, wrong input size or dtype, carry not
-        matching, lengths of wrong shape or dtype or outside [0, T] (when concrete).
+        matching, lengths of wrong shape or dtype or outside [0, T] (when concrete),
+        compute_dtype not a floating dtype or given with a user's step.
 
     Example:
       >>> params = lstm_init(jax.random.key(0), input_size=2, hidden_size=16)
@@ -91,12 +103,32 @@ def unroll(
         _checks.check_step_inputs(params, carry, probe, spec.state, x_name="xs")
     elif carry is None:
         raise ValueError("carry is required when step is not a built-in step (carry=None given)")
+    if compute_dtype is not None:
+        if not builtin:
+            raise ValueError(
+                f"compute_dtype is only supported for built-in steps, got step {step!r} "
+                f"with compute_dtype={compute_dtype!r}"
+            )
+        if not jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating):
+            raise TypeError(f"compute_dtype must be a floating dtype, got {compute_dtype!r}")
     if lengths is not None:
         lengths = _checks.check_lengths(lengths, batch_shape, num_steps)
 
-    carry, ys_tm = _scan(
-        step, params, carry, xs_tm, lengths, reverse=reverse, unroll=unroll, remat=remat
-    )
+    if builtin and num_steps > 0 and math.prod(batch_shape) > 0:
+        carry, ys_tm = _fused_scan(
+            params,
+            carry,
+            xs_tm,
+            lengths,
+            reverse=reverse,
+            unroll=unroll,
+            remat=remat,
+            compute_dtype=compute_dtype,
+        )
+    else:
+        carry, ys_tm = _scan(
+            step, params, carry, xs_tm, lengths, reverse=reverse, unroll=unroll, remat=remat
+        )
     ys = ys_tm if time_major else jax.tree.map(lambda y: jnp.moveaxis(y, 0, y.ndim - 2), ys_tm)
     return carry, ys
 
@@ -109,6 +141,7 @@ def _expand_to(mask: jax.Array, leaf: jax.Array) -> jax.Array:
 def _reverse_index(lengths: jax.Array, num_steps: int) -> jax.Array:
     """(T, *batch) time indices reversing each sequence's valid prefix; an involution."""
     t = jnp.arange(num_steps, dtype=lengths.dtype).reshape((num_steps,) + (1,) * lengths.ndim)
+    lengths = lengths.reshape((1,) + lengths.shape)
     return jnp.where(t < lengths, lengths - 1 - t, t)
 
 
@@ -121,6 +154,18 @@ def _gather_time(tree: Any, index: jax.Array) -> Any:
         return jnp.take_along_axis(leaf, idx, axis=0)
 
     return jax.tree.map(gather, tree)
+
+
+def _fused_scan(params, carry, xs_tm, lengths, *, reverse, **kwargs):
+    """The fused layer of a built-in cell; reverse runs reorder time around it."""
+    if not reverse:
+        return _fused.fused_scan(params, carry, xs_tm, lengths, **kwargs)
+    if lengths is None:
+        carry, ys = _fused.fused_scan(params, carry, xs_tm[::-1], None, **kwargs)
+        return carry, ys[::-1]
+    index = _reverse_index(lengths, xs_tm.shape[0])
+    carry, ys = _fused.fused_scan(params, carry, _gather_time(xs_tm, index), lengths, **kwargs)
+    return carry, _gather_time(ys, index)
 
 
 def _scan(step, params, carry, xs_tm, lengths, *, reverse, unroll, remat):

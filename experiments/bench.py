@@ -1,0 +1,399 @@
+"""Speed of LSTM and GRU layers on this machine: rnncells against PyTorch, Flax and Equinox.
+
+    python -m experiments.bench                                  # all sizes, ~10 min on 2 cores
+    python -m experiments.bench --sizes small --cells lstm --reps 5
+    python -m experiments.bench --memory                          # XLA temp memory at T=10,000
+
+Each size runs in its own process (the harness re-invokes itself), so one size's
+allocations and compiled code do not affect the next. In that process, for each cell,
+every implementation is compiled first (compile time reported apart), then timed
+round-robin: each repetition times every implementation's forward and training step
+once, in turn, and the table reports medians. The training step is forward + backward
+of sum(outputs) w.r.t. the parameters and the inputs. A 1024x1024 fp32 matmul in JAX is
+timed in the same process; every figure is also given as a fraction of that GEMM rate
+for the training step's FLOP count: forward 2*B*T*(D+H)*G*H, backward 2x forward.
+
+Inputs: rnncells and Flax take batch-first (B, T, D) (their default); Equinox runs under
+``lax.scan`` over time-major (T, B, D); PyTorch takes its default (T, B, D) with
+``torch.set_num_threads(os.cpu_count())``. All fp32. The peers are imported only here.
+
+Implementations (``--impls``): rnncells (``rc.unroll`` of the built-in step: the fused
+layer), rnncells_generic (``rc.unroll`` of a wrapped step: plain ``lax.scan`` + autodiff),
+torch, flax (``nn.RNN`` of ``OptimizedLSTMCell`` / ``GRUCell``), eqx (``LSTMCell`` /
+``GRUCell`` under ``lax.scan``); tuning variants of the fused layer: rc_hoist,
+rc_logistic, rc_u2, rc_remat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+SIZES = {  # (B, T, D, H)
+    "small": (16, 128, 32, 64),
+    "medium": (64, 256, 128, 256),
+    "large": (128, 128, 512, 512),
+    "long": (8, 2048, 8, 128),
+}
+DEFAULT_REPS = {"small": 30, "medium": 8, "large": 5, "long": 8}
+GATES = {"lstm": 4, "gru": 3}
+DEFAULT_IMPLS = ("rnncells", "torch", "flax", "eqx")
+MEMORY_SIZE = (8, 10_000, 8, 128)  # (B, T, D, H) for --memory
+
+
+def flops(cell: str, B: int, T: int, D: int, H: int) -> tuple[float, float]:
+    """(forward, training step) FLOP counts: 2*B*T*(D+H)*G*H forward, backward 2x forward."""
+    fwd = 2.0 * B * T * (D + H) * GATES[cell] * H
+    return fwd, 3.0 * fwd
+
+
+# ----------------------------------------------------------------------------- builders
+# Each builder returns (fwd, train, compile_s): fwd() and train() run one step and block.
+
+
+def _jax_pair(loss_and_out, params, xs):
+    import jax
+
+    fwd = jax.jit(lambda p, x: loss_and_out(p, x)[1])
+    train = jax.jit(jax.grad(lambda p, x: loss_and_out(p, x)[0], argnums=(0, 1)))
+    t0 = time.perf_counter()
+    compiled_train = train.lower(params, xs).compile()
+    compile_s = time.perf_counter() - t0
+    compiled_fwd = fwd.lower(params, xs).compile()
+    jax.block_until_ready(compiled_fwd(params, xs))
+    jax.block_until_ready(compiled_train(params, xs))
+    return (
+        lambda: jax.block_until_ready(compiled_fwd(params, xs)),
+        lambda: jax.block_until_ready(compiled_train(params, xs)),
+        compile_s,
+    )
+
+
+def _rc_params(cell, key, D, H):
+    import rnncells as rc
+
+    return rc.lstm_init(key, D, H) if cell == "lstm" else rc.gru_init(key, D, H, reset_after=True)
+
+
+def build_rnncells(cell, B, T, D, H, variant=None):
+    import jax
+    import jax.numpy as jnp
+
+    import rnncells as rc
+    from rnncells import _fused
+
+    params = _rc_params(cell, jax.random.key(0), D, H)
+    xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float32)
+    step = rc.step_for(params)
+
+    if variant is None:
+
+        def run(p, x):
+            return rc.unroll(step, p, x)[1]
+
+    elif variant == "generic":
+        wrapped = lambda p, c, x: step(p, c, x)  # a user step: plain lax.scan + autodiff
+
+        def run(p, x):
+            return rc.unroll(wrapped, p, x, rc.init_carry(p, (B,)))[1]
+
+    else:
+        changes = {
+            "hoist": dict(hoist=True),
+            "logistic": dict(tanh_sigmoid=False),
+            "u2": dict(unroll=2),
+            "remat": dict(remat=True),
+        }[variant]
+
+        def run(p, x):
+            xs_tm = jnp.moveaxis(x, 1, 0)
+            cfg = _fused.default_config(
+                p, xs_tm, masked=False, unroll=1, remat=False, compute_dtype=None
+            )._replace(**changes)
+            ys = _fused.fused_scan(p, rc.init_carry(p, (B,)), xs_tm, config=cfg)[1]
+            return jnp.moveaxis(ys, 0, 1)
+
+    return _jax_pair(lambda p, x: (jnp.sum(run(p, x)), run(p, x)), params, xs)
+
+
+def build_flax(cell, B, T, D, H):
+    import jax
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    make = (lambda: nn.OptimizedLSTMCell(H)) if cell == "lstm" else (lambda: nn.GRUCell(H))
+    model = nn.RNN(make())
+    xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float32)
+    params = model.init(jax.random.key(0), xs)
+
+    def loss_and_out(p, x):
+        ys = model.apply(p, x)
+        return jnp.sum(ys), ys
+
+    return _jax_pair(loss_and_out, params, xs)
+
+
+def build_eqx(cell, B, T, D, H):
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    key = jax.random.key(0)
+    module = eqx.nn.LSTMCell(D, H, key=key) if cell == "lstm" else eqx.nn.GRUCell(D, H, key=key)
+    params, static = eqx.partition(module, eqx.is_array)
+    xs = jax.random.normal(jax.random.key(1), (T, B, D), jnp.float32)
+
+    def loss_and_out(p, x):
+        m = eqx.combine(p, static)
+        batched = jax.vmap(m)
+        h0 = jnp.zeros((B, H), jnp.float32)
+        carry0 = (h0, h0) if cell == "lstm" else h0
+
+        def body(carry, x_t):
+            new = batched(x_t, carry)
+            return new, (new[0] if cell == "lstm" else new)
+
+        ys = jax.lax.scan(body, carry0, x)[1]
+        return jnp.sum(ys), ys
+
+    return _jax_pair(loss_and_out, params, xs)
+
+
+def build_torch(cell, B, T, D, H):
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(D, H) if cell == "lstm" else torch.nn.GRU(D, H)
+    xs = torch.randn(T, B, D, requires_grad=True)
+
+    def fwd():
+        with torch.no_grad():
+            module(xs)
+
+    def train():
+        module.zero_grad(set_to_none=True)
+        xs.grad = None
+        ys, _ = module(xs)
+        ys.sum().backward()
+
+    fwd()
+    train()
+    return fwd, train, None
+
+
+BUILDERS = {
+    "rnncells": lambda *a: build_rnncells(*a),
+    "rnncells_generic": lambda *a: build_rnncells(*a, variant="generic"),
+    "rc_hoist": lambda *a: build_rnncells(*a, variant="hoist"),
+    "rc_logistic": lambda *a: build_rnncells(*a, variant="logistic"),
+    "rc_u2": lambda *a: build_rnncells(*a, variant="u2"),
+    "rc_remat": lambda *a: build_rnncells(*a, variant="remat"),
+    "torch": build_torch,
+    "flax": build_flax,
+    "eqx": build_eqx,
+}
+
+
+# ----------------------------------------------------------------------------- one size
+
+
+def gemm_rate(reps: int = 20) -> float:
+    """GFLOP/s of a 1024x1024 fp32 matmul in JAX (median of ``reps`` calls)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (1024, 1024), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(f(a))
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(a))
+        times.append(time.perf_counter() - t0)
+    return 2 * 1024**3 / statistics.median(times) / 1e9
+
+
+def run_size(size: str, cells, impls, reps: int) -> dict:
+    B, T, D, H = SIZES[size]
+    result = {"size": size, "B": B, "T": T, "D": D, "H": H, "reps": reps, "cells": {}}
+    result["gemm_gflops_before"] = gemm_rate()
+    for cell in cells:
+        built, compile_s = {}, {}
+        for impl in impls:
+            fwd, train, comp = BUILDERS[impl](cell, B, T, D, H)
+            built[impl] = (fwd, train)
+            compile_s[impl] = comp
+        times = {impl: {"fwd": [], "train": []} for impl in impls}
+        for _ in range(reps):
+            for impl in impls:  # round-robin, so load changes hit every impl alike
+                for mode, fn in zip(("fwd", "train"), built[impl], strict=True):
+                    t0 = time.perf_counter()
+                    fn()
+                    times[impl][mode].append(time.perf_counter() - t0)
+        result["cells"][cell] = {
+            impl: {
+                "fwd_s": statistics.median(t["fwd"]),
+                "train_s": statistics.median(t["train"]),
+                "train_spread": (max(t["train"]) - min(t["train"])) / statistics.median(t["train"]),
+                "compile_s": compile_s[impl],
+            }
+            for impl, t in times.items()
+        }
+        del built
+    result["gemm_gflops_after"] = gemm_rate()
+    result["gemm_gflops"] = max(result["gemm_gflops_before"], result["gemm_gflops_after"])
+    return result
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def run_memory(cells) -> dict:
+    """XLA temp bytes of the compiled training step at T = 10,000, with and without remat."""
+    import jax
+    import jax.numpy as jnp
+
+    import rnncells as rc
+
+    B, T, D, H = MEMORY_SIZE
+    out = {"B": B, "T": T, "D": D, "H": H, "what": "XLA compiled temp_size_in_bytes", "rows": []}
+    xs = jax.ShapeDtypeStruct((B, T, D), jnp.float32)
+    for cell in cells:
+        params = _rc_params(cell, jax.random.key(0), D, H)
+        step = rc.step_for(params)
+        wrapped = lambda p, c, x, step=step: step(p, c, x)
+        for name, s in (("rnncells", step), ("rnncells_generic", wrapped)):
+            for remat in (False, True):
+
+                def loss(p, x, s=s, remat=remat):
+                    carry = rc.init_carry(p, (B,))
+                    return jnp.sum(rc.unroll(s, p, x, carry, remat=remat)[1])
+
+                compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, xs).compile()
+                mem = compiled.memory_analysis()
+                out["rows"].append(
+                    {
+                        "cell": cell,
+                        "impl": name,
+                        "remat": remat,
+                        "temp_MB": mem.temp_size_in_bytes / 2**20,
+                        "output_MB": mem.output_size_in_bytes / 2**20,
+                    }
+                )
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def table(result: dict) -> str:
+    size, B, T, D, H = (result[k] for k in ("size", "B", "T", "D", "H"))
+    gemm = result["gemm_gflops"]
+    lines = []
+    for cell, rows in result["cells"].items():
+        fwd_flop, train_flop = flops(cell, B, T, D, H)
+        lines.append(
+            f"\n### {size} {cell.upper()}  (B={B}, T={T}, D={D}, H={H}; "
+            f"{train_flop / 1e9:.2f} GFLOP per training step; GEMM {gemm:.1f} GFLOP/s)\n"
+        )
+        lines.append(
+            "| impl | fwd | train | train tokens/s | vs torch | vs flax | vs eqx | "
+            "train GFLOP/s | % GEMM | fwd % GEMM | compile s | spread |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for impl, r in rows.items():
+
+            def ratio(ref, r=r):
+                return f"{rows[ref]['train_s'] / r['train_s']:.2f}x" if ref in rows else "-"
+
+            rate = train_flop / r["train_s"] / 1e9
+            comp = "-" if r["compile_s"] is None else f"{r['compile_s']:.2f}"
+            lines.append(
+                f"| {impl} | {r['fwd_s'] * 1e3:.1f} ms | {r['train_s'] * 1e3:.1f} ms | "
+                f"{B * T / r['train_s']:,.0f} | {ratio('torch')} | {ratio('flax')} | "
+                f"{ratio('eqx')} | {rate:.1f} | {100 * rate / gemm:.0f}% | "
+                f"{100 * fwd_flop / r['fwd_s'] / 1e9 / gemm:.0f}% | {comp} | "
+                f"{100 * r['train_spread']:.0f}% |"
+            )
+    return "\n".join(lines)
+
+
+def memory_table(mem: dict) -> str:
+    lines = [
+        f"\n### Memory of the training step at B={mem['B']}, T={mem['T']}, D={mem['D']}, "
+        f"H={mem['H']} ({mem['what']})\n",
+        "| cell | impl | remat | temp MB | output MB |",
+        "|---|---|---|---|---|",
+    ]
+    for r in mem["rows"]:
+        lines.append(
+            f"| {r['cell']} | {r['impl']} | {r['remat']} | {r['temp_MB']:.1f} | "
+            f"{r['output_MB']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="small,medium,large,long")
+    parser.add_argument("--cells", default="lstm,gru")
+    parser.add_argument("--impls", default=",".join(DEFAULT_IMPLS))
+    parser.add_argument("--reps", type=int, default=None, help="default: per size")
+    parser.add_argument("--out", default="experiments/results/bench.json")
+    parser.add_argument("--memory", action="store_true", help="memory mode instead of speed")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    cells = [c for c in args.cells.split(",") if c]
+    impls = [i for i in args.impls.split(",") if i]
+    for name, given, known in (("cells", cells, GATES), ("impls", impls, BUILDERS)):
+        unknown = [x for x in given if x not in known]
+        if unknown:
+            parser.error(f"unknown {name} {unknown}; choose from {list(known)}")
+
+    if args.child is not None:  # one size, in this process; JSON on the last stdout line
+        result = run_size(args.child, cells, impls, args.reps or DEFAULT_REPS[args.child])
+        print(json.dumps(result))
+        return
+
+    if args.memory:
+        mem = run_memory(cells)
+        print(memory_table(mem))
+        with open(args.out, "w") as f:
+            json.dump({"memory": mem}, f, indent=1)
+        return
+
+    sizes = [s for s in args.sizes.split(",") if s]
+    results = []
+    for size in sizes:
+        if size not in SIZES:
+            parser.error(f"unknown size {size!r}; choose from {list(SIZES)}")
+        cmd = [sys.executable, "-m", "experiments.bench", "--child", size]
+        cmd += ["--cells", ",".join(cells), "--impls", ",".join(impls)]
+        if args.reps:
+            cmd += ["--reps", str(args.reps)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr)
+            raise SystemExit(f"size {size} failed (exit {proc.returncode})")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        results.append(result)
+        print(table(result), flush=True)
+    meta = {
+        "command": " ".join(["python -m experiments.bench"] + (argv or sys.argv[1:])),
+        "cpu_count": os.cpu_count(),
+        "ld_preload": os.environ.get("LD_PRELOAD", ""),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "loadavg_end": os.getloadavg(),
+    }
+    with open(args.out, "w") as f:
+        json.dump({"meta": meta, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

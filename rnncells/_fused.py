@@ -1,0 +1,400 @@
+"""Fused unrolls of the built-in cells with a hand-written backward pass for the whole layer.
+
+``fused_scan`` computes exactly what ``jax.lax.scan`` of the public step computes (the
+equations of ``lstm.py``, ``gru.py`` and ``rnn.py``), but its gradient is a
+``jax.custom_vjp`` written for the unrolled layer, as fused RNN kernels do:
+
+- the forward scan saves what the backward needs (the gate activations and the carries),
+  or, under ``remat``, only the carries, and the backward recomputes the gates per step;
+- the backward scan runs in reverse, carries only dh (and dc for the LSTM) and emits the
+  per-step gate pre-activation gradients dA_t;
+- the time-parallel work then leaves the loop as single large matmuls:
+  dV = sum_t h_{t-1}^T dA_t, dW = sum_t x_t^T dA_t, db = sum_t dA_t, dx_t = dA_t W^T.
+
+Sequences are time-major (T, B, ...) with one flattened batch axis; ``lengths`` freezes
+each carry past its sequence's length and zeroes its outputs, as in ``unroll``. Reverse
+runs are handled by the caller (``unrolling.py``) by reordering time outside this module.
+
+Optional ``compute_dtype`` (e.g. bfloat16) runs every matmul on inputs cast to it, with
+accumulation, carries, gate arithmetic, parameters and gradients in the parameters' dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnncells.gru import GRUParams, GRUResetAfterParams, GRUState
+from rnncells.lstm import LSTMParams, LSTMState
+from rnncells.rnn import RNNParams, RNNState
+
+_KINDS = {LSTMParams: "lstm", GRUParams: "gru", GRUResetAfterParams: "gru_ra", RNNParams: "rnn"}
+
+
+class Config(NamedTuple):
+    """Static choices of one fused unroll (hashable: one compiled layer per config)."""
+
+    kind: str  # "lstm", "gru" (reset-before), "gru_ra" (reset-after) or "rnn"
+    masked: bool  # whether lengths are given
+    unroll: int  # lax.scan unroll factor of both loops
+    remat: bool  # save only carries; the backward recomputes the gates
+    compute_dtype: str | None  # matmul input dtype name, None for the parameters' dtype
+    hoist: bool  # compute x @ W + b for all steps as one matmul before the forward loop
+    tanh_sigmoid: bool  # sigmoid(a) as 0.5 * tanh(0.5 * a) + 0.5
+
+
+def is_fusable(params: Any) -> bool:
+    """True when ``params`` is a built-in cell's params, which ``fused_scan`` handles."""
+    return type(params) in _KINDS
+
+
+def default_config(params, xs_tm, *, masked, unroll, remat, compute_dtype) -> Config:
+    """The measured best choices for this cell and size (see experiments/results/bench.md)."""
+    kind = _KINDS[type(params)]
+    return Config(
+        kind=kind,
+        masked=masked,
+        unroll=unroll,
+        remat=remat,
+        compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype).name,
+        hoist=False,
+        tanh_sigmoid=True,
+    )
+
+
+def fused_scan(params, carry, xs_tm, lengths=None, *, config: Config | None = None, **kw):
+    """Runs a built-in cell over time-major ``xs_tm`` (T, *batch, D) with the fused layer.
+
+    Args:
+      params: LSTMParams, GRUParams, GRUResetAfterParams or RNNParams.
+      carry: the cell's state NamedTuple, leaves (*batch, H).
+      xs_tm: inputs (T, *batch, D).
+      lengths: optional (*batch,) int valid lengths (already checked).
+      config: the static choices; None takes ``default_config`` with ``kw`` (masked is
+        set from ``lengths``).
+
+    Returns:
+      (final_carry, ys_tm) as ``jax.lax.scan`` of the masked public step returns them.
+    """
+    if config is None:
+        config = default_config(params, xs_tm, masked=lengths is not None, **kw)
+    num_steps, batch_shape = xs_tm.shape[0], tuple(xs_tm.shape[1:-1])
+    batch = math.prod(batch_shape)
+    hidden = params.V.shape[0]
+    xs = xs_tm.reshape((num_steps, batch, xs_tm.shape[-1]))
+    h0 = carry.h.reshape((batch, hidden))
+    c0 = carry.c.reshape((batch, hidden)) if config.kind == "lstm" else None
+    lens = None if lengths is None else lengths.reshape((batch,))
+    h, c, ys = _layer(config)(params, h0, c0, xs, lens)
+    ys = ys.reshape((num_steps,) + batch_shape + (hidden,))
+    h = h.reshape(batch_shape + (hidden,))
+    if config.kind == "lstm":
+        return LSTMState(h, c.reshape(batch_shape + (hidden,))), ys
+    state = GRUState if config.kind in ("gru", "gru_ra") else RNNState
+    return state(h), ys
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _mm(a, b, cd, out_dtype):
+    """a @ b with inputs cast to the compute dtype ``cd`` and the result in ``out_dtype``."""
+    if cd is None:
+        return a @ b
+    return jnp.matmul(a.astype(cd), b.astype(cd), preferred_element_type=out_dtype)
+
+
+def _mm_tn(a, b, cd, out_dtype):
+    """a^T @ b over the leading axis: (N, P), (N, Q) -> (P, Q), one large matmul."""
+    if cd is not None:
+        a, b = a.astype(cd), b.astype(cd)
+    dims = (((0,), (0,)), ((), ()))
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=out_dtype)
+
+
+def _row(v, ndim):
+    """(N,) -> (1, ..., 1, N) so it adds to a (..., N) array without rank promotion."""
+    return v.reshape((1,) * (ndim - 1) + v.shape)
+
+
+def _sigmoid(a, tanh_form):
+    if tanh_form:
+        return 0.5 * jnp.tanh(0.5 * a) + 0.5  # one tanh, cheaper than exp + divide on CPU
+    return jax.nn.sigmoid(a)
+
+
+def _col(mask):
+    """(B,) bool -> (B, 1)."""
+    return mask.reshape(mask.shape + (1,))
+
+
+def _shift_in(first, seq):
+    """The sequence of previous values: [first, seq[0], ..., seq[T-2]] (T, B, H)."""
+    return jnp.concatenate([first[None], seq[:-1]], axis=0)
+
+
+# ----------------------------------------------------------------------------- cells
+# Each cell has: _fwd_<kind>(cfg, p, h, c, gx) -> (h_new, c_new, saved) for one step
+# (gx = x_t @ W + b), and _bwd_<kind>(cfg, p, dh, dc, residuals of the step) ->
+# (dh_prev, dc_prev, dA) with dA the gradient w.r.t. the gate pre-activations gx.
+
+
+def _lstm_acts(a, hidden, tanh_form):
+    i = _sigmoid(a[:, :hidden], tanh_form)
+    f = _sigmoid(a[:, hidden : 2 * hidden], tanh_form)
+    g = jnp.tanh(a[:, 2 * hidden : 3 * hidden])
+    o = _sigmoid(a[:, 3 * hidden :], tanh_form)
+    return i, f, g, o
+
+
+def _lstm_fwd(cfg, V, h, c, gx, hidden, cd):
+    a = gx + _mm(h, V, cd, gx.dtype)
+    i, f, g, o = _lstm_acts(a, hidden, cfg.tanh_sigmoid)
+    c_new = f * c + i * g
+    h_new = o * jnp.tanh(c_new)
+    return h_new, c_new, (i, f, g, o)
+
+
+def _lstm_bwd(VT, dh, dc, acts, c_prev, c_t, cd):
+    i, f, g, o = acts
+    th = jnp.tanh(c_t)
+    dc_t = dc + dh * o * (1 - th * th)
+    da_i = dc_t * g * i * (1 - i)
+    da_f = dc_t * c_prev * f * (1 - f)
+    da_g = dc_t * i * (1 - g * g)
+    da_o = dh * th * o * (1 - o)
+    dA = jnp.concatenate([da_i, da_f, da_g, da_o], axis=-1)
+    return _mm(dA, VT, cd, dh.dtype), dc_t * f, dA
+
+
+def _gru_fwd(cfg, V, h, gx, hidden, cd):
+    """Reset-before GRU (seed's form); z writes."""
+    rz = _sigmoid(gx[:, : 2 * hidden] + _mm(h, V[:, : 2 * hidden], cd, gx.dtype), cfg.tanh_sigmoid)
+    r, z = rz[:, :hidden], rz[:, hidden:]
+    n = jnp.tanh(gx[:, 2 * hidden :] + _mm(r * h, V[:, 2 * hidden :], cd, gx.dtype))
+    return h + z * (n - h), (r, z, n)
+
+
+def _gru_bwd(VT, dh, acts, h_prev, hidden, cd):
+    r, z, n = acts
+    da_n = dh * z * (1 - n * n)
+    drh = _mm(da_n, VT[2 * hidden :], cd, dh.dtype)
+    da_r = drh * h_prev * r * (1 - r)
+    da_z = dh * (n - h_prev) * z * (1 - z)
+    da_rz = jnp.concatenate([da_r, da_z], axis=-1)
+    dh_prev = dh * (1 - z) + drh * r + _mm(da_rz, VT[: 2 * hidden], cd, dh.dtype)
+    return dh_prev, jnp.concatenate([da_rz, da_n], axis=-1)
+
+
+def _gru_ra_fwd(cfg, V, b_hn, h, gx, hidden, cd):
+    """Reset-after GRU (cuDNN placement, z writes)."""
+    gh = _mm(h, V, cd, gx.dtype)
+    rz = _sigmoid(gx[:, : 2 * hidden] + gh[:, : 2 * hidden], cfg.tanh_sigmoid)
+    r, z = rz[:, :hidden], rz[:, hidden:]
+    ghn = gh[:, 2 * hidden :] + _row(b_hn, 2)
+    n = jnp.tanh(gx[:, 2 * hidden :] + r * ghn)
+    return h + z * (n - h), (r, z, n, ghn)
+
+
+def _gru_ra_bwd(VT, dh, acts, h_prev, cd):
+    r, z, n, ghn = acts
+    da_n = dh * z * (1 - n * n)
+    da_r = da_n * ghn * r * (1 - r)
+    da_z = dh * (n - h_prev) * z * (1 - z)
+    dgh = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
+    dh_prev = dh * (1 - z) + _mm(dgh, VT, cd, dh.dtype)
+    return dh_prev, jnp.concatenate([da_r, da_z, da_n], axis=-1)
+
+
+def _rnn_fwd(V, h, gx, cd):
+    return jnp.tanh(gx + _mm(h, V, cd, gx.dtype))
+
+
+# ----------------------------------------------------------------------------- layer
+
+
+@functools.cache
+def _layer(cfg: Config):
+    """The custom_vjp layer (params, h0, c0, xs, lengths) -> (h_T, c_T, ys) for ``cfg``."""
+    cd = None if cfg.compute_dtype is None else jnp.dtype(cfg.compute_dtype)
+    lstm = cfg.kind == "lstm"
+
+    def gates_in(params, xs):
+        """x @ W + b for all steps at once: (T, B, G*H)."""
+        num_steps, batch, _ = xs.shape
+        gx = _mm(xs.reshape((num_steps * batch, -1)), params.W, cd, params.W.dtype)
+        gx = gx + _row(params.b, 2)
+        return gx.reshape((num_steps, batch, -1))
+
+    def gate_in(params, x):
+        return _mm(x, params.W, cd, params.W.dtype) + _row(params.b, 2)
+
+    def forward(params, h0, c0, xs, lengths, save):
+        """The forward loop; ``save`` selects what it stacks for the backward."""
+        hidden = params.V.shape[0]
+        num_steps = xs.shape[0]
+        V = params.V if cd is None else params.V.astype(cd)
+        seq = gates_in(params, xs) if cfg.hoist else xs
+        if cfg.masked:
+            valid = jnp.arange(num_steps, dtype=lengths.dtype)[:, None] < lengths[None, :]
+            inputs = (seq, valid)
+        else:
+            inputs = (seq, None)
+
+        def body(carry, inp):
+            s, valid_t = inp
+            gx = s if cfg.hoist else gate_in(params, s)
+            h, c = carry
+            if lstm:
+                h_new, c_new, acts = _lstm_fwd(cfg, V, h, c, gx, hidden, cd)
+            elif cfg.kind == "gru":
+                h_new, acts = _gru_fwd(cfg, V, h, gx, hidden, cd)
+            elif cfg.kind == "gru_ra":
+                h_new, acts = _gru_ra_fwd(cfg, V, params.b_hn, h, gx, hidden, cd)
+            else:
+                h_new, acts = _rnn_fwd(V, h, gx, cd), ()
+            y = h_new
+            if cfg.masked:
+                m = _col(valid_t)
+                h_new = jnp.where(m, h_new, h)
+                if lstm:
+                    c_new = jnp.where(m, c_new, c)
+                y = jnp.where(m, y, jnp.zeros_like(y))
+            new_carry = (h_new, c_new if lstm else None)
+            out = {"y": y}
+            if save:
+                if cfg.masked or cfg.remat:
+                    out["h"] = h_new  # the carried h (ys are zeros past the length)
+                if lstm:
+                    out["c"] = c_new
+                if not cfg.remat and cfg.kind != "rnn":
+                    out["acts"] = jnp.concatenate(acts, axis=-1)
+            return new_carry, out
+
+        (h, c), outs = jax.lax.scan(body, (h0, c0), inputs, unroll=cfg.unroll)
+        return h, c, outs
+
+    @jax.custom_vjp
+    def layer(params, h0, c0, xs, lengths):
+        h, c, outs = forward(params, h0, c0, xs, lengths, save=False)
+        return h, c, outs["y"]
+
+    def layer_fwd(params, h0, c0, xs, lengths):
+        h, c, outs = forward(params, h0, c0, xs, lengths, save=True)
+        hs = outs.get("h", outs["y"])
+        res = (params, h0, c0, xs, lengths, hs, outs.get("c"), outs.get("acts"))
+        return (h, c, outs["y"]), res
+
+    def layer_bwd(res, cts):
+        params, h0, c0, xs, lengths, hs, cs, acts = res
+        dh_T, dc_T, dys = cts
+        hidden = params.V.shape[0]
+        num_steps, batch, _ = xs.shape
+        dtype = params.V.dtype
+        V = params.V if cd is None else params.V.astype(cd)
+        VT = V.T
+        hs_prev = _shift_in(h0, hs)
+        seq = {"dy": dys, "h_prev": hs_prev}
+        if lstm:
+            seq["c"] = cs
+            seq["c_prev"] = _shift_in(c0, cs)
+        if cfg.remat:
+            seq["x"] = xs
+        else:
+            seq["acts"] = acts
+        if cfg.masked:
+            seq["valid"] = jnp.arange(num_steps, dtype=lengths.dtype)[:, None] < lengths[None, :]
+
+        def recompute(s):
+            """Gate activations of one step from x_t and h_{t-1} (remat)."""
+            gx = gate_in(params, s["x"])
+            if lstm:
+                a = gx + _mm(s["h_prev"], V, cd, dtype)
+                return _lstm_acts(a, hidden, cfg.tanh_sigmoid)
+            if cfg.kind == "gru":
+                return _gru_fwd(cfg, V, s["h_prev"], gx, hidden, cd)[1]
+            if cfg.kind == "gru_ra":
+                return _gru_ra_fwd(cfg, V, params.b_hn, s["h_prev"], gx, hidden, cd)[1]
+            return ()
+
+        def split(a, sizes):
+            out, start = [], 0
+            for size in sizes:
+                out.append(a[:, start : start + size])
+                start += size
+            return tuple(out)
+
+        def body(carry, s):
+            dh, dc = carry
+            dh_cell = dh + s["dy"]
+            dc_cell = dc
+            if cfg.masked:
+                m = _col(s["valid"])
+                zeros = jnp.zeros_like(dh)
+                dh_cell = jnp.where(m, dh_cell, zeros)
+                if lstm:
+                    dc_cell = jnp.where(m, dc, zeros)
+            if cfg.remat:
+                act = recompute(s)
+            elif cfg.kind == "gru_ra":
+                act = split(s["acts"], (hidden,) * 4)
+            elif cfg.kind != "rnn":
+                act = split(s["acts"], (hidden,) * (4 if lstm else 3))
+            if lstm:
+                dh_prev, dc_prev, dA = _lstm_bwd(VT, dh_cell, dc_cell, act, s["c_prev"], s["c"], cd)
+            elif cfg.kind == "gru":
+                dh_prev, dA = _gru_bwd(VT, dh_cell, act, s["h_prev"], hidden, cd)
+                dc_prev = None
+            elif cfg.kind == "gru_ra":
+                dh_prev, dA = _gru_ra_bwd(VT, dh_cell, act, s["h_prev"], cd)
+                dc_prev = None
+            else:
+                h_t = s["h_t"]
+                dA = dh_cell * (1 - h_t * h_t)
+                dh_prev, dc_prev = _mm(dA, VT, cd, dtype), None
+            if cfg.masked:
+                # A frozen step passes its carry's gradient straight through.
+                dh_prev = dh_prev + jnp.where(m, zeros, dh)
+                if lstm:
+                    dc_prev = dc_prev + jnp.where(m, zeros, dc)
+            out = {"dA": dA}
+            if cfg.kind == "gru" or (cfg.kind == "gru_ra"):
+                out["r"] = act[0]
+            return (dh_prev, dc_prev), out
+
+        if cfg.kind == "rnn":
+            seq["h_t"] = hs
+        (dh0, dc0), outs = jax.lax.scan(
+            body, (dh_T, dc_T if lstm else None), seq, reverse=True, unroll=cfg.unroll
+        )
+        dA = outs["dA"].reshape((num_steps * batch, -1))
+        hp = hs_prev.reshape((num_steps * batch, hidden))
+        dW = _mm_tn(xs.reshape((num_steps * batch, -1)), dA, cd, dtype)
+        db = jnp.sum(dA, axis=0)
+        W = params.W if cd is None else params.W.astype(cd)
+        dxs = _mm(dA, W.T, cd, dtype).reshape(xs.shape)
+        if cfg.kind == "gru":
+            r = outs["r"].reshape((num_steps * batch, hidden))
+            dV = jnp.concatenate(
+                [
+                    _mm_tn(hp, dA[:, : 2 * hidden], cd, dtype),
+                    _mm_tn(r * hp, dA[:, 2 * hidden :], cd, dtype),
+                ],
+                axis=-1,
+            )
+            grads = GRUParams(dW, dV, db)
+        elif cfg.kind == "gru_ra":
+            r = outs["r"].reshape((num_steps * batch, hidden))
+            dghn = dA[:, 2 * hidden :] * r
+            dgh = jnp.concatenate([dA[:, : 2 * hidden], dghn], axis=-1)
+            grads = GRUResetAfterParams(dW, _mm_tn(hp, dgh, cd, dtype), db, jnp.sum(dghn, axis=0))
+        else:
+            grads = type(params)(dW, _mm_tn(hp, dA, cd, dtype), db)
+        return grads, dh0, dc0, dxs, None
+
+    layer.defvjp(layer_fwd, layer_bwd)
+    return layer

@@ -1,0 +1,267 @@
+"""The fused layer of the built-in cells equals the plain scan of the public step.
+
+Reference: ``unroll`` of a wrapped built-in step, which the library treats as a user's
+step and runs through ``jax.lax.scan`` + autodiff (the generic path).
+"""
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import pytest
+from jax.test_util import check_grads
+
+import rnncells as rc
+from rnncells import _fused
+from tests.conftest import assert_tree_allclose
+
+KINDS = ("lstm", "gru", "gru_ra", "rnn")
+D, H = 3, 5  # D != H so a transposed weight cannot pass
+
+
+def make_params(key, kind, dtype=jnp.float32, input_size=D):
+    """Random params with distinct non-zero biases (the inits' zero biases hide bugs)."""
+    k_init, k_noise = jax.random.split(key)
+    if kind == "lstm":
+        params = rc.lstm_init(k_init, input_size, H, dtype=dtype)
+    elif kind == "gru":
+        params = rc.gru_init(k_init, input_size, H, dtype=dtype)
+    elif kind == "gru_ra":
+        params = rc.gru_init(k_init, input_size, H, reset_after=True, dtype=dtype)
+    else:
+        params = rc.rnn_init(k_init, input_size, H, dtype=dtype)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(k_noise, len(leaves))
+    leaves = [
+        x + 0.5 * jax.random.normal(k, x.shape, dtype) for x, k in zip(leaves, keys, strict=True)
+    ]
+    return jax.tree.unflatten(tree, leaves)
+
+
+def generic(step):
+    """The same step, not recognised as built-in: unroll takes the plain lax.scan path."""
+    return lambda params, carry, x: step(params, carry, x)
+
+
+def random_carry(key, params, batch_shape, dtype=jnp.float32):
+    zero = rc.init_carry(params, batch_shape)
+    keys = jax.random.split(key, len(zero))
+    return type(zero)(
+        *(0.5 * jax.random.normal(k, z.shape, dtype) for k, z in zip(keys, zero, strict=True))
+    )
+
+
+def loss_fn(step, **kwargs):
+    """A scalar of outputs and final carry with distinct weights on every element."""
+
+    def loss(params, xs, carry):
+        final, ys = rc.unroll(step, params, xs, carry, **kwargs)
+        total = jnp.sum(
+            jnp.sin(ys) * jnp.arange(ys.size, dtype=ys.dtype).reshape(ys.shape) / ys.size
+        )
+        return total + sum(jnp.sum(jnp.cos(leaf)) for leaf in final), (final, ys)
+
+    return loss
+
+
+def values_and_grads(step, params, xs, carry, **kwargs):
+    grad = jax.jit(jax.value_and_grad(loss_fn(step, **kwargs), argnums=(0, 1, 2), has_aux=True))
+    (_, aux), grads = grad(params, xs, carry)
+    return aux, grads
+
+
+# Every branch of the layer (masked or not, reverse, remat) in four runs per cell.
+SETTINGS = [
+    dict(with_lengths=False, reverse=False, remat=False),
+    dict(with_lengths=True, reverse=False, remat=False),
+    dict(with_lengths=False, reverse=True, remat=True),
+    dict(with_lengths=True, reverse=True, remat=True),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: "-".join(k for k, v in s.items() if v))
+def test_fused_equals_generic_scan(key, kind, setting):
+    with_lengths, reverse, remat = setting["with_lengths"], setting["reverse"], setting["remat"]
+    k_p, k_x, k_c = jax.random.split(key, 3)
+    params = make_params(k_p, kind)
+    xs = jax.random.normal(k_x, (3, 6, D), jnp.float32)
+    carry = random_carry(k_c, params, (3,))
+    lengths = jnp.array([6, 0, 4], jnp.int32) if with_lengths else None
+    step = rc.step_for(params)
+    kwargs = dict(lengths=lengths, reverse=reverse, remat=remat)
+    fused = values_and_grads(step, params, xs, carry, **kwargs)
+    plain = values_and_grads(generic(step), params, xs, carry, **kwargs)
+    assert_tree_allclose(fused, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_layouts_time_major_unbatched_and_leading_batch_dims(key):
+    k_p, k_x, k_c = jax.random.split(key, 3)
+    params = make_params(k_p, "lstm")
+    step = rc.step_for(params)
+    cases = [
+        (jax.random.normal(k_x, (7, D), jnp.float32), (), {}),  # unbatched (T, D)
+        (jax.random.normal(k_x, (2, 3, 7, D), jnp.float32), (2, 3), {}),  # (*batch, T, D)
+        (jax.random.normal(k_x, (7, 2, 3, D), jnp.float32), (2, 3), {"time_major": True}),
+    ]
+    for xs, batch_shape, kwargs in cases:
+        carry = random_carry(k_c, params, batch_shape)
+        lengths = jnp.full(batch_shape, 5, jnp.int32)
+        extra = {"lengths": lengths, "reverse": True}
+        fused = values_and_grads(step, params, xs, carry, **kwargs, **extra)
+        plain = values_and_grads(generic(step), params, xs, carry, **kwargs, **extra)
+        assert_tree_allclose(fused, plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_check_grads_float64(key, kind):
+    k_p, k_x, k_c = jax.random.split(key, 3)
+    params = make_params(k_p, kind, jnp.float64)
+    xs = jax.random.normal(k_x, (2, 4, D), jnp.float64)
+    carry = random_carry(k_c, params, (2,), jnp.float64)
+    lengths = jnp.array([4, 2], jnp.int32)
+    step = rc.step_for(params)
+    loss = jax.jit(lambda p, x, c: loss_fn(step, lengths=lengths, reverse=True)(p, x, c)[0])
+    check_grads(loss, (params, xs, carry), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bfloat16_compute_close_to_float32(key, kind):
+    k_p, k_x, k_c = jax.random.split(key, 3)
+    params = make_params(k_p, kind)
+    xs = jax.random.normal(k_x, (2, 6, D), jnp.float32)
+    carry = random_carry(k_c, params, (2,))
+    step = rc.step_for(params)
+    low = values_and_grads(step, params, xs, carry, compute_dtype=jnp.bfloat16)
+    full = values_and_grads(step, params, xs, carry)
+    assert jax.tree.map(lambda x: x.dtype, low) == jax.tree.map(lambda x: x.dtype, full)
+    assert_tree_allclose(low, full, rtol=5e-2, atol=5e-2)
+
+
+def test_jit_and_vmap_agree_with_batched_call(key):
+    k_p, k_x, k_c = jax.random.split(key, 3)
+    params = make_params(k_p, "lstm")
+    xs = jax.random.normal(k_x, (4, 6, D), jnp.float32)
+    carry = random_carry(k_c, params, (4,))
+    lengths = jnp.array([6, 1, 3, 0], jnp.int32)
+    step = rc.step_for(params)
+
+    def one(x, h, c, n):
+        final, ys = rc.unroll(step, params, x, rc.LSTMState(h, c), lengths=n, reverse=True)
+        return final, ys
+
+    batched = rc.unroll(step, params, xs, carry, lengths=lengths, reverse=True)
+    mapped = jax.jit(jax.vmap(one))(xs, carry.h, carry.c, lengths)
+    assert_tree_allclose(mapped, batched, rtol=1e-6, atol=1e-6)
+
+    def loss(p, one_fn):
+        final, ys = jax.vmap(one_fn, in_axes=(0, 0, 0, 0, None))(xs, carry.h, carry.c, lengths, p)
+        return jnp.sum(ys**2) + jnp.sum(final.c)
+
+    def one_p(x, h, c, n, p, s=step):
+        return rc.unroll(s, p, x, rc.LSTMState(h, c), lengths=n, reverse=True)
+
+    def one_p_plain(x, h, c, n, p):
+        return rc.unroll(generic(step), p, x, rc.LSTMState(h, c), lengths=n, reverse=True)
+
+    assert_tree_allclose(
+        jax.jit(jax.grad(loss), static_argnums=1)(params, one_p),
+        jax.jit(jax.grad(loss), static_argnums=1)(params, one_p_plain),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def _primitive_names(fn, *args):
+    jaxpr = jax.make_jaxpr(fn)(*args)
+    names = set()
+
+    def walk(jp):
+        for eqn in jp.eqns:
+            names.add(eqn.primitive.name)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jaxpr.jaxpr)
+    return names
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_builtin_steps_take_the_fused_path(key, kind):
+    params = make_params(key, kind)
+    xs = jnp.ones((2, 3, D), jnp.float32)
+    step = rc.step_for(params)
+    fused = _primitive_names(lambda p, x: rc.unroll(step, p, x), params, xs)
+    plain = _primitive_names(
+        lambda p, x: rc.unroll(generic(step), p, x, rc.init_carry(p, (2,))), params, xs
+    )
+    assert any("custom_vjp" in name for name in fused), fused
+    assert not any("custom_vjp" in name for name in plain), plain
+
+
+def test_stack_and_bidirectional_gradients_equal_generic(key):
+    k_p, k_x = jax.random.split(key)
+    for cell, extra in (("lstm", {}), ("gru", {"reset_after": True})):
+        layers = rc.stack_init(k_p, cell, D, H, num_layers=2, bidirectional=True, **extra)
+        xs = jax.random.normal(k_x, (2, 5, D), jnp.float32)
+        lengths = jnp.array([5, 3], jnp.int32)
+        step = rc.step_for(layers[0].forward)
+        carries = tuple(
+            rc.Bidirectional(
+                rc.init_carry(layer.forward, (2,)), rc.init_carry(layer.backward, (2,))
+            )
+            for layer in layers
+        )
+
+        def loss(layers, xs, step, lengths=lengths, carries=carries):
+            finals, ys = rc.stack_unroll(layers, xs, carries, step=step, lengths=lengths)
+            return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf) for leaf in jax.tree.leaves(finals))
+
+        grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
+        assert_tree_allclose(
+            grad(layers, xs, None), grad(layers, xs, generic(step)), rtol=1e-5, atol=1e-5
+        )
+
+
+def test_fused_layer_is_cached_per_config(key):
+    params = make_params(key, "gru")
+    xs = jnp.ones((2, 3, D), jnp.float32)
+    config = _fused.default_config(
+        params, xs, masked=False, unroll=1, remat=False, compute_dtype=None
+    )
+    assert _fused._layer(config) is _fused._layer(config._replace())
+
+
+def test_compute_dtype_errors(key):
+    params = make_params(key, "lstm")
+    xs = jnp.ones((2, 3, D), jnp.float32)
+    step = rc.step_for(params)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        rc.unroll(
+            generic(step), params, xs, rc.init_carry(params, (2,)), compute_dtype=jnp.bfloat16
+        )
+    with pytest.raises(TypeError, match="compute_dtype"):
+        rc.unroll(step, params, xs, compute_dtype=jnp.int32)
+
+
+@pytest.mark.parametrize("variant", ["hoist", "logistic", "unroll"])
+def test_tuning_variants_agree(key, variant):
+    """The layer's internal choices (set by measurement) never change the result."""
+    params = make_params(key, "lstm")
+    xs_tm = jax.random.normal(key, (5, 2, D), jnp.float32)
+    carry = rc.init_carry(params, (2,))
+    base = _fused.default_config(
+        params, xs_tm, masked=False, unroll=1, remat=False, compute_dtype=None
+    )
+    changes = {"hoist": dict(hoist=True), "logistic": dict(tanh_sigmoid=False)}
+    changes["unroll"] = dict(unroll=3)
+
+    def loss(p, x, cfg):
+        return jnp.sum(jnp.sin(_fused.fused_scan(p, carry, x, config=cfg)[1]))
+
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)
+    assert_tree_allclose(
+        grad(params, xs_tm, base._replace(**changes[variant])),
+        grad(params, xs_tm, base),
+        rtol=1e-5,
+        atol=1e-5,
+    )
