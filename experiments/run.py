@@ -18,12 +18,6 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "experiment config file", lock_config=True
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "folder for metrics, checkpoints, plots")
-_REPORT = flags.DEFINE_bool("report", True, "write the table and plots after training")
-
 
 def run(config, workdir: str, report: bool = True) -> dict:
     """Trains ``config`` in ``workdir`` and (optionally) writes its report; returns the summary."""
@@ -53,5 +47,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so the module imports without them.
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", None, "experiment config file", lock_config=True
+    )
+    _WORKDIR = flags.DEFINE_string("workdir", None, "folder for metrics, checkpoints, plots")
+    _REPORT = flags.DEFINE_bool("report", True, "write the table and plots after training")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

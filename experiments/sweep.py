@@ -18,14 +18,6 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "experiment config file", lock_config=True
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "folder for all runs of the sweep")
-_CELLS = flags.DEFINE_list("cells", None, "cells to run (default: the config's)")
-_LENGTHS = flags.DEFINE_list("lengths", None, "task T values (default: the config's)")
-_INITS = flags.DEFINE_list("inits", None, "inits to run (default: the config's)")
-
 
 def run_name(config) -> str:
     """Folder name of one run: task, T, cell, init."""
@@ -77,5 +69,13 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so the module imports without them.
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", None, "experiment config file", lock_config=True
+    )
+    _WORKDIR = flags.DEFINE_string("workdir", None, "folder for all runs of the sweep")
+    _CELLS = flags.DEFINE_list("cells", None, "cells to run (default: the config's)")
+    _LENGTHS = flags.DEFINE_list("lengths", None, "task T values (default: the config's)")
+    _INITS = flags.DEFINE_list("inits", None, "inits to run (default: the config's)")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

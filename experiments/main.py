@@ -1,0 +1,51 @@
+"""The default experiment: tanh RNN vs GRU vs LSTM on the adding problem at T=100.
+
+    python -m experiments.main --workdir=runs/main
+
+Trains the three cells (3 seeds each, trained at once with vmap; Adam 1e-2 with cosine
+decay, clipping at 1, batch 32, 32 hidden units, up to 2000 steps, stopping early once
+every seed is below MSE 0.01) with ``configs/adding.py``, then prints the table of final
+held-out MSE (mean ± std over seeds) against the 0.167 baseline and writes to the
+workdir ``report.md``, ``learning_curves.png``, ``gates_*.png`` and
+``gradient_flow.png``. Expected: GRU and LSTM far below the baseline (MSE ~1e-3), the
+tanh RNN at it (~0.17). About 3 minutes on 2 CPU cores. Rerunning resumes or reuses the
+finished runs.
+"""
+
+from __future__ import annotations
+
+import time
+
+from absl import app, flags, logging
+
+from configs.adding import get_config
+
+CELLS = ("rnn", "gru", "lstm")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    from experiments import diagnostics, report, sweep
+
+    tick = time.perf_counter()
+    config = get_config()
+    config.task.kwargs.T = _T.value
+    config.num_seeds = _SEEDS.value
+    config.progress = False
+    sweep.sweep(config, _WORKDIR.value, cells=list(CELLS))
+    print()
+    print(report.write_report(_WORKDIR.value))
+    if _DIAGNOSTICS.value:
+        for path in diagnostics.write_diagnostics(_WORKDIR.value):
+            print("wrote", path)
+    print(f"wall time: {time.perf_counter() - tick:.0f} s")
+
+
+if __name__ == "__main__":
+    _WORKDIR = flags.DEFINE_string("workdir", "runs/main", "folder for the runs and plots")
+    _T = flags.DEFINE_integer("T", 100, "sequence length of the adding problem")
+    _SEEDS = flags.DEFINE_integer("num_seeds", 3, "seeds per cell (trained at once)")
+    _DIAGNOSTICS = flags.DEFINE_bool("diagnostics", True, "also draw gates and gradient flow")
+    app.run(main)

@@ -1,0 +1,149 @@
+"""Experiments: config errors, the smoke config end to end, resume, report and diagnostics."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import rnncells as rc
+from configs import adding, copy, digits
+from experiments import diagnostics, report, sweep
+from experiments import run as run_lib
+from rnncells.tasks import get_task
+from rnncells.training import model_init
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("--config.model.hidden_sise=3", "hidden_sise"),
+        ("--config.model.hidden_size=wide", "hidden_size"),
+        ("--config.num_steps=1.5", "num_steps"),
+    ],
+)
+def test_bad_override_names_the_key(tmp_path, override, expected):
+    proc = _run_cli("--config=configs/adding.py:smoke", f"--workdir={tmp_path}", override)
+    assert proc.returncode != 0
+    assert expected in proc.stderr
+    assert not os.path.exists(tmp_path / "config.json")
+
+
+def test_configs_have_smoke_variants():
+    for module in (adding, copy, digits):
+        full, smoke = module.get_config(), module.get_config("smoke")
+        assert smoke.num_steps < full.num_steps
+        assert module.__doc__ and "python -m experiments.run" in module.__doc__
+        with pytest.raises(ValueError, match="smoke"):
+            module.get_config("large")
+
+
+def test_smoke_config_end_to_end_and_resume(tmp_path):
+    config = adding.get_config("smoke")
+    workdir = str(tmp_path / "smoke")
+    summary = run_lib.run(config, workdir)
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "eval.jsonl",
+        "summary.json",
+        "report.md",
+        "learning_curves.png",
+    ):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    with open(os.path.join(workdir, "metrics.jsonl")) as file:
+        records = [json.loads(line) for line in file]
+    assert [r["step"] for r in records] == list(range(1, config.num_steps + 1))
+    for key in ("loss", "success_rate", "grad_norm", "learning_rate", "steps_per_sec"):
+        assert np.isfinite(records[-1][key]), key
+    assert len(records[-1]["loss_per_seed"]) == config.num_seeds
+    with open(os.path.join(workdir, "config.json")) as file:
+        assert json.load(file)["model"]["hidden_size"] == config.model.hidden_size
+    assert summary["steps_run"] == config.num_steps
+    assert len(summary["eval"]["loss"]["per_seed"]) == config.num_seeds
+    with open(os.path.join(workdir, "report.md")) as file:
+        assert "| adding |" in file.read()
+
+    # The same command again finds the finished run and returns its summary.
+    assert run_lib.run(config, workdir, report=False)["eval"] == summary["eval"]
+    # A different config on the same workdir is refused, naming the key.
+    other = adding.get_config("smoke")
+    other.model.hidden_size = 9
+    with pytest.raises(ValueError, match="model.hidden_size: saved 8, now 9"):
+        run_lib.run(other, workdir)
+
+
+def test_gate_activations_and_gradient_norms(key):
+    params = model_init(key, cell="lstm", input_size=2, output_size=1, hidden_size=3)
+    task = get_task("adding", T=7)
+    batch = task.make_batch(jax.random.PRNGKey(0), 4)
+    acts = diagnostics.gate_activations(params.layers[0], batch.inputs[0])
+    assert sorted(acts) == ["f", "i", "o"]
+    for act in acts.values():
+        assert act.shape == (7, 3)
+        assert np.all((np.asarray(act) > 0) & (np.asarray(act) < 1))
+    # The forget gate at step 0 (h_{-1} = 0) is sigmoid(x_0 W_f + b_f).
+    w = rc.gate(params.layers[0], "f")
+    np.testing.assert_allclose(
+        acts["f"][0], jax.nn.sigmoid(batch.inputs[0, 0] @ w.W + w.b), rtol=1e-6
+    )
+    norms = diagnostics.hidden_grad_norms(params, task, batch)
+    assert norms.shape == (6,)
+    assert np.all(np.isfinite(np.asarray(norms))) and float(norms[-1]) > 0
+    gru = model_init(key, cell="gru_reset_after", input_size=2, output_size=1, hidden_size=3)
+    assert sorted(diagnostics.gate_activations(gru.layers[0], batch.inputs[0])) == ["r", "z"]
+
+
+def _fake_run(folder, cell, T, loss):
+    os.makedirs(folder)
+    summary = {
+        "task": "adding",
+        "task_kwargs": {"T": T},
+        "cell": cell,
+        "init": "default",
+        "num_seeds": 2,
+        "steps_run": 4,
+        "baseline_loss": 1 / 6,
+        "solved": loss < 0.01,
+        "eval": {"loss": {"mean": loss, "std": 0.0, "per_seed": [loss, loss]}},
+    }
+    with open(os.path.join(folder, "summary.json"), "w") as file:
+        json.dump(summary, file)
+    with open(os.path.join(folder, "metrics.jsonl"), "w") as file:
+        for step in range(1, 5):
+            file.write(json.dumps({"step": step, "loss_per_seed": [loss * 2, loss]}) + "\n")
+
+
+def test_report_table_and_plots(tmp_path):
+    for cell, loss in (("rnn", 0.17), ("lstm", 0.001)):
+        for T in (10, 20):
+            _fake_run(str(tmp_path / f"adding_T{T}_{cell}"), cell, T, loss)
+    text = report.write_report(str(tmp_path))
+    assert text.count("| adding |") == 4
+    assert "0.0010 ± 0.0000" in text and "2/2" in text
+    for name in ("report.md", "learning_curves.png", "loss_vs_T.png"):
+        assert os.path.exists(tmp_path / name)
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        report.write_report(str(tmp_path / "adding_T10_rnn" / "none"))
+
+
+def test_sweep_run_names():
+    config = copy.get_config()
+    config.model.init = "chrono"
+    assert sweep.run_name(config) == "copy_T100_lstm_chrono"
+    assert sweep.run_name(digits.get_config()) == "digits_lstm_default"
