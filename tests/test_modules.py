@@ -115,9 +115,9 @@ def test_nnx_cell_trains_under_jit_with_optax(rng):
 @pytest.mark.parametrize(
     "cls, options",
     [
-        (rcn.LSTM, dict(num_layers=2, bidirectional=True)),
-        (rcn.GRU, dict(num_layers=2, reset_after=True, merge="sum", bidirectional=True)),
-        (rcn.RNN, dict(num_layers=3)),
+        (rcn.LSTM, dict()),
+        (rcn.GRU, dict(reset_after=True, merge="sum", bidirectional=True)),
+        (rcn.RNN, dict(num_layers=2, bidirectional=True)),
     ],
 )
 def test_nnx_layer_equals_stack_unroll(cls, options, rng):
@@ -140,17 +140,17 @@ def test_nnx_layer_params_are_what_stack_init_gives():
 
 
 def test_nnx_layer_reverse_runs_every_layer_backwards(rng):
-    layer = rcn.GRU(D, H, num_layers=2, reverse=True, rngs=nnx.Rngs(0))
+    layer = rcn.RNN(D, H, num_layers=2, reverse=True, rngs=nnx.Rngs(0))
     xs, lengths = _xs(rng), jnp.asarray([T, 2], jnp.int32)
     ys, finals = xs, []
     for params in layer.params:  # the loop the reversed stack stands for
-        final, ys = rc.unroll(rc.gru_step, params, ys, lengths=lengths, reverse=True)
+        final, ys = rc.unroll(rc.rnn_step, params, ys, lengths=lengths, reverse=True)
         finals.append(final)
     assert_tree_allclose(layer(xs, lengths=lengths), (tuple(finals), ys), rtol=1e-6, atol=1e-6)
 
 
 def test_nnx_layer_dropout(rng):
-    layer = rcn.LSTM(D, H, num_layers=2, dropout_rate=0.5, rngs=nnx.Rngs(0))
+    layer = rcn.RNN(D, H, num_layers=2, dropout_rate=0.5, rngs=nnx.Rngs(0))
     xs, key = _xs(rng), jax.random.key(7)
     expected = rc.stack_unroll(layer.params, xs, dropout_rate=0.5, dropout_key=key)
     assert_tree_allclose(layer(xs, rngs=key), expected, rtol=0, atol=0)
@@ -191,6 +191,8 @@ def test_linen_cell_in_nn_rnn_equals_unroll_with_same_gradients(kind, rng):
     assert_tree_allclose(
         rnn.apply(variables, xs), rc.unroll(step, params, xs), rtol=1e-6, atol=1e-6
     )
+    if kind not in ("lstm", "gru_ra"):
+        return  # the gradient path is the same for every cell: two kinds keep the test fast
 
     def loss_linen(v):
         return jnp.sum(rnn.apply(v, xs)[1] ** 2)
@@ -201,7 +203,7 @@ def test_linen_cell_in_nn_rnn_equals_unroll_with_same_gradients(kind, rng):
 
 
 def test_linen_cell_in_nn_bidirectional(rng):
-    bi = nn.Bidirectional(nn.RNN(rcl.LSTMCell(H)), nn.RNN(rcl.LSTMCell(H)))
+    bi = nn.Bidirectional(nn.RNN(rcl.RNNCell(H)), nn.RNN(rcl.RNNCell(H)))
     # int64: Flax's flip_sequences compares lengths with a default-int arange (x64 is on)
     xs, lengths = _xs(rng), jnp.asarray([T, 2], jnp.int64)
     variables = bi.init(jax.random.key(0), xs, seq_lengths=lengths)
@@ -209,9 +211,8 @@ def test_linen_cell_in_nn_bidirectional(rng):
     params = rc.Bidirectional(p["forward_rnn"]["cell"]["cell"], p["backward_rnn"]["cell"]["cell"])
     ys = bi.apply(variables, xs, seq_lengths=lengths)
     _, expected = rc.bidirectional_unroll(None, params, xs, lengths=lengths)
-    valid = (jnp.arange(T, dtype=jnp.int64)[None, :] < lengths[:, None])[
-        ..., None
-    ]  # Flax leaves padding as is
+    # Flax leaves its outputs past each length as they are; ours are zeros
+    valid = (jnp.arange(T, dtype=jnp.int64)[None, :] < lengths[:, None])[..., None]
     assert_tree_allclose(jnp.where(valid, ys, 0.0), expected, rtol=1e-6, atol=1e-6)
 
 
@@ -225,7 +226,7 @@ def test_linen_cell_initialize_carry():
 
 
 def test_linen_layer_equals_stack_unroll(rng):
-    layer = rcl.GRU(H, num_layers=2, bidirectional=True, reset_after=True)
+    layer = rcl.RNN(H, num_layers=2, bidirectional=True)
     xs, lengths = _xs(rng), jnp.asarray([1, T], jnp.int32)
     variables = layer.init(jax.random.key(0), xs, lengths=lengths)
     params = variables["params"]["layers"]
@@ -234,15 +235,14 @@ def test_linen_layer_equals_stack_unroll(rng):
 
 
 def test_linen_layer_dropout_and_reverse(rng):
-    layer = rcl.LSTM(H, num_layers=2, dropout_rate=0.5)
+    layer = rcl.RNN(H, num_layers=2, dropout_rate=0.5)
     xs = _xs(rng)
     variables = layer.init(jax.random.key(0), xs, deterministic=True)
     params = variables["params"]["layers"]
-    assert_tree_allclose(
-        layer.apply(variables, xs, deterministic=True), rc.stack_unroll(params, xs), rtol=0, atol=0
-    )
+    expected = rc.stack_unroll(params, xs)
+    assert_tree_allclose(layer.apply(variables, xs, deterministic=True), expected, rtol=0, atol=0)
     dropped = layer.apply(variables, xs, deterministic=False, rngs={"dropout": jax.random.key(1)})
-    assert not np.allclose(dropped[1], rc.stack_unroll(params, xs)[1])
+    assert not np.allclose(dropped[1], expected[1])
     with pytest.raises(ValueError, match='"deterministic" must be passed'):
         layer.apply(variables, xs)
 
