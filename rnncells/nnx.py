@@ -87,7 +87,8 @@ class Cell(nnx.RNNCellBase):
     def initialize_carry(self, batch_shape: Sequence[int] | int = (), rngs: Any = None) -> Any:
         """The zero carry for inputs with leading dims ``batch_shape`` (rngs is unused).
 
-        Unlike ``flax.nnx``'s cells this takes the batch shape, not the input shape.
+        Unlike ``flax.nnx``'s cells this takes the batch shape, not the input shape; inside
+        ``nnx.RNN`` pass ``initial_carry=cell.initialize_carry(batch_shape)``.
         """
         del rngs
         return init_carry(self.params, batch_shape)

@@ -60,8 +60,10 @@ def test_haiku_round_trips_and_named_modules(kind, rng):
     f, hk_params, xs, state = _setup(kind, rng, name="core")
     params = interop.from_haiku(hk_params, kind, name="core")
     back = interop.to_haiku(params, name="core")
-    assert_tree_allclose(back, jax.tree.map(jnp.asarray, dict(hk_params)), rtol=0, atol=1e-7)
-    assert_tree_allclose(interop.from_haiku(back, kind, name="core"), params, rtol=0, atol=1e-7)
+    # exact but for the float32 rounding of Haiku's forget offset (b_f + 1 - 1)
+    atol = 0 if kind == "gru" else 1e-6
+    assert_tree_allclose(back, jax.tree.map(jnp.asarray, dict(hk_params)), rtol=0, atol=atol)
+    assert_tree_allclose(interop.from_haiku(back, kind, name="core"), params, rtol=0, atol=atol)
     assert_tree_allclose(f.apply(back, xs, state), _ours(params, xs, state), **TOL)
 
 

@@ -76,6 +76,14 @@ def test_nnx_cell_from_given_params_and_carry(key):
         rcn.Cell({"W": params.W})
 
 
+def test_nnx_cell_inside_nnx_rnn(key, rng):
+    cell = rcn.Cell(rc.rnn_init(key, D, H))
+    xs = _xs(rng)
+    got = nnx.RNN(cell, return_carry=True)(xs, initial_carry=cell.initialize_carry((B,)))
+    expected = rc.unroll(rc.rnn_step, cell.params, xs)
+    assert_tree_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
 def test_nnx_cell_options_reach_init():
     lstm = rcn.LSTMCell(D, H, forget_bias=2.0, dtype=jnp.float64, rngs=nnx.Rngs(0))
     assert lstm.params.W.dtype == jnp.float64

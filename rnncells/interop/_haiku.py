@@ -5,7 +5,8 @@ module's name (``"lstm"``, ``"gru"``, or e.g. ``"model/~/lstm"`` when nested).
 
 - ``hk.LSTM``: one ``hk.Linear`` on concat[x, h] at ``f"{name}/linear"``: ``w``
   (D+H, 4H), ``b`` (4H,), gates (i, g, f, o), and the forward pass adds 1 to the forget
-  gate's pre-activation. So W = w[:D], V = w[D:], gates reordered, b_f = b_f' + 1.
+  gate's pre-activation. So W = w[:D], V = w[D:], gates reordered, b_f = b_f' + 1
+  (a round trip is exact but for the rounding of that +1 and -1 in the params' dtype).
   Carry ``hk.LSTMState(hidden, cell)``.
 - ``hk.GRU``: ``w_i`` (D, 3H), ``w_h`` (H, 3H), ``b`` (3H,) at ``name``, gates
   (z, r, a), reset *before* the recurrent matmul (a = tanh(x W_a + (r h) V_a + b_a)) and
