@@ -7,6 +7,8 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rnncells as rc
 import rnncells.linen as rcl
@@ -291,3 +293,22 @@ def test_reverse_valid_is_an_involution(rng):
             lengths=jnp.asarray([9, 1], jnp.int32),
             reverse=True,
         )
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    batch=st.integers(1, 2),
+    steps=st.integers(1, 4),
+    time_major=st.booleans(),
+    data=st.data(),
+)
+def test_reverse_valid_matches_python_reversal(batch, steps, time_major, data):
+    lengths = np.asarray(data.draw(st.lists(st.integers(0, steps), min_size=batch, max_size=batch)))
+    xs = np.arange(batch * steps * 2, dtype=np.float32).reshape(batch, steps, 2)
+    expected = xs.copy()
+    for i, n in enumerate(lengths):
+        expected[i, :n] = xs[i, :n][::-1]
+    arg = np.moveaxis(xs, 0, 1) if time_major else xs
+    got = common.reverse_valid(jnp.asarray(arg), jnp.asarray(lengths), time_major=time_major)
+    got = np.moveaxis(np.asarray(got), 0, 1) if time_major else np.asarray(got)
+    np.testing.assert_array_equal(got, expected)
