@@ -87,7 +87,7 @@ def test_unroll_matches_packed_reference_loop(case):
     assert_tree_allclose((tuple(final), ys), (ref_final, ref_ys), rtol=tol, atol=tol)
 
 
-@settings(max_examples=15, deadline=None, derandomize=True, database=None)
+@settings(max_examples=10, deadline=None, derandomize=True, database=None)
 @given(cases(batch_shapes=((1,), (3,))))
 def test_vmap_of_unbatched_unroll_equals_batched(case):
     params, _, xs, carry, jdtype, tol = setup(case)
