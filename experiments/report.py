@@ -1,6 +1,6 @@
 """Tables and plots of finished runs: a markdown table and PNG learning curves.
 
-    python -m experiments.report --workdir=runs/sweep
+    python -m experiments.report --workdir=runs/sweep [--export=experiments/results/x]
 
 reads every ``summary.json`` under the workdir (a single run or a sweep of runs) and
 writes ``report.md`` (final held-out loss per run, mean ± std over seeds, against the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import defaultdict
 from typing import Any
 
@@ -158,14 +159,34 @@ def write_report(workdir: str) -> str:
     return text
 
 
+def export(workdir: str, dest: str) -> list[str]:
+    """Copies the small results of ``workdir`` to ``dest`` (for committing): report.md,
+    the PNGs and ``summaries.json`` (every run's summary; no checkpoints or metrics)."""
+    os.makedirs(dest, exist_ok=True)
+    written = []
+    for name in sorted(os.listdir(workdir)):
+        if name == "report.md" or name.endswith(".png"):
+            shutil.copyfile(os.path.join(workdir, name), os.path.join(dest, name))
+            written.append(os.path.join(dest, name))
+    summaries = {os.path.relpath(folder, workdir): s for folder, s in find_runs(workdir)}
+    path = os.path.join(dest, "summaries.json")
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(summaries, file, indent=1)
+    return written + [path]
+
+
 def main(argv):
     del argv
     print(write_report(_WORKDIR.value))
+    if _EXPORT.value:
+        for path in export(_WORKDIR.value, _EXPORT.value):
+            print("wrote", path)
 
 
 if __name__ == "__main__":
     from absl import app, flags
 
     _WORKDIR = flags.DEFINE_string("workdir", None, "folder holding finished runs")
+    _EXPORT = flags.DEFINE_string("export", None, "copy report, plots and summaries here")
     flags.mark_flags_as_required(["workdir"])
     app.run(main)

@@ -32,8 +32,17 @@ COMMAND = [
 ]
 
 
-def _start(workdir):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+def _env(tmp_path):
+    """CPU only, and a compilation cache shared by the runs (the resumed run reuses it)."""
+    return dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )
+
+
+def _start(workdir, env):
     return subprocess.Popen(
         COMMAND + [f"--workdir={workdir}"],
         cwd=ROOT,
@@ -63,8 +72,9 @@ def _losses(workdir):
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-    reference = _start(straight)  # runs alongside the one that gets killed
-    victim = _start(killed)
+    env = _env(tmp_path)
+    reference = _start(straight, env)  # runs alongside the one that gets killed
+    victim = _start(killed, env)
     deadline = time.monotonic() + 240
     while not _steps(killed) and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -82,7 +92,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        env=env,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     out, err = reference.communicate(timeout=300)

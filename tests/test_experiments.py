@@ -89,24 +89,29 @@ def test_smoke_config_end_to_end_and_resume(tmp_path):
 
 
 def test_gate_activations_and_gradient_norms(key):
-    params = model_init(key, cell="lstm", input_size=2, output_size=1, hidden_size=3)
     task = get_task("adding", T=7)
-    batch = task.make_batch(jax.random.PRNGKey(0), 4)
-    acts = diagnostics.gate_activations(params.layers[0], batch.inputs[0])
+
+    @jax.jit
+    def compute(key):  # one compiled program instead of many eager ops
+        params = model_init(key, cell="lstm", input_size=2, output_size=1, hidden_size=3)
+        batch = task.make_batch(jax.random.PRNGKey(0), 4)
+        acts = diagnostics.gate_activations(params.layers[0], batch.inputs[0])
+        w = rc.gate(params.layers[0], "f")
+        # The forget gate at step 0 (h_{-1} = 0) is sigmoid(x_0 W_f + b_f).
+        f0 = jax.nn.sigmoid(batch.inputs[0, :1] @ w.W + w.b.reshape(1, -1))[0]
+        norms = diagnostics.hidden_grad_norms(params, task, batch)
+        gru = model_init(key, cell="gru_reset_after", input_size=2, output_size=1, hidden_size=3)
+        return acts, f0, norms, diagnostics.gate_activations(gru.layers[0], batch.inputs[0])
+
+    acts, f0, norms, gru_acts = compute(key)
     assert sorted(acts) == ["f", "i", "o"]
     for act in acts.values():
         assert act.shape == (7, 3)
         assert np.all((np.asarray(act) > 0) & (np.asarray(act) < 1))
-    # The forget gate at step 0 (h_{-1} = 0) is sigmoid(x_0 W_f + b_f).
-    w = rc.gate(params.layers[0], "f")
-    np.testing.assert_allclose(
-        acts["f"][0], jax.nn.sigmoid(batch.inputs[0, 0] @ w.W + w.b), rtol=1e-6
-    )
-    norms = diagnostics.hidden_grad_norms(params, task, batch)
+    np.testing.assert_allclose(acts["f"][0], f0, rtol=1e-6)
     assert norms.shape == (6,)
     assert np.all(np.isfinite(np.asarray(norms))) and float(norms[-1]) > 0
-    gru = model_init(key, cell="gru_reset_after", input_size=2, output_size=1, hidden_size=3)
-    assert sorted(diagnostics.gate_activations(gru.layers[0], batch.inputs[0])) == ["r", "z"]
+    assert sorted(gru_acts) == ["r", "z"]
 
 
 def _fake_run(folder, cell, T, loss):

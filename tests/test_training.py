@@ -1,7 +1,9 @@
 """Training layer: loss falls, no recompilation, vmap over seeds, 4-device sharding, NaN stop."""
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -9,6 +11,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from jax._src import dispatch, monitoring
 
@@ -81,16 +84,23 @@ def test_loss_falls_and_train_chunk_compiles_once(two_seeds):
     assert np.all(np.asarray(state.step) == 60)
 
 
-def test_vmap_over_seeds_equals_separate_runs(two_seeds):
+@pytest.fixture(scope="module")
+def two_seeds_two_chunks(two_seeds):
+    """Params and metrics of the two-seed setup after two chunks (20 steps)."""
     state = two_seeds.init_state()
     for _ in range(2):
         state, metrics = two_seeds.train_chunk(state)
+    return state.params, metrics
+
+
+def test_vmap_over_seeds_equals_separate_runs(two_seeds_two_chunks):
+    params, metrics = two_seeds_two_chunks
     one = build(tiny_config(seed=4, num_seeds=1))  # the second seed, run on its own
     single = one.init_state()
     for _ in range(2):
         single, single_metrics = one.train_chunk(single)
     assert_tree_allclose(
-        jax.tree.map(lambda x: x[1], state.params),
+        jax.tree.map(lambda x: x[1], params),
         jax.tree.map(lambda x: x[0], single.params),
         rtol=1e-5,
         atol=1e-6,
@@ -104,23 +114,24 @@ SHARDED_SCRIPT = textwrap.dedent(
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     import jax, numpy as np
     sys.path.insert(0, {root!r})
-    from tests.test_training import tiny_config
+    from tests.test_training import tiny_config  # also applies the tests' jax settings
     from rnncells.training import build, make_mesh
     assert len(jax.devices()) == 4, jax.devices()
-    out = {{}}
-    for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
-        setup = build(tiny_config(**{{"model.cell": "lstm"}}), mesh=make_mesh(devices))
-        state = setup.init_state()
-        for _ in range(2):
-            state, metrics = setup.train_chunk(state)
-        out[name] = [np.asarray(x).tolist() for x in jax.tree.leaves(state.params)]
-        out[name + "_devices"] = len(state.params.W_out.sharding.device_set)
-    print(json.dumps(out))
+    setup = build(tiny_config(seed=3, num_seeds=2), mesh=make_mesh(jax.devices()))
+    state = setup.init_state()
+    for _ in range(2):
+        state, metrics = setup.train_chunk(state)
+    print(json.dumps({{
+        "params": [np.asarray(x).tolist() for x in jax.tree.leaves(state.params)],
+        "param_devices": len(state.params.W_out.sharding.device_set),
+        "loss": np.asarray(metrics["loss"]).tolist(),
+    }}))
     """
 )
 
 
-def test_four_device_sharding_matches_one_device(tmp_path):
+def test_four_device_sharding_matches_one_device(tmp_path, two_seeds_two_chunks):
+    """The batch split over 4 host CPU devices gives the one-device result."""
     script = tmp_path / "sharded.py"
     script.write_text(SHARDED_SCRIPT.format(root=ROOT))
     env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -134,9 +145,11 @@ def test_four_device_sharding_matches_one_device(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["one_devices"] == 1 and out["four_devices"] == 4
-    for a, b in zip(out["one"], out["four"], strict=True):
+    assert out["param_devices"] == 4
+    params, metrics = two_seeds_two_chunks
+    for a, b in zip(out["params"], jax.tree.leaves(params), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["loss"], metrics["loss"], rtol=1e-4)
 
 
 def _poisoned_get_task(name, **kwargs):
@@ -149,8 +162,6 @@ def _poisoned_get_task(name, **kwargs):
         inputs = jnp.where(poison, jnp.full_like(batch.inputs, jnp.nan), batch.inputs)
         return batch._replace(inputs=inputs)
 
-    import dataclasses
-
     return dataclasses.replace(task, make_batch=make_batch)
 
 
@@ -158,21 +169,20 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     real = loop_lib.get_task
     _poisoned_get_task.__wrapped__ = real
     monkeypatch.setattr(loop_lib, "get_task", _poisoned_get_task)
-    config = tiny_config(num_seeds=1, num_steps=400, log_every=2, eval_every=2, checkpoint_every=2)
+    # eval_every = num_steps: no evaluation is compiled before the NaN stops the run.
+    config = tiny_config(
+        num_seeds=1, num_steps=400, log_every=2, eval_every=400, checkpoint_every=2
+    )
     with pytest.raises(
         NonFiniteLossError,
         match=r"loss became nan at step (\d+).*kept the last "
         r"good checkpoint step (\d+)",
     ) as info:
         train(config, str(tmp_path))
-    import re
-
     bad, kept = map(int, re.search(r"step (\d+).*step (\d+)", str(info.value)).groups())
     assert kept < bad
     ckpts = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
     assert ckpts[-1] == kept
-    import orbax.checkpoint as ocp
-
     restored = ocp.StandardCheckpointer().restore(
         str(tmp_path / "checkpoints" / str(kept) / "default")
     )
@@ -181,19 +191,23 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 
 def test_model_shapes_and_inits(key):
-    params = model_init(
-        key,
-        cell="lstm",
-        input_size=10,
-        output_size=10,
-        hidden_size=5,
-        vocab_size=10,
-        embedding="learned",
-        embed_size=4,
-        init="chrono",
-        chrono_t_max=30.0,
-    )
-    ys = model_apply(params, jnp.zeros((3, 7), jnp.int32), vocab_size=10)
+    @jax.jit
+    def forward(key):  # one compiled program instead of many eager ops
+        params = model_init(
+            key,
+            cell="lstm",
+            input_size=10,
+            output_size=10,
+            hidden_size=5,
+            vocab_size=10,
+            embedding="learned",
+            embed_size=4,
+            init="chrono",
+            chrono_t_max=30.0,
+        )
+        return params, model_apply(params, jnp.zeros((3, 7), jnp.int32), vocab_size=10)
+
+    params, ys = forward(key)
     assert ys.shape == (3, 7, 10)
     b_f = params.layers[0].b[5:10]
     assert np.all((np.asarray(b_f) >= 0) & (np.asarray(b_f) <= np.log(29.0) + 1e-6))
