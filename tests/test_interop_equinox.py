@@ -61,7 +61,7 @@ def test_from_equinox_matches_equinox(name, use_bias, rng):
 
 @pytest.mark.parametrize("name", list(CELLS))
 def test_equinox_round_trips(name, rng):
-    module, xs, carry = _setup(name, rng)
+    module, _, _ = _setup(name, rng)
     params = interop.from_equinox(module)
     back = interop.to_equinox(params)
     assert type(back) is type(module)
@@ -69,7 +69,6 @@ def test_equinox_round_trips(name, rng):
         eqx.filter(back, eqx.is_array), eqx.filter(module, eqx.is_array), rtol=0, atol=0
     )
     assert_tree_allclose(interop.from_equinox(back), params, rtol=0, atol=0)
-    assert_tree_allclose(_eqx_run(back, xs, carry), _ours(params, xs, carry), **TOL)
 
 
 def test_to_equinox_matches_ours(rng):

@@ -90,13 +90,15 @@ def test_to_flax_linen_matches_ours_and_round_trips(kind, optimized, rng):
     cell, variables = interop.to_flax_linen(params, optimized=optimized)
     if kind == "lstm":
         assert type(cell) is (nn.OptimizedLSTMCell if optimized else nn.LSTMCell)
-    xs = _xs(rng)
-    carry = interop.to_flax_carry(_randomise(rc.init_carry(params, (B,)), rng))
-    expected_carry, expected_ys = _ours(params, xs, carry)
-    got_carry, got_ys = _linen_run(cell, variables, xs, carry)
-    assert_tree_allclose(got_ys, expected_ys, **TOL)
-    assert_tree_allclose(got_carry, expected_carry, **TOL)
     assert_tree_allclose(interop.from_flax_linen(cell, variables), params, rtol=0, atol=0)
+    # With the exact round trip, test_from_flax_linen_matches_flax already shows Flax
+    # computes what we do for every cell; one run here checks the GRU (z sign, b_hn) again.
+    if kind == "gru_ra":
+        xs = _xs(rng)
+        carry = interop.to_flax_carry(_randomise(rc.init_carry(params, (B,)), rng))
+        assert_tree_allclose(
+            _linen_run(cell, variables, xs, carry), _ours(params, xs, carry), **TOL
+        )
 
 
 @pytest.mark.parametrize("name", list(LINEN_CELLS))
@@ -205,11 +207,11 @@ def test_to_flax_nnx_matches_ours_and_round_trips(kind, optimized, rng):
     module = interop.to_flax_nnx(params, optimized=optimized)
     if kind == "lstm":
         assert type(module) is (nnx.OptimizedLSTMCell if optimized else nnx.LSTMCell)
-    xs = _xs(rng)
-    carry = interop.to_flax_carry(_randomise(rc.init_carry(params, (B,)), rng))
-    expected = _ours(params, xs, carry)
-    assert_tree_allclose(_nnx_run(module, xs, carry), expected, **TOL)
     assert_tree_allclose(interop.from_flax_nnx(module), params, rtol=0, atol=0)
+    if kind == "lstm" and not optimized:  # the per-gate layout, run once through nnx.RNN
+        xs = _xs(rng)
+        carry = interop.to_flax_carry(_randomise(rc.init_carry(params, (B,)), rng))
+        assert_tree_allclose(_nnx_run(module, xs, carry), _ours(params, xs, carry), **TOL)
 
 
 @pytest.mark.parametrize("name", list(NNX_CELLS))

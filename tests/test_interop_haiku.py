@@ -11,7 +11,7 @@ from tests.conftest import assert_tree_allclose
 
 B, T, D, H = 2, 3, 3, 5
 TOL = dict(rtol=1e-5, atol=1e-5)
-CORES = {"lstm": hk.LSTM, "gru": hk.GRU, "vanilla_rnn": hk.VanillaRNN}
+CORES = {"lstm": hk.LSTM, "gru": hk.GRU}
 
 
 def _randomise(tree, rng):
@@ -57,14 +57,13 @@ def test_from_haiku_matches_haiku(kind, rng):
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_haiku_round_trips_and_named_modules(kind, rng):
-    f, hk_params, xs, state = _setup(kind, rng, name="core")
+    _, hk_params, _, _ = _setup(kind, rng, name="core")
     params = interop.from_haiku(hk_params, kind, name="core")
     back = interop.to_haiku(params, name="core")
     # exact but for the float32 rounding of Haiku's forget offset (b_f + 1 - 1)
     atol = 0 if kind == "gru" else 1e-6
     assert_tree_allclose(back, jax.tree.map(jnp.asarray, dict(hk_params)), rtol=0, atol=atol)
     assert_tree_allclose(interop.from_haiku(back, kind, name="core"), params, rtol=0, atol=atol)
-    assert_tree_allclose(f.apply(back, xs, state), _ours(params, xs, state), **TOL)
 
 
 def test_to_haiku_matches_ours(rng):
@@ -84,8 +83,8 @@ def test_haiku_forget_gate_offset():
     assert not jnp.any(b)  # our b_f = 1 is exactly Haiku's default (zero bias, +1 built in)
 
 
-def test_haiku_refusals(rng):
-    _, vanilla, _, _ = _setup("vanilla_rnn", rng)
+def test_haiku_refusals():
+    vanilla = {"vanilla_rnn/linear": {}, "vanilla_rnn/linear_1": {}}  # hk.VanillaRNN's modules
     with pytest.raises(ValueError, match="hk.VanillaRNN computes h' = relu"):
         interop.from_haiku(vanilla, "vanilla_rnn")
     with pytest.raises(ValueError, match="cannot convert RNNParams to Haiku.*relu"):
