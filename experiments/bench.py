@@ -21,7 +21,7 @@ Implementations (``--impls``): rnncells (``rc.unroll`` of the built-in step: the
 layer), rnncells_generic (``rc.unroll`` of a wrapped step: plain ``lax.scan`` + autodiff),
 torch, flax (``nn.RNN`` of ``OptimizedLSTMCell`` / ``GRUCell``), eqx (``LSTMCell`` /
 ``GRUCell`` under ``lax.scan``); tuning variants of the fused layer: rc_hoist,
-rc_logistic, rc_u2, rc_remat.
+rc_logistic, rc_u2, rc_remat, rc_noblock, rc_concat.
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ def build_rnncells(cell, B, T, D, H, variant=None):
             "logistic": dict(tanh_sigmoid=False),
             "u2": dict(unroll=2),
             "remat": dict(remat=True),
+            "noblock": dict(gate_block=False),
+            "concat": dict(concat_x=True),
         }[variant]
 
         def run(p, x):
@@ -194,6 +196,8 @@ BUILDERS = {
     "rc_logistic": lambda *a: build_rnncells(*a, variant="logistic"),
     "rc_u2": lambda *a: build_rnncells(*a, variant="u2"),
     "rc_remat": lambda *a: build_rnncells(*a, variant="remat"),
+    "rc_noblock": lambda *a: build_rnncells(*a, variant="noblock"),
+    "rc_concat": lambda *a: build_rnncells(*a, variant="concat"),
     "torch": build_torch,
     "flax": build_flax,
     "eqx": build_eqx,
@@ -309,7 +313,7 @@ def table(result: dict) -> str:
         lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for impl, r in rows.items():
 
-            def ratio(ref, r=r):
+            def ratio(ref, r=r, rows=rows):
                 return f"{rows[ref]['train_s'] / r['train_s']:.2f}x" if ref in rows else "-"
 
             rate = train_flop / r["train_s"] / 1e9

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnncells.gru import GRUParams, GRUResetAfterParams, GRUState
 from rnncells.lstm import LSTMParams, LSTMState
@@ -45,6 +46,8 @@ class Config(NamedTuple):
     compute_dtype: str | None  # matmul input dtype name, None for the parameters' dtype
     hoist: bool  # compute x @ W + b for all steps as one matmul before the forward loop
     tanh_sigmoid: bool  # sigmoid(a) as 0.5 * tanh(0.5 * a) + 0.5
+    gate_block: bool  # LSTM: all four gates as one tanh over the (B, 4H) block
+    concat_x: bool  # LSTM/RNN: one matmul [x_t, h] @ [W; V] per step, and dx_t in the loop
 
 
 def is_fusable(params: Any) -> bool:
@@ -63,6 +66,8 @@ def default_config(params, xs_tm, *, masked, unroll, remat, compute_dtype) -> Co
         compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype).name,
         hoist=False,
         tanh_sigmoid=True,
+        gate_block=True,
+        concat_x=False,
     )
 
 
@@ -151,12 +156,49 @@ def _lstm_acts(a, hidden, tanh_form):
     return i, f, g, o
 
 
+def _lstm_block_consts(hidden, dtype):
+    """Per-column constants of the (i, f, g, o) block: act = tanh(s a) s + o; act' = (act+p)(q-act).
+
+    With s = 1/2, o = 1/2 this is the sigmoid (derivative act (1 - act)); with s = 1,
+    o = 0 the tanh of the candidate g (derivative (1 + g)(1 - g)).
+    """
+    ones = np.ones((hidden,), np.float64)
+    scale = np.concatenate([ones / 2, ones / 2, ones, ones / 2])
+    offset = np.concatenate([ones / 2, ones / 2, 0 * ones, ones / 2])
+    plus = np.concatenate([0 * ones, 0 * ones, ones, 0 * ones])
+    return tuple(jnp.asarray(v[None], dtype) for v in (scale, offset, plus))
+
+
+def _lstm_gates(cfg, a, hidden):
+    """The (B, 4H) activations [i, f, g, o] of the pre-activations a."""
+    if cfg.gate_block:
+        scale, offset, _ = _lstm_block_consts(hidden, a.dtype)
+        return jnp.tanh(a * scale) * scale + offset
+    return jnp.concatenate(_lstm_acts(a, hidden, cfg.tanh_sigmoid), axis=-1)
+
+
 def _lstm_fwd(cfg, V, h, c, gx, hidden, cd):
-    a = gx + _mm(h, V, cd, gx.dtype)
+    a = gx if V is None else gx + _mm(h, V, cd, gx.dtype)  # V None: gx holds the h term
+    if cfg.gate_block:
+        acts = _lstm_gates(cfg, a, hidden)
+        i, f, g, o = (acts[:, k * hidden : (k + 1) * hidden] for k in range(4))
+        c_new = f * c + i * g
+        return o * jnp.tanh(c_new), c_new, acts
     i, f, g, o = _lstm_acts(a, hidden, cfg.tanh_sigmoid)
     c_new = f * c + i * g
     h_new = o * jnp.tanh(c_new)
     return h_new, c_new, (i, f, g, o)
+
+
+def _lstm_bwd_block(VT, dh, dc, acts, c_prev, hidden, cd):
+    """The LSTM step's backward from the (B, 4H) activation block, c_t recomputed."""
+    i, f, g, o = (acts[:, k * hidden : (k + 1) * hidden] for k in range(4))
+    th = jnp.tanh(f * c_prev + i * g)
+    dc_t = dc + dh * o * (1 - th * th)
+    _, _, plus = _lstm_block_consts(hidden, acts.dtype)
+    dact = jnp.concatenate([dc_t * g, dc_t * c_prev, dc_t * i, dh * th], axis=-1)
+    dA = dact * (acts + plus) * (1 - acts)
+    return _mm(dA, VT, cd, dh.dtype), dc_t * f, dA
 
 
 def _lstm_bwd(VT, dh, dc, acts, c_prev, c_t, cd):
@@ -211,7 +253,7 @@ def _gru_ra_bwd(VT, dh, acts, h_prev, cd):
 
 
 def _rnn_fwd(V, h, gx, cd):
-    return jnp.tanh(gx + _mm(h, V, cd, gx.dtype))
+    return jnp.tanh(gx if V is None else gx + _mm(h, V, cd, gx.dtype))
 
 
 # ----------------------------------------------------------------------------- layer
@@ -222,6 +264,7 @@ def _layer(cfg: Config):
     """The custom_vjp layer (params, h0, c0, xs, lengths) -> (h_T, c_T, ys) for ``cfg``."""
     cd = None if cfg.compute_dtype is None else jnp.dtype(cfg.compute_dtype)
     lstm = cfg.kind == "lstm"
+    concat = cfg.concat_x and cfg.kind in ("lstm", "rnn") and not cfg.hoist
 
     def gates_in(params, xs):
         """x @ W + b for all steps at once: (T, B, G*H)."""
@@ -238,6 +281,9 @@ def _layer(cfg: Config):
         hidden = params.V.shape[0]
         num_steps = xs.shape[0]
         V = params.V if cd is None else params.V.astype(cd)
+        if concat:
+            WV = jnp.concatenate([params.W, params.V], axis=0)
+            WV = WV if cd is None else WV.astype(cd)
         seq = gates_in(params, xs) if cfg.hoist else xs
         if cfg.masked:
             valid = jnp.arange(num_steps, dtype=lengths.dtype)[:, None] < lengths[None, :]
@@ -247,16 +293,21 @@ def _layer(cfg: Config):
 
         def body(carry, inp):
             s, valid_t = inp
-            gx = s if cfg.hoist else gate_in(params, s)
             h, c = carry
+            if concat:
+                xh = jnp.concatenate([s, h], axis=-1)
+                gx = _mm(xh, WV, cd, h.dtype) + _row(params.b, 2)
+            else:
+                gx = s if cfg.hoist else gate_in(params, s)
+            V_in = None if concat else V
             if lstm:
-                h_new, c_new, acts = _lstm_fwd(cfg, V, h, c, gx, hidden, cd)
+                h_new, c_new, acts = _lstm_fwd(cfg, V_in, h, c, gx, hidden, cd)
             elif cfg.kind == "gru":
                 h_new, acts = _gru_fwd(cfg, V, h, gx, hidden, cd)
             elif cfg.kind == "gru_ra":
                 h_new, acts = _gru_ra_fwd(cfg, V, params.b_hn, h, gx, hidden, cd)
             else:
-                h_new, acts = _rnn_fwd(V, h, gx, cd), ()
+                h_new, acts = _rnn_fwd(V_in, h, gx, cd), ()
             y = h_new
             if cfg.masked:
                 m = _col(valid_t)
@@ -272,7 +323,7 @@ def _layer(cfg: Config):
                 if lstm:
                     out["c"] = c_new
                 if not cfg.remat and cfg.kind != "rnn":
-                    out["acts"] = jnp.concatenate(acts, axis=-1)
+                    out["acts"] = acts if isinstance(acts, jax.Array) else jnp.concatenate(acts, -1)
             return new_carry, out
 
         (h, c), outs = jax.lax.scan(body, (h0, c0), inputs, unroll=cfg.unroll)
@@ -297,10 +348,17 @@ def _layer(cfg: Config):
         dtype = params.V.dtype
         V = params.V if cd is None else params.V.astype(cd)
         VT = V.T
+        if concat:  # one matmul per step gives [dx_t, dh_{t-1}]
+            WV = jnp.concatenate([params.W, params.V], axis=0)
+            VT = (WV if cd is None else WV.astype(cd)).T
+        input_size = xs.shape[-1]
         hs_prev = _shift_in(h0, hs)
-        seq = {"dy": dys, "h_prev": hs_prev}
+        seq = {"dy": dys}
+        if cfg.remat or cfg.kind in ("gru", "gru_ra"):
+            seq["h_prev"] = hs_prev
         if lstm:
-            seq["c"] = cs
+            if not cfg.gate_block:
+                seq["c"] = cs
             seq["c_prev"] = _shift_in(c0, cs)
         if cfg.remat:
             seq["x"] = xs
@@ -314,6 +372,8 @@ def _layer(cfg: Config):
             gx = gate_in(params, s["x"])
             if lstm:
                 a = gx + _mm(s["h_prev"], V, cd, dtype)
+                if cfg.gate_block:
+                    return _lstm_gates(cfg, a, hidden)
                 return _lstm_acts(a, hidden, cfg.tanh_sigmoid)
             if cfg.kind == "gru":
                 return _gru_fwd(cfg, V, s["h_prev"], gx, hidden, cd)[1]
@@ -342,9 +402,15 @@ def _layer(cfg: Config):
                 act = recompute(s)
             elif cfg.kind == "gru_ra":
                 act = split(s["acts"], (hidden,) * 4)
+            elif lstm and cfg.gate_block:
+                act = s["acts"]
             elif cfg.kind != "rnn":
                 act = split(s["acts"], (hidden,) * (4 if lstm else 3))
-            if lstm:
+            if lstm and cfg.gate_block:
+                dh_prev, dc_prev, dA = _lstm_bwd_block(
+                    VT, dh_cell, dc_cell, act, s["c_prev"], hidden, cd
+                )
+            elif lstm:
                 dh_prev, dc_prev, dA = _lstm_bwd(VT, dh_cell, dc_cell, act, s["c_prev"], s["c"], cd)
             elif cfg.kind == "gru":
                 dh_prev, dA = _gru_bwd(VT, dh_cell, act, s["h_prev"], hidden, cd)
@@ -356,12 +422,14 @@ def _layer(cfg: Config):
                 h_t = s["h_t"]
                 dA = dh_cell * (1 - h_t * h_t)
                 dh_prev, dc_prev = _mm(dA, VT, cd, dtype), None
+            out = {"dA": dA}
+            if concat:
+                out["dx"], dh_prev = dh_prev[:, :input_size], dh_prev[:, input_size:]
             if cfg.masked:
                 # A frozen step passes its carry's gradient straight through.
                 dh_prev = dh_prev + jnp.where(m, zeros, dh)
                 if lstm:
                     dc_prev = dc_prev + jnp.where(m, zeros, dc)
-            out = {"dA": dA}
             if cfg.kind == "gru" or (cfg.kind == "gru_ra"):
                 out["r"] = act[0]
             return (dh_prev, dc_prev), out
@@ -376,7 +444,7 @@ def _layer(cfg: Config):
         dW = _mm_tn(xs.reshape((num_steps * batch, -1)), dA, cd, dtype)
         db = jnp.sum(dA, axis=0)
         W = params.W if cd is None else params.W.astype(cd)
-        dxs = _mm(dA, W.T, cd, dtype).reshape(xs.shape)
+        dxs = outs["dx"] if concat else _mm(dA, W.T, cd, dtype).reshape(xs.shape)
         if cfg.kind == "gru":
             r = outs["r"].reshape((num_steps * batch, hidden))
             dV = jnp.concatenate(

@@ -243,20 +243,26 @@ def test_compute_dtype_errors(key):
         rc.unroll(step, params, xs, compute_dtype=jnp.int32)
 
 
-@pytest.mark.parametrize("variant", ["hoist", "logistic", "unroll"])
+@pytest.mark.parametrize("variant", ["hoist", "logistic", "unroll", "noblock", "concat"])
 def test_tuning_variants_agree(key, variant):
     """The layer's internal choices (set by measurement) never change the result."""
     params = make_params(key, "lstm")
     xs_tm = jax.random.normal(key, (5, 2, D), jnp.float32)
     carry = rc.init_carry(params, (2,))
+    lengths = jnp.array([5, 3], jnp.int32)
     base = _fused.default_config(
-        params, xs_tm, masked=False, unroll=1, remat=False, compute_dtype=None
+        params, xs_tm, masked=True, unroll=1, remat=False, compute_dtype=None
     )
-    changes = {"hoist": dict(hoist=True), "logistic": dict(tanh_sigmoid=False)}
-    changes["unroll"] = dict(unroll=3)
+    changes = {
+        "hoist": dict(hoist=True),
+        "logistic": dict(tanh_sigmoid=False, gate_block=False),
+        "unroll": dict(unroll=3),
+        "noblock": dict(gate_block=False),
+        "concat": dict(concat_x=True),
+    }
 
     def loss(p, x, cfg):
-        return jnp.sum(jnp.sin(_fused.fused_scan(p, carry, x, config=cfg)[1]))
+        return jnp.sum(jnp.sin(_fused.fused_scan(p, carry, x, lengths, config=cfg)[1]))
 
     grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)
     assert_tree_allclose(
