@@ -198,6 +198,10 @@ class Layer(nnx.Module):
       remat: recompute steps in the backward pass.
       rngs: ``nnx.Rngs`` whose ``dropout`` stream is kept for dropout masks (optional:
         a key can be given per call instead).
+
+    Raises:
+      TypeError: an entry of ``layers`` is not built-in params.
+      ValueError: ``reverse`` with bidirectional layers (they already run both ways).
     """
 
     def __init__(
@@ -212,6 +216,8 @@ class Layer(nnx.Module):
         remat: bool = False,
         rngs: nnx.Rngs | None = None,
     ):
+        if reverse and any(isinstance(layer, Bidirectional) for layer in layers):
+            raise ValueError("reverse=True does not apply to bidirectional layers (got both)")
         self.layers = nnx.List([_Params(layer) for layer in layers])
         self.merge = merge
         self.dropout_rate = float(dropout_rate)

@@ -175,10 +175,11 @@ def test_nnx_layer_dropout(rng):
         no_rngs(xs, rngs=3)
 
 
-def test_nnx_layer_refuses_reverse_bidirectional(rng):
-    layer = rcn.RNN(D, H, bidirectional=True, reverse=True, rngs=nnx.Rngs(0))
+def test_layers_refuse_reverse_bidirectional(rng):
     with pytest.raises(ValueError, match="reverse=True does not apply to bidirectional"):
-        layer(_xs(rng))
+        rcn.RNN(D, H, bidirectional=True, reverse=True, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="reverse=True does not apply to bidirectional"):
+        rcl.RNN(H, bidirectional=True, reverse=True).init(jax.random.key(0), _xs(rng))
 
 
 # --- linen -------------------------------------------------------------------------------
