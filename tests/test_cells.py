@@ -209,7 +209,7 @@ def test_jit_equals_eager(kind, rng):
     assert_tree_allclose(jitted, eager, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ["lstm", "gru_reset_after"])
 def test_bfloat16_step_runs_in_bfloat16_close_to_reference(kind, rng):
     params, _, _ = build(kind, rng, jnp.float64)
     params_bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)

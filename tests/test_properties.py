@@ -14,7 +14,7 @@ from tests import reference
 from tests.conftest import assert_tree_allclose
 from tests.test_cells import KINDS, PARAMS, STATES, STEPS
 
-SETTINGS = settings(max_examples=20, deadline=None, derandomize=True, database=None)
+SETTINGS = settings(max_examples=15, deadline=None, derandomize=True, database=None)
 DTYPES = {"float32": (jnp.float32, np.float32, 1e-5), "float64": (jnp.float64, np.float64, 1e-12)}
 
 
@@ -87,7 +87,7 @@ def test_unroll_matches_packed_reference_loop(case):
     assert_tree_allclose((tuple(final), ys), (ref_final, ref_ys), rtol=tol, atol=tol)
 
 
-@settings(max_examples=10, deadline=None, derandomize=True, database=None)
+@settings(max_examples=8, deadline=None, derandomize=True, database=None)
 @given(cases(batch_shapes=((1,), (3,))))
 def test_vmap_of_unbatched_unroll_equals_batched(case):
     params, _, xs, carry, jdtype, tol = setup(case)
