@@ -79,7 +79,9 @@ def check_lengths(lengths, batch_shape: Sequence[int], num_steps: int) -> jax.Ar
                 f"lengths must lie in [0, {num_steps}] (the number of time steps), "
                 f"got values in [{values.min()}, {values.max()}]"
             )
-    return lengths
+    # A JAX array in JAX's integer width: a NumPy int64 array would otherwise request
+    # int64 explicitly later (jnp.arange(..., dtype=lengths.dtype)) and warn without x64.
+    return jnp.asarray(lengths)
 
 
 def check_params_type(name: str, params, expected_types: tuple[type, ...]) -> None:
