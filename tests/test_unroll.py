@@ -225,3 +225,14 @@ def test_forward_mode_jvp_equals_jvp_of_loop(rng):
     expected = jax.jvp(lambda x: loop_of_step(rc.rnn_step, params, carry, x)[1], (xs,), (dxs,))
     got = jax.jvp(lambda x: rc.unroll(rc.rnn_step, params, x)[1], (xs,), (dxs,))
     assert_tree_allclose(got, expected, **TIGHT)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_numpy_int64_lengths_without_x64_give_no_warning(reverse):
+    # JAX's default mode (x64 off) with NumPy's default int64 lengths: warnings are errors here.
+    with jax.enable_x64(False):
+        params = rc.rnn_init(jax.random.key(0), D, H)
+        xs = jnp.ones((2, T, D), jnp.float32)
+        lengths = np.array([3, 5])
+        _, ys = rc.unroll(rc.rnn_step, params, xs, lengths=lengths, reverse=reverse)
+        assert not np.any(np.asarray(ys)[0, 3:]) and np.all(np.asarray(ys)[1] != 0)
