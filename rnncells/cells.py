@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 from rnncells._gates import GateWeights, gate_slice
 from rnncells.gru import GRU_GATES, GRUParams, GRUResetAfterParams, GRUState, gru_cell, gru_step
@@ -67,11 +68,14 @@ def init_carry(params: Any, batch_shape: Sequence[int] | int = ()) -> Any:
       ((4, 8), (4, 8))
     """
     spec = cell_spec(params)
-    if isinstance(batch_shape, int):
+    if isinstance(batch_shape, int | np.integer):
         batch_shape = (batch_shape,)
     batch_shape = tuple(batch_shape)
-    if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in batch_shape):
+    if any(
+        isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 0 for d in batch_shape
+    ):
         raise ValueError(f"batch_shape must be a tuple of non-negative ints, got {batch_shape!r}")
+    batch_shape = tuple(int(d) for d in batch_shape)
     zeros = jnp.zeros(batch_shape + (params.V.shape[0],), params.W.dtype)
     return spec.state(*([zeros] * len(spec.state._fields)))
 
