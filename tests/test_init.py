@@ -172,7 +172,7 @@ def test_init_carry_is_zeros_of_the_right_structure(kind, key):
     init, kwargs, _, _ = INITS[kind]
     params = init(key, D, H, dtype=jnp.float64, **kwargs)
     state = {"lstm": rc.LSTMState, "rnn": rc.RNNState}.get(kind, rc.GRUState)
-    for batch_shape, full in [((), ()), (4, (4,)), ((2, 3), (2, 3))]:
+    for batch_shape, full in [((), ()), (4, (4,)), (np.int64(4), (4,)), ((2, np.int32(3)), (2, 3))]:
         carry = rc.init_carry(params, batch_shape)
         assert type(carry) is state
         for leaf in carry:
