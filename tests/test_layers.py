@@ -40,14 +40,6 @@ def flip_valid_prefix(a, lengths):
     return a
 
 
-def manual_reverse(step, params, xs, lengths):
-    """A reversed unroll built from a forward one: flip each valid prefix, run, flip back."""
-    lengths_np = np.full(xs.shape[0], xs.shape[1]) if lengths is None else np.asarray(lengths)
-    flipped = jnp.asarray(flip_valid_prefix(xs, lengths_np), xs.dtype)
-    final, ys = rc.unroll(step, params, flipped, lengths=lengths)
-    return final, jnp.asarray(flip_valid_prefix(ys, lengths_np), ys.dtype)
-
-
 @pytest.mark.parametrize(
     "cell,step,lengths", [("lstm", rc.lstm_step, LENGTHS), ("gru", rc.gru_step, None)]
 )
@@ -58,10 +50,16 @@ def test_stack_of_two_layers_equals_two_manual_unrolls(cell, step, lengths, key,
     assert layers[0].W.shape[0] == D and layers[1].W.shape[0] == H
     xs = jnp.asarray(rng.uniform(-1, 1, (B, T, D)), jnp.float64)
     lengths = None if lengths is None else jnp.asarray(lengths, jnp.int32)
-    finals, ys = rc.stack_unroll(layers, xs, lengths=lengths)
-    final0, ys0 = rc.unroll(step, layers[0], xs, lengths=lengths)
-    final1, ys1 = rc.unroll(step, layers[1], ys0, lengths=lengths)
-    assert_tree_allclose((finals, ys), ((final0, final1), ys1), **TIGHT)
+
+    @jax.jit  # one compilation for both sides
+    def run(layers, xs, lengths):
+        got = rc.stack_unroll(layers, xs, lengths=lengths)
+        final0, ys0 = rc.unroll(step, layers[0], xs, lengths=lengths)
+        final1, ys1 = rc.unroll(step, layers[1], ys0, lengths=lengths)
+        return got, ((final0, final1), ys1)
+
+    got, expected = run(layers, xs, lengths)
+    assert_tree_allclose(got, expected, **TIGHT)
 
 
 def test_stack_time_major_and_given_carries(key, rng):
@@ -70,10 +68,16 @@ def test_stack_time_major_and_given_carries(key, rng):
     )
     xs = jnp.asarray(rng.uniform(-1, 1, (T, B, D)), jnp.float64)
     carries = tuple(rc.RNNState(jnp.asarray(rng.uniform(-1, 1, (B, H)), jnp.float64)) for _ in "ab")
-    finals, ys = rc.stack_unroll(layers, xs, carries, time_major=True)
-    final0, ys0 = rc.unroll(rc.rnn_step, layers[0], xs, carries[0], time_major=True)
-    final1, ys1 = rc.unroll(rc.rnn_step, layers[1], ys0, carries[1], time_major=True)
-    assert_tree_allclose((finals, ys), ((final0, final1), ys1), **TIGHT)
+
+    @jax.jit
+    def run(layers, xs, carries):
+        got = rc.stack_unroll(layers, xs, carries, time_major=True)
+        final0, ys0 = rc.unroll(rc.rnn_step, layers[0], xs, carries[0], time_major=True)
+        final1, ys1 = rc.unroll(rc.rnn_step, layers[1], ys0, carries[1], time_major=True)
+        return got, ((final0, final1), ys1)
+
+    got, expected = run(layers, xs, carries)
+    assert_tree_allclose(got, expected, **TIGHT)
 
 
 @pytest.mark.parametrize("merge,lengths", [("concat", LENGTHS), ("sum", None)])
@@ -83,11 +87,21 @@ def test_bidirectional_equals_forward_and_flipped_unrolls(merge, lengths, key, r
         random_biases(rc.lstm_init(k_f, D, H, dtype=jnp.float64), rng),
         random_biases(rc.lstm_init(k_b, D, H, dtype=jnp.float64), rng),
     )
-    xs = jnp.asarray(rng.uniform(-1, 1, (B, T, D)), jnp.float64)
+    xs = rng.uniform(-1, 1, (B, T, D))
     lengths_j = None if lengths is None else jnp.asarray(lengths, jnp.int32)
-    carry, ys = rc.bidirectional_unroll(None, params, xs, lengths=lengths_j, merge=merge)
-    final_f, ys_f = rc.unroll(rc.lstm_step, params.forward, xs, lengths=lengths_j)
-    final_b, ys_b = manual_reverse(rc.lstm_step, params.backward, xs, lengths_j)
+    # The backward direction by hand: flip each valid prefix, run forward, flip back.
+    flipped = flip_valid_prefix(xs, np.full(B, T) if lengths is None else lengths)
+
+    @jax.jit
+    def run(params, xs, flipped, lengths):
+        got = rc.bidirectional_unroll(None, params, xs, lengths=lengths, merge=merge)
+        fwd = rc.unroll(rc.lstm_step, params.forward, xs, lengths=lengths)
+        bwd = rc.unroll(rc.lstm_step, params.backward, flipped, lengths=lengths)
+        return got, fwd, bwd
+
+    as64 = lambda a: jnp.asarray(a, jnp.float64)
+    (carry, ys), (final_f, ys_f), (final_b, ys_b) = run(params, as64(xs), as64(flipped), lengths_j)
+    ys_b = as64(flip_valid_prefix(ys_b, np.full(B, T) if lengths is None else lengths))
     expected = jnp.concatenate([ys_f, ys_b], axis=-1) if merge == "concat" else ys_f + ys_b
     assert ys.shape == (B, T, 2 * H if merge == "concat" else H)
     assert isinstance(carry, rc.Bidirectional)
@@ -105,10 +119,16 @@ def test_bidirectional_stack_equals_chained_bidirectional_unrolls(key, rng):
     assert layers[1].forward.W.shape[0] == (2 * H if merge == "concat" else H)
     xs = jnp.asarray(rng.uniform(-1, 1, (B, T, D)), jnp.float64)
     lengths = jnp.asarray(LENGTHS, jnp.int32)
-    finals, ys = rc.stack_unroll(layers, xs, lengths=lengths, merge=merge)
-    final0, ys0 = rc.bidirectional_unroll(None, layers[0], xs, lengths=lengths, merge=merge)
-    final1, ys1 = rc.bidirectional_unroll(None, layers[1], ys0, lengths=lengths, merge=merge)
-    assert_tree_allclose((finals, ys), ((final0, final1), ys1), **TIGHT)
+
+    @jax.jit
+    def run(layers, xs, lengths):
+        got = rc.stack_unroll(layers, xs, lengths=lengths, merge=merge)
+        final0, ys0 = rc.bidirectional_unroll(None, layers[0], xs, lengths=lengths, merge=merge)
+        final1, ys1 = rc.bidirectional_unroll(None, layers[1], ys0, lengths=lengths, merge=merge)
+        return got, ((final0, final1), ys1)
+
+    got, expected = run(layers, xs, lengths)
+    assert_tree_allclose(got, expected, **TIGHT)
 
 
 def identity_step(p, c, x):
@@ -125,9 +145,16 @@ def identity_stack(xs, num_layers, **kwargs):
 def test_dropout_rate_zero_is_identity(key, rng):
     layers = rc.stack_init(key, "rnn", D, H, num_layers=2)
     xs = jnp.asarray(rng.uniform(-1, 1, (B, T, D)), jnp.float32)
-    plain = rc.stack_unroll(layers, xs)
-    for kwargs in ({"dropout_rate": 0.0}, {"dropout_rate": 0.0, "dropout_key": key}):
-        assert_tree_allclose(rc.stack_unroll(layers, xs, **kwargs), plain, rtol=0, atol=0)
+
+    @jax.jit
+    def run(layers, xs, key):
+        plain = rc.stack_unroll(layers, xs)
+        return plain, rc.stack_unroll(layers, xs, dropout_rate=0.0, dropout_key=key)
+
+    plain, keyed = run(layers, xs, key)
+    assert_tree_allclose(keyed, plain, rtol=0, atol=0)
+    unkeyed = rc.stack_unroll(layers, xs, dropout_rate=0.0)  # no key needed at rate 0
+    assert_tree_allclose(unkeyed, plain, rtol=1e-6, atol=1e-6)
 
 
 def test_dropout_is_deterministic_per_key_and_differs_across_keys(key, rng):

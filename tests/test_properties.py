@@ -65,14 +65,22 @@ def test_unroll_matches_packed_reference_loop(case):
     shape, T, H = case["batch_shape"], case["num_steps"], case["hidden_size"]
     lengths = case["lengths"]
     xs_in = np.moveaxis(xs, -2, 0) if case["time_major"] else xs
-    final, ys = rc.unroll(
-        STEPS[case["kind"]],
+    run = jax.jit(  # lengths traced: the eager checks are tested elsewhere
+        lambda params, xs, carry, lengths: rc.unroll(
+            STEPS[case["kind"]],
+            params,
+            xs,
+            carry,
+            lengths=lengths,
+            reverse=case["reverse"],
+            time_major=case["time_major"],
+        )
+    )
+    final, ys = run(
         params,
         jnp.asarray(xs_in, jdtype),
         STATES[case["kind"]](*(jnp.asarray(c, jdtype) for c in carry)),
-        lengths=None if lengths is None else jnp.asarray(lengths),
-        reverse=case["reverse"],
-        time_major=case["time_major"],
+        None if lengths is None else jnp.asarray(lengths),
     )
     assert ys.shape == ((T,) + shape + (H,) if case["time_major"] else shape + (T, H))
     assert ys.dtype == jdtype and all(c.dtype == jdtype and c.shape == shape + (H,) for c in final)
@@ -100,10 +108,13 @@ def test_vmap_of_unbatched_unroll_equals_batched(case):
     def one(x, c, n):  # x (T, D): a single unbatched sequence
         return rc.unroll(step, params, x, c, lengths=n, **kwargs)
 
-    if lengths is None:
-        mapped = jax.vmap(lambda x, c: one(x, c, None))(xs, carry)
-        batched = rc.unroll(step, params, xs, carry, **kwargs)
-    else:
-        mapped = jax.vmap(one)(xs, carry, jnp.asarray(lengths))
-        batched = rc.unroll(step, params, xs, carry, lengths=jnp.asarray(lengths), **kwargs)
+    @jax.jit
+    def both(xs, carry, lengths):
+        if lengths is None:
+            mapped = jax.vmap(lambda x, c: one(x, c, None))(xs, carry)
+        else:
+            mapped = jax.vmap(one)(xs, carry, lengths)
+        return mapped, rc.unroll(step, params, xs, carry, lengths=lengths, **kwargs)
+
+    mapped, batched = both(xs, carry, None if lengths is None else jnp.asarray(lengths))
     assert_tree_allclose(mapped, batched, rtol=tol, atol=tol)

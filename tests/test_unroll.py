@@ -39,9 +39,15 @@ def test_unroll_equals_python_loop_of_step(kind, time_major, reverse, rng):
     params, _, _ = build(kind, rng, input_size=D, hidden_size=H)
     carry = random_carry(kind, rng, (B,), hidden_size=H)
     xs = jnp.asarray(rng.uniform(-1, 1, (B, T, D)), jnp.float64)
-    expected = loop_of_step(STEPS[kind], params, carry, xs, reverse=reverse)
-    xs_in = jnp.swapaxes(xs, 0, 1) if time_major else xs
-    final, ys = rc.unroll(STEPS[kind], params, xs_in, carry, reverse=reverse, time_major=time_major)
+
+    @jax.jit  # one compilation for both sides (eager unrolls are tested elsewhere)
+    def run(params, carry, xs):
+        expected = loop_of_step(STEPS[kind], params, carry, xs, reverse=reverse)
+        xs_in = jnp.swapaxes(xs, 0, 1) if time_major else xs
+        got = rc.unroll(STEPS[kind], params, xs_in, carry, reverse=reverse, time_major=time_major)
+        return got, expected
+
+    (final, ys), expected = run(params, carry, xs)
     if time_major:
         ys = jnp.swapaxes(ys, 0, 1)
     assert isinstance(final, STATES[kind])
@@ -113,14 +119,8 @@ def test_cell_lengths_match_reference_packed_loop(kind, reverse, rng):
     carry = random_carry(kind, rng, (B,), hidden_size=H)
     xs = rng.uniform(-1, 1, (B, T, D))
     lengths = np.array([0, 3, T])
-    final, ys = rc.unroll(
-        STEPS[kind],
-        params,
-        jnp.asarray(xs, jnp.float64),
-        carry,
-        lengths=jnp.asarray(lengths, jnp.int32),
-        reverse=reverse,
-    )
+    run = jax.jit(lambda *args: rc.unroll(STEPS[kind], *args[:3], lengths=args[3], reverse=reverse))
+    final, ys = run(params, jnp.asarray(xs, jnp.float64), carry, jnp.asarray(lengths, jnp.int32))
     ref_final, ref_ys = reference.unroll(
         ref_step, tuple(carry), xs, lengths=lengths, reverse=reverse
     )
@@ -138,14 +138,12 @@ def test_lengths_with_two_leading_batch_dims(reverse, time_major, rng):
     xs = rng.uniform(-1, 1, (2, 3, T, D))
     lengths = np.array([[0, 1, 5], [4, 2, 3]])
     xs_in = np.moveaxis(xs, -2, 0) if time_major else xs
-    final, ys = rc.unroll(
-        rc.lstm_step,
-        params,
-        jnp.asarray(xs_in, jnp.float64),
-        lengths=jnp.asarray(lengths, jnp.int32),
-        reverse=reverse,
-        time_major=time_major,
+    run = jax.jit(
+        lambda params, xs, lengths: rc.unroll(
+            rc.lstm_step, params, xs, lengths=lengths, reverse=reverse, time_major=time_major
+        )
     )
+    final, ys = run(params, jnp.asarray(xs_in, jnp.float64), jnp.asarray(lengths, jnp.int32))
     assert ys.shape == ((T, 2, 3, H) if time_major else (2, 3, T, H))
     ys = np.moveaxis(np.asarray(ys), 0, -2) if time_major else ys
     zeros = (np.zeros((2, 3, H)), np.zeros((2, 3, H)))
@@ -203,8 +201,13 @@ def test_unroll_factor_two_gives_same_values(lengths, rng):
     params, _, _ = build("lstm", rng, input_size=D, hidden_size=H)
     xs = jnp.asarray(rng.uniform(-1, 1, (B, T, D)), jnp.float64)  # T = 5: odd, a remainder
     lengths = None if lengths is None else jnp.asarray(lengths, jnp.int32)
-    one = rc.unroll(rc.lstm_step, params, xs, lengths=lengths)
-    two = rc.unroll(rc.lstm_step, params, xs, lengths=lengths, unroll=2)
+
+    @jax.jit
+    def both(params, xs, lengths):
+        one = rc.unroll(rc.lstm_step, params, xs, lengths=lengths)
+        return one, rc.unroll(rc.lstm_step, params, xs, lengths=lengths, unroll=2)
+
+    one, two = both(params, xs, lengths)
     assert_tree_allclose(two, one, **TIGHT)
 
 
