@@ -1,14 +1,17 @@
 """Copy memory (Arjovsky et al. 2016; Tallec & Ollivier 2018): standard vs chrono LSTM.
 
-Command (standard init; minutes on 2 CPU cores; stays at the memoryless baseline
-10 ln 8 / (T + 20) = 0.1733 for T=100):
+Standard init (all biases zero, the memoryless plateau at 10 ln 8 / (T + 20) = 0.1733 for
+T=100) and chrono init (Tallec & Ollivier, b_f ~ log U[1, T_max - 1], T_max = 3T/2):
 
     python -m experiments.run --config=configs/copy.py --workdir=runs/copy_std
-
-Chrono init (Tallec & Ollivier, T_max = 3T/2) goes far below it:
-
     python -m experiments.run --config=configs/copy.py --workdir=runs/copy_chrono \
         --config.model.init=chrono
+
+About 25 min each on a loaded 2-core CPU (4000 steps, batch 128, 2 seeds). Expected at
+this budget (see experiments/results/README.md): chrono leaves the plateau first and ends
+clearly below the baseline; the standard init stays near it. The papers' setting
+(RMSProp 1e-3, batch 32) is ``--config.optim.optimizer=rmsprop --config.batch_size=32``:
+in 2000 steps neither init leaves the plateau.
 
 Smoke variant (under 30 s, pipeline check only):
 
@@ -26,15 +29,16 @@ def get_config(arg=None):
     c.model.hidden_size = 64  # paper: 128 (chrono) / 40 (Arjovsky); 64 fits the CPU budget
     c.model.init = "forget_bias"
     c.model.forget_bias = 0.0  # standard init: all biases zero
-    c.optim.optimizer = "rmsprop"
-    c.optim.learning_rate = 1e-3  # the papers' RMSProp setting
-    c.batch_size = 32
-    c.num_steps = 2000
+    c.optim.optimizer = "adam"  # leaves the plateau sooner than the papers' RMSProp on CPU
+    c.optim.learning_rate = 3e-3
+    c.batch_size = 128  # per-step cost is dominated by the T sequential steps, not by B
+    c.num_steps = 4000
     c.num_seeds = 2
     c.eval_batch_size = 200
     if arg == "smoke":
         c.task.kwargs.T = 10
         c.model.hidden_size = 8
+        c.batch_size = 32
         c.num_steps = 100
         c.num_seeds = 2
         c.log_every = 25
