@@ -69,6 +69,11 @@ def bidirectional_unroll(
             f"params must be Bidirectional(forward, backward), got {type(params).__name__}"
         )
     carry = Bidirectional(None, None) if carry is None else carry
+    if not isinstance(carry, Bidirectional):
+        raise TypeError(
+            "carry must be Bidirectional(forward_carry, backward_carry) or None, "
+            f"got {type(carry).__name__}"
+        )
     fwd_step = step_for(params.forward) if step is None else step
     bwd_step = step_for(params.backward) if step is None else step
     kwargs = dict(lengths=lengths, time_major=time_major, unroll=unroll, remat=remat)
