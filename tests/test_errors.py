@@ -192,6 +192,12 @@ def test_layer_and_stack_structure_errors(lstm, key):
     ):
         rc.bidirectional_unroll(None, lstm, ones(B, T, D))
     with pytest.raises(
+        TypeError,
+        match=lit("carry must be Bidirectional(forward_carry, backward_carry) or None, got tuple"),
+    ):
+        carry = rc.init_carry(lstm, (B,))
+        rc.bidirectional_unroll(None, rc.Bidirectional(lstm, lstm), ones(B, T, D), (carry, carry))
+    with pytest.raises(
         ValueError,
         match=lit("cell must be one of ['lstm', 'gru', 'rnn'] or an init function, got 'lsmt'"),
     ):
