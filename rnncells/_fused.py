@@ -4,8 +4,9 @@
 equations of ``lstm.py``, ``gru.py`` and ``rnn.py``), but its gradient is a
 ``jax.custom_vjp`` written for the unrolled layer, as fused RNN kernels do:
 
-- the forward scan saves what the backward needs (the gate activations and the carries),
-  or, under ``remat``, only the carries, and the backward recomputes the gates per step;
+- the forward scan saves what the backward needs (the gate activations and the carries;
+  the LSTM's C_t is recomputed from them), or, under ``remat``, only the carries, and
+  the backward recomputes the gates per step;
 - the backward scan runs in reverse, carries only dh (and dc for the LSTM) and emits the
   per-step gate pre-activation gradients dA_t;
 - the time-parallel work then leaves the loop as single large matmuls:
@@ -15,6 +16,9 @@ Sequences are time-major (T, B, ...) with one flattened batch axis; ``lengths`` 
 each carry past its sequence's length and zeroes its outputs, as in ``unroll``. Reverse
 runs are handled by the caller (``unrolling.py``) by reordering time outside this module.
 
+Values equal the plain scan up to floating-point rounding: the sigmoid is evaluated as
+0.5 * tanh(0.5 * a) + 0.5, which is the same function.
+
 Optional ``compute_dtype`` (e.g. bfloat16) runs every matmul on inputs cast to it, with
 accumulation, carries, gate arithmetic, parameters and gradients in the parameters' dtype.
 """
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,24 +54,20 @@ class Config(NamedTuple):
     concat_x: bool  # LSTM/RNN: one matmul [x_t, h] @ [W; V] per step, and dx_t in the loop
 
 
-def is_fusable(params: Any) -> bool:
-    """True when ``params`` is a built-in cell's params, which ``fused_scan`` handles."""
-    return type(params) in _KINDS
-
-
 def default_config(params, xs_tm, *, masked, unroll, remat, compute_dtype) -> Config:
-    """The measured best choices for this cell and size (see experiments/results/bench.md)."""
-    kind = _KINDS[type(params)]
+    """The layer's choices; the fixed ones were measured side by side with ``python -m
+    experiments.bench --impls rnncells,rc_hoist,rc_logistic,rc_noblock,rc_concat`` (bench.md).
+    """
     return Config(
-        kind=kind,
+        kind=_KINDS[type(params)],
         masked=masked,
-        unroll=unroll,
+        unroll=unroll,  # the user's choice; 2 was no faster at any benchmark size
         remat=remat,
         compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype).name,
-        hoist=False,
-        tanh_sigmoid=True,
-        gate_block=True,
-        concat_x=False,
+        hoist=False,  # the (T*B, G*H) buffer and its matmul cost more than the loop saves
+        tanh_sigmoid=True,  # XLA:CPU's tanh is a cheap polynomial; logistic needs exp + divide
+        gate_block=True,  # one fusion makes the saved activations: fewer kernels per step
+        concat_x=False,  # in-loop dx_t was slower at the long size (D = 8)
     )
 
 
@@ -436,32 +436,54 @@ def _layer(cfg: Config):
 
         if cfg.kind == "rnn":
             seq["h_t"] = hs
+        W = params.W if cd is None else params.W.astype(cd)
+
+        def weight_grads(x, hp, dA, r):
+            """dW, dV, db (and db_hn) from rows of x_t, h_{t-1}, dA_t (and r_t)."""
+            dW = _mm_tn(x, dA, cd, dtype)
+            db = jnp.sum(dA, axis=0)
+            if cfg.kind == "gru":
+                dV = jnp.concatenate(
+                    [
+                        _mm_tn(hp, dA[:, : 2 * hidden], cd, dtype),
+                        _mm_tn(r * hp, dA[:, 2 * hidden :], cd, dtype),
+                    ],
+                    axis=-1,
+                )
+                return GRUParams(dW, dV, db)
+            if cfg.kind == "gru_ra":
+                dghn = dA[:, 2 * hidden :] * r
+                dgh = jnp.concatenate([dA[:, : 2 * hidden], dghn], axis=-1)
+                return GRUResetAfterParams(
+                    dW, _mm_tn(hp, dgh, cd, dtype), db, jnp.sum(dghn, axis=0)
+                )
+            return type(params)(dW, _mm_tn(hp, dA, cd, dtype), db)
+
+        if cfg.remat:
+            # Memory O(carry): the weight gradients accumulate in the loop, dx_t leaves it.
+            def remat_body(carry, s):
+                (dh, dc), acc = carry
+                (dh, dc), out = body((dh, dc), s)
+                step = weight_grads(s["x"], s["h_prev"], out["dA"], out.get("r"))
+                acc = jax.tree.map(jnp.add, acc, step)
+                dx = out["dx"] if concat else _mm(out["dA"], W.T, cd, dtype)
+                return ((dh, dc), acc), dx
+
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            init = ((dh_T, dc_T if lstm else None), zeros)
+            ((dh0, dc0), grads), dxs = jax.lax.scan(
+                remat_body, init, seq, reverse=True, unroll=cfg.unroll
+            )
+            return grads, dh0, dc0, dxs, None
+
         (dh0, dc0), outs = jax.lax.scan(
             body, (dh_T, dc_T if lstm else None), seq, reverse=True, unroll=cfg.unroll
         )
-        dA = outs["dA"].reshape((num_steps * batch, -1))
-        hp = hs_prev.reshape((num_steps * batch, hidden))
-        dW = _mm_tn(xs.reshape((num_steps * batch, -1)), dA, cd, dtype)
-        db = jnp.sum(dA, axis=0)
-        W = params.W if cd is None else params.W.astype(cd)
+        rows = num_steps * batch
+        dA = outs["dA"].reshape((rows, -1))
+        r = outs["r"].reshape((rows, hidden)) if "r" in outs else None
+        grads = weight_grads(xs.reshape((rows, -1)), hs_prev.reshape((rows, hidden)), dA, r)
         dxs = outs["dx"] if concat else _mm(dA, W.T, cd, dtype).reshape(xs.shape)
-        if cfg.kind == "gru":
-            r = outs["r"].reshape((num_steps * batch, hidden))
-            dV = jnp.concatenate(
-                [
-                    _mm_tn(hp, dA[:, : 2 * hidden], cd, dtype),
-                    _mm_tn(r * hp, dA[:, 2 * hidden :], cd, dtype),
-                ],
-                axis=-1,
-            )
-            grads = GRUParams(dW, dV, db)
-        elif cfg.kind == "gru_ra":
-            r = outs["r"].reshape((num_steps * batch, hidden))
-            dghn = dA[:, 2 * hidden :] * r
-            dgh = jnp.concatenate([dA[:, : 2 * hidden], dghn], axis=-1)
-            grads = GRUResetAfterParams(dW, _mm_tn(hp, dgh, cd, dtype), db, jnp.sum(dghn, axis=0))
-        else:
-            grads = type(params)(dW, _mm_tn(hp, dA, cd, dtype), db)
         return grads, dh0, dc0, dxs, None
 
     layer.defvjp(layer_fwd, layer_bwd)

