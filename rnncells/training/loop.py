@@ -279,7 +279,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     state = setup.init_state()
     start = 0
     if checkpoint.latest_step(manager) is not None:
-        state = checkpoint.restore(manager, state)
+        state = jax.block_until_ready(checkpoint.restore(manager, state))
         start = int(np.asarray(state.step)[0])
     metrics.truncate_jsonl(metrics_path, start)
     metrics.truncate_jsonl(eval_path, start)
