@@ -38,6 +38,7 @@ def unroll(
     unroll: int = 1,
     remat: bool = False,
     compute_dtype: Any = None,
+    fused: bool = True,
 ) -> tuple[Any, Any]:
     """Runs ``step`` over the time axis of ``xs``.
 
@@ -65,6 +66,9 @@ def unroll(
       compute_dtype: built-in steps only: the dtype of every matmul's inputs, e.g.
         ``jnp.bfloat16`` for GPU and TPU; accumulation, gate arithmetic, carries,
         parameters and gradients stay in the parameters' dtype. None: the parameters' dtype.
+      fused: run built-in steps as the fused layer (default). False runs them through
+        ``jax.lax.scan`` + autodiff like a user's step: needed for forward-mode autodiff
+        (``jax.jvp``, ``jax.jacfwd``), which a ``jax.custom_vjp`` does not support.
 
     Returns:
       (final_carry, ys): ys has the layout of xs with the step's output as last axis.
@@ -104,9 +108,10 @@ def unroll(
     elif carry is None:
         raise ValueError("carry is required when step is not a built-in step (carry=None given)")
     if compute_dtype is not None:
-        if not builtin:
+        if not (builtin and fused):
             raise ValueError(
-                f"compute_dtype is only supported for built-in steps, got step {step!r} "
+                f"compute_dtype is only supported for built-in steps with fused=True, got "
+                f"step {step!r}, fused={fused!r} "
                 f"with compute_dtype={compute_dtype!r}"
             )
         if not jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating):
@@ -114,7 +119,7 @@ def unroll(
     if lengths is not None:
         lengths = _checks.check_lengths(lengths, batch_shape, num_steps)
 
-    if builtin and num_steps > 0 and math.prod(batch_shape) > 0:
+    if builtin and fused and num_steps > 0 and math.prod(batch_shape) > 0:
         carry, ys_tm = _fused_scan(
             params,
             carry,

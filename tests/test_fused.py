@@ -7,6 +7,7 @@ step and runs through ``jax.lax.scan`` + autodiff (the generic path).
 import jax
 import jax.extend
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from jax.test_util import check_grads
 
@@ -270,3 +271,21 @@ def test_tuning_variants_agree(key, variant):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+def test_fused_false_takes_the_scan_path_and_supports_forward_mode(key):
+    params = make_params(key, "gru")
+    xs = jax.random.normal(key, (2, 4, D), jnp.float32)
+    step = rc.step_for(params)
+
+    def run(x, fused):
+        return rc.unroll(step, params, x, fused=fused)[1]
+
+    names = _primitive_names(lambda x: run(x, False), xs)
+    assert not any("custom_vjp" in name for name in names), names
+    tangent = jnp.ones_like(xs)
+    _, jvp_out = jax.jvp(lambda x: run(x, False), (xs,), (tangent,))
+    _, vjp_fn = jax.vjp(lambda x: run(x, True), xs)
+    # <J t, 1> computed forward (scan path) equals <t, J^T 1> computed backward (fused path).
+    (ct,) = vjp_fn(jnp.ones_like(jvp_out))
+    np.testing.assert_allclose(float(jnp.sum(jvp_out)), float(jnp.sum(ct * tangent)), rtol=1e-5)
