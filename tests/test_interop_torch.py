@@ -11,8 +11,12 @@ import rnncells as rc
 
 torch = pytest.importorskip("torch")
 
-from rnncells.interop import from_torch, to_torch  # noqa: E402
-from rnncells.interop._torch import from_torch_carries, to_torch_carries  # noqa: E402
+from rnncells.interop import (  # noqa: E402
+    from_torch,
+    from_torch_carries,
+    to_torch,
+    to_torch_carries,
+)
 from tests.conftest import assert_tree_allclose  # noqa: E402
 
 D, H = 3, 5  # D != H so that a transposed or misplaced weight cannot fit

@@ -3,7 +3,8 @@
 Each converter lives in its own module and imports its framework only when called, so
 ``import rnncells.interop`` needs JAX alone.
 
-- PyTorch ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``: ``from_torch``, ``to_torch``.
+- PyTorch ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``: ``from_torch``, ``to_torch``; stacked
+  ``(h_n, c_n)`` states ``from_torch_carries``, ``to_torch_carries``.
 - Flax linen ``LSTMCell`` / ``OptimizedLSTMCell`` / ``GRUCell`` / ``SimpleCell``:
   ``from_flax_linen``, ``to_flax_linen``; carries ``from_flax_carry``, ``to_flax_carry``.
 - Flax NNX ``LSTMCell`` / ``OptimizedLSTMCell`` / ``GRUCell`` / ``SimpleCell``:
@@ -21,6 +22,8 @@ import importlib
 _CONVERTERS = {
     "from_torch": "rnncells.interop._torch",
     "to_torch": "rnncells.interop._torch",
+    "from_torch_carries": "rnncells.interop._torch",
+    "to_torch_carries": "rnncells.interop._torch",
     "from_flax_linen": "rnncells.interop._flax_linen",
     "to_flax_linen": "rnncells.interop._flax_linen",
     "from_flax_carry": "rnncells.interop._flax_linen",
