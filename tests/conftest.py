@@ -28,7 +28,9 @@ def tree_allclose(a, b, *, rtol=1e-6, atol=1e-6) -> bool:
     leaves_b, tree_b = jax.tree.flatten(b)
     if tree_a != tree_b:
         return False
-    return all(np.allclose(x, y, rtol=rtol, atol=atol) for x, y in zip(leaves_a, leaves_b, strict=True))
+    return all(
+        np.allclose(x, y, rtol=rtol, atol=atol) for x, y in zip(leaves_a, leaves_b, strict=True)
+    )
 
 
 def assert_tree_allclose(a, b, *, rtol=1e-6, atol=1e-6) -> None:

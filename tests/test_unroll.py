@@ -211,23 +211,18 @@ def test_unroll_factor_two_gives_same_values(lengths, rng):
     assert_tree_allclose(two, one, **TIGHT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=(
-        "built-in cells unroll through rnncells/_fused.py, a jax.custom_vjp, so forward-mode "
-        "autodiff (jax.jvp, jax.jacfwd) of unroll raises \"can't apply forward-mode autodiff "
-        '(jvp) to a custom_vjp function"; a loop of the step supports it'
-    ),
-)
-def test_forward_mode_jvp_equals_jvp_of_loop(rng):
+def test_forward_mode_jvp_equals_jvp_of_loop_with_fused_false(rng):
+    # The fused layer is a jax.custom_vjp (reverse mode only); fused=False is the documented
+    # way to get forward-mode autodiff (jax.jvp, jax.jacfwd) of a built-in cell's unroll.
     params, _, _ = build("rnn", rng, input_size=2, hidden_size=3)
     xs = jnp.asarray(rng.uniform(-1, 1, (2, 3, 2)), jnp.float64)
     dxs = jnp.asarray(rng.uniform(-1, 1, (2, 3, 2)), jnp.float64)
     carry = rc.init_carry(params, (2,))
     expected = jax.jvp(lambda x: loop_of_step(rc.rnn_step, params, carry, x)[1], (xs,), (dxs,))
-    got = jax.jvp(lambda x: rc.unroll(rc.rnn_step, params, x)[1], (xs,), (dxs,))
+    got = jax.jvp(lambda x: rc.unroll(rc.rnn_step, params, x, fused=False)[1], (xs,), (dxs,))
     assert_tree_allclose(got, expected, **TIGHT)
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(lambda x: rc.unroll(rc.rnn_step, params, x)[1], (xs,), (dxs,))
 
 
 @pytest.mark.parametrize("reverse", [False, True])
