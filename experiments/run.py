@@ -31,6 +31,18 @@ def run(config, workdir: str, report: bool = True) -> dict:
     return summary
 
 
+def _parse_flags(argv):
+    """absl's flag parsing, with a one-line error for an unknown ``--config.*`` key.
+
+    (ml_collections reports an unknown override key as an AttributeError traceback.)
+    """
+    try:
+        return app.parse_flags_with_usage(argv)
+    except AttributeError as error:
+        hint = str(error).strip("'").replace("\\'", "'").replace("\\n", " ")
+        sys.exit(f"error: a --config.* override names a key the config does not have: {hint}")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -54,4 +66,4 @@ if __name__ == "__main__":
     _WORKDIR = flags.DEFINE_string("workdir", None, "folder for metrics, checkpoints, plots")
     _REPORT = flags.DEFINE_bool("report", True, "write the table and plots after training")
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

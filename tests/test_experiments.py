@@ -41,6 +41,7 @@ def test_bad_override_names_the_key(tmp_path, override, expected):
     proc = _run_cli("--config=configs/adding.py:smoke", f"--workdir={tmp_path}", override)
     assert proc.returncode != 0
     assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr  # a one-line error, not a crash
     assert not os.path.exists(tmp_path / "config.json")
 
 
