@@ -97,7 +97,10 @@ def unroll(
     if builtin:
         spec = cell_spec(params)
         if step is not spec.step:
-            raise TypeError(f"step {step.__name__} does not match params {type(params).__name__}")
+            raise TypeError(
+                f"step {step.__name__} does not match params {type(params).__name__}: "
+                f"expected {spec.step.__name__} (see step_for(params))"
+            )
         if carry is None:
             carry = init_carry(params, batch_shape)
         # Checked once here on shapes, so that errors name xs rather than one step's x.
