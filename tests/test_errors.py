@@ -135,7 +135,8 @@ def test_step_and_params_mismatch(lstm):
         rc.gru_step(lstm, carry, ones(B, D))
     with pytest.raises(TypeError, match=lit("params must be RNNParams, got LSTMParams")):
         rc.rnn_step(lstm, carry, ones(B, D))
-    with pytest.raises(TypeError, match=r"gru_step does not match params LSTMParams: expected lstm_step"):
+    expected = "gru_step does not match params LSTMParams: expected lstm_step"
+    with pytest.raises(TypeError, match=expected):
         rc.unroll(rc.gru_step, lstm, ones(B, T, D))
     with pytest.raises(TypeError, match=r"params must be one of LSTMParams, .*RNNParams, got dict"):
         rc.init_carry({"W": ones(D, H)}, (B,))
