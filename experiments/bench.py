@@ -20,8 +20,16 @@ Inputs: rnncells and Flax take batch-first (B, T, D) (their default); Equinox ru
 Implementations (``--impls``): rnncells (``rc.unroll`` of the built-in step: the fused
 layer), rnncells_generic (``rc.unroll`` of a wrapped step: plain ``lax.scan`` + autodiff),
 torch, flax (``nn.RNN`` of ``OptimizedLSTMCell`` / ``GRUCell``), eqx (``LSTMCell`` /
-``GRUCell`` under ``lax.scan``); tuning variants of the fused layer: rc_hoist,
-rc_logistic, rc_u2, rc_remat, rc_noblock, rc_concat.
+``GRUCell`` under ``lax.scan``), cudnn (GPU only, LSTM only: ``jax.experimental.rnn.lstm``,
+JAX's binding of cuDNN's fused LSTM); tuning variants of the fused layer: rc_hoist,
+rc_logistic, rc_u2, rc_u8, rc_remat, rc_noblock, rc_concat, rc_bf16 (``compute_dtype=bfloat16``).
+
+On a GPU (``jax.default_backend() == "gpu"``) the same harness runs with: PyTorch on
+CUDA (cuDNN's fused nn.LSTM / nn.GRU, synchronised after each call); every fp32 matmul
+at full fp32 precision in all frameworks (JAX ``jax_default_matmul_precision=highest``,
+PyTorch and cuDNN with TF32 off), so the comparison is fp32 against fp32; the GEMM rate
+from an 8192x8192 fp32 matmul; and the extra size ``xl`` (256, 256, 1024, 1024), where
+a GPU has enough work per step.
 """
 
 from __future__ import annotations
@@ -39,8 +47,10 @@ SIZES = {  # (B, T, D, H)
     "medium": (64, 256, 128, 256),
     "large": (128, 128, 512, 512),
     "long": (8, 2048, 8, 128),
+    "xl": (256, 256, 1024, 1024),  # a GPU-sized layer
 }
-DEFAULT_REPS = {"small": 30, "medium": 8, "large": 5, "long": 8}
+DEFAULT_REPS = {"small": 30, "medium": 8, "large": 5, "long": 8, "xl": 5}
+GPU_REPS = {"small": 10, "medium": 5, "large": 5, "long": 5, "xl": 5}
 GATES = {"lstm": 4, "gru": 3}
 DEFAULT_IMPLS = ("rnncells", "torch", "flax", "eqx")
 MEMORY_SIZE = (8, 10_000, 8, 128)  # (B, T, D, H) for --memory
@@ -53,6 +63,22 @@ def flops(cell: str, B: int, T: int, D: int, H: int) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------- builders
+
+
+def on_gpu() -> bool:
+    import jax
+
+    return jax.default_backend() == "gpu"
+
+
+def _setup_backend() -> None:
+    """On a GPU: full fp32 matmuls in JAX (PyTorch is set likewise in ``build_torch``)."""
+    if on_gpu():
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")
+
+
 # Each builder returns (fwd, train, compile_s): fwd() and train() run one step and block.
 
 
@@ -107,9 +133,11 @@ def build_rnncells(cell, B, T, D, H, variant=None):
             "hoist": dict(hoist=True),
             "logistic": dict(tanh_sigmoid=False),
             "u2": dict(unroll=2),
+            "u8": dict(unroll=8),
             "remat": dict(remat=True),
             "noblock": dict(gate_block=False),
             "concat": dict(concat_x=True),
+            "bf16": dict(compute_dtype=jnp.dtype(jnp.bfloat16)),
         }[variant]
 
         def run(p, x):
@@ -166,23 +194,53 @@ def build_eqx(cell, B, T, D, H):
     return _jax_pair(loss_and_out, params, xs)
 
 
+def build_cudnn(cell, B, T, D, H):
+    """cuDNN's fused LSTM through ``jax.experimental.rnn`` (GPU only, LSTM only)."""
+    if cell != "lstm" or not on_gpu():
+        return None  # jax.experimental.rnn has only an LSTM, and only a cuDNN lowering
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import rnn
+
+    weights = rnn.init_lstm_weight(jax.random.key(0), D, H, 1, False)
+    xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float32)
+    zeros = jnp.zeros((1, B, H), jnp.float32)
+    lengths = jnp.full((B,), T, jnp.int32)
+
+    def loss_and_out(w, x):
+        ys = rnn.lstm(x, zeros, zeros, w, lengths, D, H, 1, 0.0, False)[0]
+        return jnp.sum(ys), ys
+
+    return _jax_pair(loss_and_out, weights, xs)
+
+
 def build_torch(cell, B, T, D, H):
     import torch
 
-    torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
-    module = torch.nn.LSTM(D, H) if cell == "lstm" else torch.nn.GRU(D, H)
-    xs = torch.randn(T, B, D, requires_grad=True)
+    if on_gpu() and torch.cuda.is_available():
+        device = torch.device("cuda")
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 against fp32
+        torch.backends.cudnn.allow_tf32 = False
+        sync = torch.cuda.synchronize
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(os.cpu_count())
+        sync = lambda: None
+    module = (torch.nn.LSTM(D, H) if cell == "lstm" else torch.nn.GRU(D, H)).to(device)
+    xs = torch.randn(T, B, D, device=device, requires_grad=True)
 
     def fwd():
         with torch.no_grad():
             module(xs)
+        sync()
 
     def train():
         module.zero_grad(set_to_none=True)
         xs.grad = None
         ys, _ = module(xs)
         ys.sum().backward()
+        sync()
 
     fwd()
     train()
@@ -195,10 +253,13 @@ BUILDERS = {
     "rc_hoist": lambda *a: build_rnncells(*a, variant="hoist"),
     "rc_logistic": lambda *a: build_rnncells(*a, variant="logistic"),
     "rc_u2": lambda *a: build_rnncells(*a, variant="u2"),
+    "rc_u8": lambda *a: build_rnncells(*a, variant="u8"),
     "rc_remat": lambda *a: build_rnncells(*a, variant="remat"),
     "rc_noblock": lambda *a: build_rnncells(*a, variant="noblock"),
     "rc_concat": lambda *a: build_rnncells(*a, variant="concat"),
+    "rc_bf16": lambda *a: build_rnncells(*a, variant="bf16"),
     "torch": build_torch,
+    "cudnn": build_cudnn,
     "flax": build_flax,
     "eqx": build_eqx,
 }
@@ -208,11 +269,13 @@ BUILDERS = {
 
 
 def gemm_rate(reps: int = 20) -> float:
-    """GFLOP/s of a 1024x1024 fp32 matmul in JAX (median of ``reps`` calls)."""
+    """GFLOP/s of an NxN fp32 matmul in JAX (median of ``reps`` calls); N = 1024 on a
+    CPU, 8192 on a GPU."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.key(0), (1024, 1024), jnp.float32)
+    n = 8192 if on_gpu() else 1024
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     f = jax.jit(lambda x: x @ x)
     jax.block_until_ready(f(a))
     times = []
@@ -220,22 +283,29 @@ def gemm_rate(reps: int = 20) -> float:
         t0 = time.perf_counter()
         jax.block_until_ready(f(a))
         times.append(time.perf_counter() - t0)
-    return 2 * 1024**3 / statistics.median(times) / 1e9
+    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def run_size(size: str, cells, impls, reps: int) -> dict:
     B, T, D, H = SIZES[size]
+    _setup_backend()
+    import jax
+
     result = {"size": size, "B": B, "T": T, "D": D, "H": H, "reps": reps, "cells": {}}
+    result["device"] = str(jax.devices()[0].device_kind)
     result["gemm_gflops_before"] = gemm_rate()
     for cell in cells:
         built, compile_s = {}, {}
         for impl in impls:
-            fwd, train, comp = BUILDERS[impl](cell, B, T, D, H)
+            made = BUILDERS[impl](cell, B, T, D, H)
+            if made is None:  # not available for this cell or backend
+                continue
+            fwd, train, comp = made
             built[impl] = (fwd, train)
             compile_s[impl] = comp
-        times = {impl: {"fwd": [], "train": []} for impl in impls}
+        times = {impl: {"fwd": [], "train": []} for impl in built}
         for _ in range(reps):
-            for impl in impls:  # round-robin, so load changes hit every impl alike
+            for impl in built:  # round-robin, so load changes hit every impl alike
                 for mode, fn in zip(("fwd", "train"), built[impl], strict=True):
                     t0 = time.perf_counter()
                     fn()
@@ -304,24 +374,23 @@ def table(result: dict) -> str:
         fwd_flop, train_flop = flops(cell, B, T, D, H)
         lines.append(
             f"\n### {size} {cell.upper()}  (B={B}, T={T}, D={D}, H={H}; "
-            f"{train_flop / 1e9:.2f} GFLOP per training step; GEMM {gemm:.1f} GFLOP/s)\n"
+            f"{train_flop / 1e9:.2f} GFLOP per training step; GEMM {gemm:.1f} GFLOP/s; "
+            f"{result.get('device', 'cpu')})\n"
         )
+        refs = [ref for ref in ("torch", "cudnn", "flax", "eqx") if ref in rows]
         lines.append(
-            "| impl | fwd | train | train tokens/s | vs torch | vs flax | vs eqx | "
-            "train GFLOP/s | % GEMM | fwd % GEMM | compile s | spread |"
+            "| impl | fwd | train | train tokens/s | "
+            + "".join(f"vs {ref} | " for ref in refs)
+            + "train GFLOP/s | % GEMM | fwd % GEMM | compile s | spread |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---" * (9 + len(refs)) + "|")
         for impl, r in rows.items():
-
-            def ratio(ref, r=r, rows=rows):
-                return f"{rows[ref]['train_s'] / r['train_s']:.2f}x" if ref in rows else "-"
-
             rate = train_flop / r["train_s"] / 1e9
             comp = "-" if r["compile_s"] is None else f"{r['compile_s']:.2f}"
+            ratios = "".join(f"{rows[ref]['train_s'] / r['train_s']:.2f}x | " for ref in refs)
             lines.append(
-                f"| {impl} | {r['fwd_s'] * 1e3:.1f} ms | {r['train_s'] * 1e3:.1f} ms | "
-                f"{B * T / r['train_s']:,.0f} | {ratio('torch')} | {ratio('flax')} | "
-                f"{ratio('eqx')} | {rate:.1f} | {100 * rate / gemm:.0f}% | "
+                f"| {impl} | {r['fwd_s'] * 1e3:.2f} ms | {r['train_s'] * 1e3:.2f} ms | "
+                f"{B * T / r['train_s']:,.0f} | {ratios}{rate:.1f} | {100 * rate / gemm:.0f}% | "
                 f"{100 * fwd_flop / r['fwd_s'] / 1e9 / gemm:.0f}% | {comp} | "
                 f"{100 * r['train_spread']:.0f}% |"
             )
@@ -361,7 +430,10 @@ def main(argv=None) -> None:
             parser.error(f"unknown {name} {unknown}; choose from {list(known)}")
 
     if args.child is not None:  # one size, in this process; JSON on the last stdout line
-        result = run_size(args.child, cells, impls, args.reps or DEFAULT_REPS[args.child])
+        import jax
+
+        reps_table = GPU_REPS if jax.default_backend() == "gpu" else DEFAULT_REPS
+        result = run_size(args.child, cells, impls, args.reps or reps_table[args.child])
         print(json.dumps(result))
         return
 
@@ -388,15 +460,15 @@ def main(argv=None) -> None:
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(result)
         print(table(result), flush=True)
-    meta = {
-        "command": " ".join(["python -m experiments.bench"] + (argv or sys.argv[1:])),
-        "cpu_count": os.cpu_count(),
-        "ld_preload": os.environ.get("LD_PRELOAD", ""),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "loadavg_end": os.getloadavg(),
-    }
-    with open(args.out, "w") as f:
-        json.dump({"meta": meta, "results": results}, f, indent=1)
+        meta = {  # written after every size, so a stopped run keeps what it measured
+            "command": " ".join(["python -m experiments.bench"] + (argv or sys.argv[1:])),
+            "cpu_count": os.cpu_count(),
+            "ld_preload": os.environ.get("LD_PRELOAD", ""),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "loadavg_end": os.getloadavg(),
+        }
+        with open(args.out, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":
