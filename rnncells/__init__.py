@@ -19,7 +19,7 @@ from rnncells.gru import (
 from rnncells.layers import Bidirectional, bidirectional_unroll, stack_init, stack_unroll
 from rnncells.lstm import LSTMParams, LSTMState, lstm_cell, lstm_gate, lstm_init, lstm_step
 from rnncells.rnn import RNNParams, RNNState, rnn_cell, rnn_gate, rnn_init, rnn_step
-from rnncells.unrolling import unroll
+from rnncells.unrolling import default_unroll, unroll
 
 __version__ = "0.1.0"
 
@@ -35,6 +35,7 @@ __all__ = [
     "RNNParams",
     "RNNState",
     "bidirectional_unroll",
+    "default_unroll",
     "cell_spec",
     "gate",
     "gru_cell",

@@ -45,7 +45,7 @@ def bidirectional_unroll(
     lengths: jax.Array | None = None,
     merge: str = "concat",
     time_major: bool = False,
-    unroll: int = 1,
+    unroll: int | None = None,
     remat: bool = False,
 ) -> tuple[Bidirectional, jax.Array]:
     """Runs a forward and a reversed unroll over ``xs`` and merges their outputs.
@@ -149,7 +149,7 @@ def stack_unroll(
     dropout_rate: float = 0.0,
     dropout_key: jax.Array | None = None,
     time_major: bool = False,
-    unroll: int = 1,
+    unroll: int | None = None,
     remat: bool = False,
 ) -> tuple[tuple[Any, ...], jax.Array]:
     """Runs a stack of layers (from ``stack_init`` or ``interop.from_torch``) over ``xs``.

@@ -186,7 +186,7 @@ _LAYER_DOC = """
         ``"dropout"`` rng collection.
       deterministic: True disables dropout; may be given per call instead.
       reverse: run every one-directional layer from the last valid step to the first.
-      unroll: ``jax.lax.scan`` unroll factor.
+      unroll: ``jax.lax.scan`` unroll factor; None: ``rnncells.default_unroll``.
       remat: recompute steps in the backward pass.
       dtype: params dtype.
 
@@ -209,7 +209,7 @@ class LSTM(_LayerMethods, nn.Module):
     dropout_rate: float = 0.0
     deterministic: bool | None = None
     reverse: bool = False
-    unroll: int = 1
+    unroll: int | None = None
     remat: bool = False
     forget_bias: float = 1.0
     chrono_t_max: float | None = None
@@ -237,7 +237,7 @@ class GRU(_LayerMethods, nn.Module):
     dropout_rate: float = 0.0
     deterministic: bool | None = None
     reverse: bool = False
-    unroll: int = 1
+    unroll: int | None = None
     remat: bool = False
     reset_after: bool = False
     chrono_t_max: float | None = None
@@ -262,7 +262,7 @@ class RNN(_LayerMethods, nn.Module):
     dropout_rate: float = 0.0
     deterministic: bool | None = None
     reverse: bool = False
-    unroll: int = 1
+    unroll: int | None = None
     remat: bool = False
     dtype: Any = jnp.float32
     cell_name = "rnn"

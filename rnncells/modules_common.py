@@ -171,7 +171,7 @@ def layer_apply(
     dropout_rate: float = 0.0,
     dropout_key: jax.Array | None = None,
     time_major: bool = False,
-    unroll: int = 1,
+    unroll: int | None = None,
     remat: bool = False,
 ) -> tuple[tuple[Any, ...], jax.Array]:
     """Runs a stack with ``rnncells.stack_unroll``; ``reverse`` runs every layer backwards.

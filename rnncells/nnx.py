@@ -194,7 +194,7 @@ class Layer(nnx.Module):
       dropout_rate: dropout on every layer's outputs but the last's.
       reverse: run every (one-directional) layer from the last valid step to the first.
       deterministic: True disables dropout (also settable per call or by ``nnx.view``).
-      unroll: ``jax.lax.scan`` unroll factor.
+      unroll: ``jax.lax.scan`` unroll factor; None: ``rnncells.default_unroll``.
       remat: recompute steps in the backward pass.
       rngs: ``nnx.Rngs`` whose ``dropout`` stream is kept for dropout masks (optional:
         a key can be given per call instead).
@@ -212,7 +212,7 @@ class Layer(nnx.Module):
         dropout_rate: float = 0.0,
         reverse: bool = False,
         deterministic: bool = False,
-        unroll: int = 1,
+        unroll: int | None = None,
         remat: bool = False,
         rngs: nnx.Rngs | None = None,
     ):
@@ -333,7 +333,7 @@ _LAYER_ARGS = """
       dropout_rate: dropout on every layer's outputs but the last's (PyTorch's).
       reverse: run every one-directional layer from the last valid step to the first.
       deterministic: True disables dropout.
-      unroll: ``jax.lax.scan`` unroll factor.
+      unroll: ``jax.lax.scan`` unroll factor; None: ``rnncells.default_unroll``.
       remat: recompute steps in the backward pass.
       dtype: params dtype.
       rngs: ``nnx.Rngs``: ``params`` initialises the weights, ``dropout`` is kept for
@@ -359,7 +359,7 @@ class LSTM(Layer):
         dropout_rate: float = 0.0,
         reverse: bool = False,
         deterministic: bool = False,
-        unroll: int = 1,
+        unroll: int | None = None,
         remat: bool = False,
         forget_bias: float = 1.0,
         chrono_t_max: float | None = None,
@@ -407,7 +407,7 @@ class GRU(Layer):
         dropout_rate: float = 0.0,
         reverse: bool = False,
         deterministic: bool = False,
-        unroll: int = 1,
+        unroll: int | None = None,
         remat: bool = False,
         reset_after: bool = False,
         chrono_t_max: float | None = None,
@@ -454,7 +454,7 @@ class RNN(Layer):
         dropout_rate: float = 0.0,
         reverse: bool = False,
         deterministic: bool = False,
-        unroll: int = 1,
+        unroll: int | None = None,
         remat: bool = False,
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,

@@ -1,4 +1,5 @@
-"""Test-wide JAX settings: float64 available, no silent rank or dtype promotion."""
+"""Test-wide JAX settings: float64 available, no silent rank or dtype promotion, full fp32
+matmuls."""
 
 import jax
 import numpy as np
@@ -7,6 +8,9 @@ import pytest
 jax.config.update("jax_enable_x64", True)  # check_grads and the NumPy references run in fp64
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+# fp32 comparisons mean fp32 on every backend: a GPU's default fp32 matmul is TF32, whose
+# rounding differs between two correct formulations by ~1e-3 (seen on an H100).
+jax.config.update("jax_default_matmul_precision", "highest")
 
 
 @pytest.fixture

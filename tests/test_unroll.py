@@ -211,6 +211,23 @@ def test_unroll_factor_two_gives_same_values(lengths, rng):
     assert_tree_allclose(two, one, **TIGHT)
 
 
+def test_default_unroll_is_8_for_builtin_steps_on_gpu_and_1_otherwise(monkeypatch, rng):
+    assert jax.default_backend() == "cpu"  # the suite runs on a CPU
+    assert rc.default_unroll(rc.lstm_step) == 1
+    params, _, _ = build("gru_reset_after", rng, input_size=D, hidden_size=H)
+    xs = jnp.asarray(rng.uniform(-1, 1, (B, 11, D)), jnp.float64)  # 11 = 8 + a remainder
+    lengths = jnp.asarray([11, 0, 6], jnp.int32)
+    expected = rc.unroll(rc.gru_step, params, xs, lengths=lengths, unroll=1)
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    for step in (rc.lstm_step, rc.gru_step, rc.rnn_step):
+        assert rc.default_unroll(step) == 8
+    assert rc.default_unroll(lambda p, c, x: rc.gru_step(p, c, x)) == 1  # a user's step
+    # The GPU default (8) runs here on the CPU: same values as unroll=1.
+    got = rc.unroll(rc.gru_step, params, xs, lengths=lengths)
+    assert_tree_allclose(got, expected, **TIGHT)
+
+
 def test_forward_mode_jvp_equals_jvp_of_loop_with_fused_false(rng):
     # The fused layer is a jax.custom_vjp (reverse mode only); fused=False is the documented
     # way to get forward-mode autodiff (jax.jvp, jax.jacfwd) of a built-in cell's unroll.
