@@ -17,6 +17,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.chrono_t_max = 0.0  # 0: 3T/2 for copy, T otherwise (Tallec & Ollivier 2018)
     c.model.embedding = "onehot"  # token tasks: onehot | learned
     c.model.embed_size = 0
+    c.model.unroll = 0  # scan unroll factor; 0: rnncells.default_unroll (8 on a GPU, 1 on a CPU)
     c.optim = ml_collections.ConfigDict()
     c.optim.optimizer = "adam"  # adam | rmsprop
     c.optim.learning_rate = 1e-3
@@ -33,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 500
     c.checkpoint_every = 250
     c.early_stop = True
+    c.time_limit_s = 0.0  # stop (checkpointed, resumable) after this many seconds; 0: none
     c.progress = True
     c.data_parallel = True  # shard the batch over all devices
     return c

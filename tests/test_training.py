@@ -27,6 +27,7 @@ from rnncells.training import (
     train,
 )
 from rnncells.training import loop as loop_lib
+from rnncells.training.metrics import read_jsonl
 from tests.conftest import assert_tree_allclose
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -239,3 +240,22 @@ def test_config_values_are_checked():
         build(tiny_config(batch_size=0))
     with pytest.raises(ValueError, match="init must be one of"):
         build(tiny_config(**{"model.init": "xavier"}))
+
+
+def test_time_limit_stops_checkpointed_and_the_same_call_resumes(tmp_path):
+    limited, straight = str(tmp_path / "limited"), str(tmp_path / "straight")
+    # A limit shorter than one chunk: the run stops after its first chunk of 10 steps.
+    first = train(tiny_config(time_limit_s=1e-9), limited)
+    assert first["steps_run"] == 10
+    assert first["stopped_at_time_limit"] and not first["finished"]
+    assert sorted(os.listdir(os.path.join(limited, "checkpoints"))) == ["10"]
+    evals = read_jsonl(os.path.join(limited, "eval.jsonl"))
+    assert [e["step"] for e in evals] == [10]  # evaluated where it stopped
+    # The same call without a limit resumes from step 10 and ends like an uninterrupted run.
+    resumed = train(tiny_config(), limited)
+    assert resumed["steps_run"] == 40 and resumed["finished"]
+    assert not resumed["stopped_at_time_limit"]
+    reference = train(tiny_config(), straight)
+    assert resumed["eval"] == reference["eval"]
+    with pytest.raises(ValueError, match=r"time_limit_s must be >= 0 \(0: no limit\), got -1.0"):
+        train(tiny_config(time_limit_s=-1.0), str(tmp_path / "bad"))

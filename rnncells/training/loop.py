@@ -153,8 +153,12 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
     def init_state() -> TrainState:
         return init_all(np.arange(config.seed, config.seed + num_seeds, dtype=np.uint32))
 
+    unroll = int(config.model.get("unroll", 0)) or None  # 0: rnncells.default_unroll
+
     def loss_fn(params, batch):
-        ys = model_apply(params, batch.inputs, vocab_size=vocab, lengths=batch.lengths)
+        ys = model_apply(
+            params, batch.inputs, vocab_size=vocab, lengths=batch.lengths, unroll=unroll
+        )
         return task.loss(ys, batch), task.metric(ys, batch)
 
     def update(params, opt_state, step, batch):
@@ -196,7 +200,9 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
             eval_batch = task.make_batch(eval_key, config.eval_batch_size)
 
         def one(p):
-            ys = model_apply(p, eval_batch.inputs, vocab_size=vocab, lengths=eval_batch.lengths)
+            ys = model_apply(
+                p, eval_batch.inputs, vocab_size=vocab, lengths=eval_batch.lengths, unroll=unroll
+            )
             return task.metric(ys, eval_batch)
 
         return jax.vmap(one)(params)
@@ -216,7 +222,7 @@ def _config_diff(saved: dict, current: dict, prefix: str = "") -> list[str]:
     return out
 
 
-RESUMABLE_CHANGES = ("num_steps", "progress", "eval_every", "early_stop")
+RESUMABLE_CHANGES = ("num_steps", "progress", "eval_every", "early_stop", "time_limit_s")
 """Config keys that may change between a run and its resumption."""
 
 
@@ -255,7 +261,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     Returns:
         The summary dict also written to ``workdir/summary.json``: task, cell, T,
         baseline, steps, wall time, final held-out metrics per seed with mean and std,
-        whether every seed solved the task.
+        whether every seed solved the task. A run that reached ``config.time_limit_s``
+        (seconds of training in this call) stops after the current chunk, evaluated and
+        checkpointed, with ``stopped_at_time_limit`` true and ``finished`` false: the
+        same call resumes it.
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
@@ -263,6 +272,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             checkpoint (naming its path).
         FileNotFoundError: a checkpoint listed but missing (naming its path).
     """
+    time_limit_s = float(config.get("time_limit_s", 0.0))
+    if time_limit_s < 0:
+        raise ValueError(f"time_limit_s must be >= 0 (0: no limit), got {time_limit_s}")
     os.makedirs(workdir, exist_ok=True)
     setup = build(config)
     _save_config(config, workdir)
@@ -286,7 +298,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     task = setup.task
     t0 = time.perf_counter()
-    step, solved, stopped_early = start, False, False
+    step, solved, stopped_early, at_time_limit = start, False, False, False
     eval_metrics = None
     bar = tqdm.tqdm(
         total=config.num_steps,
@@ -329,7 +341,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             step += config.log_every
             bar.update(config.log_every)
             bar.set_postfix(loss=f"{losses[-1].mean():.4f}")
-            if step % config.eval_every == 0 or step == config.num_steps:
+            at_time_limit = (
+                time_limit_s > 0
+                and time.perf_counter() - t0 >= time_limit_s
+                and step < config.num_steps
+            )
+            if step % config.eval_every == 0 or step == config.num_steps or at_time_limit:
                 eval_metrics = jax.device_get(setup.evaluate(state.params))
                 metrics.write_jsonl(
                     eval_path,
@@ -347,9 +364,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 )
                 if solved and config.early_stop and step < config.num_steps:
                     stopped_early = True
-            if step % config.checkpoint_every == 0 or step == config.num_steps or stopped_early:
+            at_end = step == config.num_steps or stopped_early or at_time_limit
+            if step % config.checkpoint_every == 0 or at_end:
                 checkpoint.save(manager, step, state)
-            if stopped_early:
+            if stopped_early or at_time_limit:
                 break
     finally:
         bar.close()
@@ -372,10 +390,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "num_steps": config.num_steps,
         "steps_run": step,
         "stopped_early": stopped_early,
+        "stopped_at_time_limit": at_time_limit,
         "wall_s_this_process": time.perf_counter() - t0,
         "solved": bool(solved),
         "eval": {k: _per_seed(np.asarray(v)) for k, v in eval_metrics.items()},
-        "finished": True,
+        "finished": not at_time_limit,  # a run stopped at its time limit resumes
     }
     with open(summary_path, "w", encoding="utf-8") as file:
         json.dump(summary, file, indent=2)

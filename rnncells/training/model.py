@@ -144,6 +144,7 @@ def model_apply(
     *,
     vocab_size: int | None = None,
     lengths: jax.Array | None = None,
+    unroll: int | None = None,
 ) -> jax.Array:
     """Per-step outputs of the model.
 
@@ -152,12 +153,14 @@ def model_apply(
         inputs: (B, T, D) float inputs, or (B, T) int token ids when ``vocab_size`` is set.
         vocab_size: None for real inputs, else the vocabulary size of the token ids.
         lengths: optional (B,) valid lengths (outputs past a length are the readout of 0).
+        unroll: time steps per scan iteration (``lax.scan``'s ``unroll``); None:
+            ``rnncells.default_unroll`` (8 on a GPU, 1 on a CPU).
 
     Returns:
         (B, T, output_size) outputs (regression values or logits).
     """
     xs = embed_inputs(params, inputs, vocab_size)
-    _, hs = rc.stack_unroll(params.layers, xs, lengths=lengths)
+    _, hs = rc.stack_unroll(params.layers, xs, lengths=lengths, unroll=unroll)
     return hs @ params.W_out + params.b_out.reshape((1,) * (hs.ndim - 1) + (-1,))
 
 
