@@ -27,13 +27,62 @@ from rnncells.training.metrics import read_jsonl  # noqa: E402
 
 
 def find_runs(workdir: str) -> list[tuple[str, dict[str, Any]]]:
-    """(run folder, summary) of every finished run under ``workdir``, sorted by folder."""
+    """(run folder, summary) of every run under ``workdir``, sorted by folder: its
+    ``summary.json``, or for a run stopped before writing one (killed) the summary of its
+    last evaluation (``summary_from_logs``)."""
     runs = []
     for root, _, files in os.walk(workdir):
-        if "summary.json" in files and "checkpoints" not in root:
+        if "checkpoints" in root:
+            continue
+        if "summary.json" in files:
             with open(os.path.join(root, "summary.json"), encoding="utf-8") as file:
                 runs.append((root, json.load(file)))
+        elif "config.json" in files and "eval.jsonl" in files:
+            summary = summary_from_logs(root)
+            if summary is not None:
+                runs.append((root, summary))
     return sorted(runs, key=lambda item: item[0])
+
+
+def summary_from_logs(folder: str) -> dict[str, Any] | None:
+    """The summary of a run that has no ``summary.json`` (stopped by a signal or killed),
+    from its ``config.json`` and its last evaluation in ``eval.jsonl``; None before the
+    first evaluation. Marked ``finished: False, from_logs: True``."""
+    from rnncells.tasks import get_task
+
+    evals = read_jsonl(os.path.join(folder, "eval.jsonl"))
+    if not evals:
+        return None
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
+        config = json.load(file)
+    last = evals[-1]
+    task = get_task(config["task"]["name"], **config["task"]["kwargs"])
+    names = [k[: -len("_per_seed")] for k in last if k.endswith("_per_seed")]
+    per_seed = {k: np.asarray(last[f"{k}_per_seed"], dtype=float) for k in names}
+    num_seeds = len(per_seed["loss"])
+    return {
+        "task": config["task"]["name"],
+        "task_kwargs": config["task"]["kwargs"],
+        "cell": config["model"]["cell"],
+        "init": config["model"]["init"],
+        "forget_bias": config["model"]["forget_bias"],
+        "hidden_size": config["model"]["hidden_size"],
+        "num_seeds": num_seeds,
+        "seed": config["seed"],
+        "baseline_loss": float(task.baseline_loss),
+        "num_steps": config["num_steps"],
+        "steps_run": int(last["step"]),
+        "stopped_early": False,
+        "solved": all(
+            task.solved({k: float(v[s]) for k, v in per_seed.items()}) for s in range(num_seeds)
+        ),
+        "eval": {
+            k: {"mean": float(v.mean()), "std": float(v.std()), "per_seed": v.tolist()}
+            for k, v in per_seed.items()
+        },
+        "finished": False,
+        "from_logs": True,
+    }
 
 
 def label(summary: dict[str, Any]) -> str:
@@ -70,7 +119,7 @@ def table(runs: list[tuple[str, dict[str, Any]]]) -> str:
             s["cell"],
             s.get("init", "-"),
             str(s["num_seeds"]),
-            str(s["steps_run"]),
+            str(s["steps_run"]) + ("" if s.get("finished", True) else " (stopped)"),
             f"{s['baseline_loss']:.4f}",
             _fmt(loss),
         ]
@@ -80,7 +129,9 @@ def table(runs: list[tuple[str, dict[str, Any]]]) -> str:
     lines.append("")
     lines.append(
         "final loss: held-out loss after the last step, mean ± std over seeds; "
-        "below baseline: seeds whose loss is under half the memoryless baseline."
+        "below baseline: seeds whose loss is under half the memoryless baseline; "
+        "(stopped): the run stopped before num_steps (time limit or killed), figures at "
+        "its last evaluation."
     )
     return "\n".join(lines) + "\n"
 
@@ -150,7 +201,7 @@ def write_report(workdir: str) -> str:
     """Writes report.md and the plots for every run under ``workdir``; returns the table."""
     runs = find_runs(workdir)
     if not runs:
-        raise FileNotFoundError(f"no finished run (summary.json) under {workdir}")
+        raise FileNotFoundError(f"no run (summary.json or eval.jsonl) under {workdir}")
     text = table(runs)
     with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as file:
         file.write(text)

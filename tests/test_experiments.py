@@ -144,7 +144,7 @@ def test_report_table_and_plots(tmp_path):
     assert "0.0010 ± 0.0000" in text and "2/2" in text
     for name in ("report.md", "learning_curves.png", "loss_vs_T.png"):
         assert os.path.exists(tmp_path / name)
-    with pytest.raises(FileNotFoundError, match="no finished run"):
+    with pytest.raises(FileNotFoundError, match="no run"):
         report.write_report(str(tmp_path / "adding_T10_rnn" / "none"))
 
 
@@ -153,3 +153,24 @@ def test_sweep_run_names():
     config.model.init = "chrono"
     assert sweep.run_name(config) == "copy_T100_lstm_chrono"
     assert sweep.run_name(digits.get_config()) == "digits_lstm_default"
+
+
+def test_report_reads_a_killed_run_from_its_last_evaluation(tmp_path):
+    folder = tmp_path / "copy_killed"
+    os.makedirs(folder)
+    config = copy.get_config()
+    config.task.kwargs.T = 500
+    (folder / "config.json").write_text(config.to_json_best_effort())
+    with open(folder / "eval.jsonl", "w") as file:
+        for step, losses in ((500, [0.05, 0.04]), (1000, [0.02, 0.03])):
+            record = {"step": step, "loss": sum(losses) / 2, "loss_per_seed": losses}
+            record.update(accuracy=0.5, accuracy_per_seed=[0.6, 0.4])
+            file.write(json.dumps(record) + "\n")
+    ((_, summary),) = report.find_runs(str(tmp_path))
+    assert summary["steps_run"] == 1000 and not summary["finished"]
+    assert summary["eval"]["loss"]["per_seed"] == [0.02, 0.03]
+    assert summary["baseline_loss"] == pytest.approx(10 * np.log(8) / 520)
+    assert not summary["solved"]
+    text = report.write_report(str(tmp_path))
+    assert "| copy_killed | copy | 500 | lstm |" in text
+    assert "| 1000 (stopped) |" in text and "0.0250 ± 0.0050" in text
