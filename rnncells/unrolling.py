@@ -62,8 +62,8 @@ def unroll(
       time_major: whether the time axis of ``xs`` and ``ys`` is the first one.
       unroll: ``jax.lax.scan``'s unroll factor. None (default): the library's choice,
         ``default_unroll(step)``: 8 for a built-in step on a GPU (its per-iteration
-        launch cost dominates there; 1.2-2.2x faster training than 1 on an H100), else 1
-        (on a CPU every factor above 1 was slower).
+        launch cost dominates there; 1.2-1.9x faster training than 1 on an H100), else 1
+        (on a 2-core CPU, 2 and 8 were no faster).
       remat: recompute each step in the backward pass (``jax.checkpoint``) instead of
         storing its intermediates: memory O(T * carry) instead of O(T * gates).
       compute_dtype: built-in steps only: the dtype of every matmul's inputs, e.g.
@@ -154,8 +154,8 @@ def default_unroll(step: Callable) -> int:
 
     8 for a built-in step when JAX's default backend is a GPU, else 1. Measured with
     ``python -m experiments.bench`` (``rnncells`` against ``rc_u8``): on an H100 unroll 8
-    trained 1.2-2.2x faster than 1 at every size; on a 2-core CPU no factor above 1 was
-    faster. A user's step keeps 1 (not measured).
+    trained 1.2-1.9x faster than 1 at every size measured; on a 2-core CPU, 2 and 8 were
+    no faster. A user's step keeps 1 (not measured).
     """
     if step in BUILTIN_STEPS and jax.default_backend() == "gpu":
         return GPU_UNROLL
