@@ -49,6 +49,7 @@ def summary_from_logs(folder: str) -> dict[str, Any] | None:
     from its ``config.json`` and its last evaluation in ``eval.jsonl``; None before the
     first evaluation. Marked ``finished: False, from_logs: True``."""
     from rnncells.tasks import get_task
+    from rnncells.training.loop import per_seed_stats, solved_by_every_seed
 
     evals = read_jsonl(os.path.join(folder, "eval.jsonl"))
     if not evals:
@@ -73,13 +74,8 @@ def summary_from_logs(folder: str) -> dict[str, Any] | None:
         "num_steps": config["num_steps"],
         "steps_run": int(last["step"]),
         "stopped_early": False,
-        "solved": all(
-            task.solved({k: float(v[s]) for k, v in per_seed.items()}) for s in range(num_seeds)
-        ),
-        "eval": {
-            k: {"mean": float(v.mean()), "std": float(v.std()), "per_seed": v.tolist()}
-            for k, v in per_seed.items()
-        },
+        "solved": solved_by_every_seed(task, per_seed),
+        "eval": {k: per_seed_stats(v) for k, v in per_seed.items()},
         "finished": False,
         "from_logs": True,
     }

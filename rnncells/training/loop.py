@@ -242,7 +242,17 @@ def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
         json.dump(current, file, indent=2, sort_keys=True)
 
 
-def _per_seed(values: np.ndarray) -> dict[str, Any]:
+def solved_by_every_seed(task, metrics: dict[str, Any]) -> bool:
+    """Whether ``task.solved`` holds for every seed of per-seed ``metrics`` ({name: (S,)})."""
+    num_seeds = len(np.ravel(next(iter(metrics.values()))))
+    return all(
+        task.solved({k: float(np.ravel(v)[s]) for k, v in metrics.items()})
+        for s in range(num_seeds)
+    )
+
+
+def per_seed_stats(values) -> dict[str, Any]:
+    """Mean, std and the per-seed values of one metric, as the summary stores them."""
     return {
         "mean": float(np.mean(values)),
         "std": float(np.std(values)),
@@ -358,10 +368,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         }
                     ],
                 )
-                solved = all(
-                    task.solved({k: float(v[s]) for k, v in eval_metrics.items()})
-                    for s in range(config.num_seeds)
-                )
+                solved = solved_by_every_seed(task, eval_metrics)
                 if solved and config.early_stop and step < config.num_steps:
                     stopped_early = True
             at_end = step == config.num_steps or stopped_early or at_time_limit
@@ -373,10 +380,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         bar.close()
     if eval_metrics is None:
         eval_metrics = jax.device_get(setup.evaluate(state.params))
-        solved = all(
-            task.solved({k: float(v[s]) for k, v in eval_metrics.items()})
-            for s in range(config.num_seeds)
-        )
+        solved = solved_by_every_seed(task, eval_metrics)
     summary = {
         "task": task.name,
         "task_kwargs": dict(config.task.kwargs),
@@ -393,7 +397,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "stopped_at_time_limit": at_time_limit,
         "wall_s_this_process": time.perf_counter() - t0,
         "solved": bool(solved),
-        "eval": {k: _per_seed(np.asarray(v)) for k, v in eval_metrics.items()},
+        "eval": {k: per_seed_stats(np.asarray(v)) for k, v in eval_metrics.items()},
         "finished": not at_time_limit,  # a run stopped at its time limit resumes
     }
     with open(summary_path, "w", encoding="utf-8") as file:
