@@ -362,7 +362,7 @@ def _layer(cfg: Config):
             seq["c_prev"] = _shift_in(c0, cs)
         if cfg.remat:
             seq["x"] = xs
-        else:
+        elif acts is not None:  # the plain RNN saves no activations
             seq["acts"] = acts
         if cfg.masked:
             seq["valid"] = jnp.arange(num_steps, dtype=lengths.dtype)[:, None] < lengths[None, :]
@@ -476,11 +476,34 @@ def _layer(cfg: Config):
             )
             return grads, dh0, dc0, dxs, None
 
-        (dh0, dc0), outs = jax.lax.scan(
-            body, (dh_T, dc_T if lstm else None), seq, reverse=True, unroll=cfg.unroll
+        # Each step's inputs are read one iteration ahead into the loop carry, so that the
+        # step's elementwise kernels read plain arrays: XLA:CPU runs a kernel that slices a
+        # (T, B, ...) array at a dynamic index several times slower (bench.md). The LSTM
+        # writes dA_t (as wide as its activations) over the saved activations of step t,
+        # which no later step reads, instead of into a new (T, B, 4H) buffer that XLA
+        # would first fill with zeros.
+        buf = seq.pop("acts") if lstm else None
+
+        def read(t, buf):
+            s = {k: jax.lax.dynamic_index_in_dim(v, t, 0, keepdims=False) for k, v in seq.items()}
+            if buf is not None:
+                s["acts"] = jax.lax.dynamic_index_in_dim(buf, t, 0, keepdims=False)
+            return s
+
+        def prefetch_body(carry, t):
+            dhc, cur, buf = carry
+            dhc, out = body(dhc, cur)
+            if buf is not None:
+                buf = jax.lax.dynamic_update_index_in_dim(buf, out.pop("dA"), t, 0)
+            # Reading the updated buffer orders this read after the write: no copy of it.
+            return (dhc, read(jnp.maximum(t - 1, 0), buf), buf), out
+
+        init = ((dh_T, dc_T if lstm else None), read(num_steps - 1, buf), buf)
+        ((dh0, dc0), _, buf), outs = jax.lax.scan(
+            prefetch_body, init, jnp.arange(num_steps), reverse=True, unroll=cfg.unroll
         )
         rows = num_steps * batch
-        dA = outs["dA"].reshape((rows, -1))
+        dA = (outs["dA"] if buf is None else buf).reshape((rows, -1))
         r = outs["r"].reshape((rows, hidden)) if "r" in outs else None
         grads = weight_grads(xs.reshape((rows, -1)), hs_prev.reshape((rows, hidden)), dA, r)
         dxs = outs["dx"] if concat else _mm(dA, W.T, cd, dtype).reshape(xs.shape)
