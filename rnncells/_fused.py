@@ -243,13 +243,15 @@ def _gru_ra_fwd(cfg, V, b_hn, h, gx, hidden, cd):
 
 
 def _gru_ra_bwd(VT, dh, acts, h_prev, cd):
+    """Returns dh_prev, dA = [da_r, da_z, da_n] and dghn = da_n * r."""
     r, z, n, ghn = acts
     da_n = dh * z * (1 - n * n)
     da_r = da_n * ghn * r * (1 - r)
     da_z = dh * (n - h_prev) * z * (1 - z)
-    dgh = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
+    dghn = da_n * r
+    dgh = jnp.concatenate([da_r, da_z, dghn], axis=-1)
     dh_prev = dh * (1 - z) + _mm(dgh, VT, cd, dh.dtype)
-    return dh_prev, jnp.concatenate([da_r, da_z, da_n], axis=-1)
+    return dh_prev, jnp.concatenate([da_r, da_z, da_n], axis=-1), dghn
 
 
 def _rnn_fwd(V, h, gx, cd):
@@ -322,7 +324,9 @@ def _layer(cfg: Config):
                     out["h"] = h_new  # the carried h (ys are zeros past the length)
                 if lstm:
                     out["c"] = c_new
-                if not cfg.remat and cfg.kind != "rnn":
+                if not cfg.remat and cfg.kind == "gru_ra":  # two arrays, each overwritten
+                    out["acts"], out["ghn"] = jnp.concatenate(acts[:3], -1), acts[3]  # in bwd
+                elif not cfg.remat and cfg.kind != "rnn":
                     out["acts"] = acts if isinstance(acts, jax.Array) else jnp.concatenate(acts, -1)
             return new_carry, out
 
@@ -337,11 +341,12 @@ def _layer(cfg: Config):
     def layer_fwd(params, h0, c0, xs, lengths):
         h, c, outs = forward(params, h0, c0, xs, lengths, save=True)
         hs = outs.get("h", outs["y"])
-        res = (params, h0, c0, xs, lengths, hs, outs.get("c"), outs.get("acts"))
+        saved = {k: outs[k] for k in ("acts", "ghn") if k in outs}
+        res = (params, h0, c0, xs, lengths, hs, outs.get("c"), saved)
         return (h, c, outs["y"]), res
 
     def layer_bwd(res, cts):
-        params, h0, c0, xs, lengths, hs, cs, acts = res
+        params, h0, c0, xs, lengths, hs, cs, saved = res
         dh_T, dc_T, dys = cts
         hidden = params.V.shape[0]
         num_steps, batch, _ = xs.shape
@@ -362,8 +367,8 @@ def _layer(cfg: Config):
             seq["c_prev"] = _shift_in(c0, cs)
         if cfg.remat:
             seq["x"] = xs
-        elif acts is not None:  # the plain RNN saves no activations
-            seq["acts"] = acts
+        else:
+            seq.update(saved)  # the gate activations (none for the plain RNN)
         if cfg.masked:
             seq["valid"] = jnp.arange(num_steps, dtype=lengths.dtype)[:, None] < lengths[None, :]
 
@@ -401,7 +406,7 @@ def _layer(cfg: Config):
             if cfg.remat:
                 act = recompute(s)
             elif cfg.kind == "gru_ra":
-                act = split(s["acts"], (hidden,) * 4)
+                act = split(s["acts"], (hidden,) * 3) + (s["ghn"],)
             elif lstm and cfg.gate_block:
                 act = s["acts"]
             elif cfg.kind != "rnn":
@@ -416,13 +421,15 @@ def _layer(cfg: Config):
                 dh_prev, dA = _gru_bwd(VT, dh_cell, act, s["h_prev"], hidden, cd)
                 dc_prev = None
             elif cfg.kind == "gru_ra":
-                dh_prev, dA = _gru_ra_bwd(VT, dh_cell, act, s["h_prev"], cd)
+                dh_prev, dA, dghn = _gru_ra_bwd(VT, dh_cell, act, s["h_prev"], cd)
                 dc_prev = None
             else:
                 h_t = s["h_t"]
                 dA = dh_cell * (1 - h_t * h_t)
                 dh_prev, dc_prev = _mm(dA, VT, cd, dtype), None
             out = {"dA": dA}
+            if cfg.kind == "gru_ra":
+                out["dghn"] = dghn
             if concat:
                 out["dx"], dh_prev = dh_prev[:, :input_size], dh_prev[:, input_size:]
             if cfg.masked:
@@ -430,7 +437,7 @@ def _layer(cfg: Config):
                 dh_prev = dh_prev + jnp.where(m, zeros, dh)
                 if lstm:
                     dc_prev = dc_prev + jnp.where(m, zeros, dc)
-            if cfg.kind == "gru" or (cfg.kind == "gru_ra"):
+            if cfg.kind == "gru":
                 out["r"] = act[0]
             return (dh_prev, dc_prev), out
 
@@ -438,8 +445,8 @@ def _layer(cfg: Config):
             seq["h_t"] = hs
         W = params.W if cd is None else params.W.astype(cd)
 
-        def weight_grads(x, hp, dA, r):
-            """dW, dV, db (and db_hn) from rows of x_t, h_{t-1}, dA_t (and r_t)."""
+        def weight_grads(x, hp, dA, r, dghn):
+            """dW, dV, db (and db_hn) from rows of x_t, h_{t-1}, dA_t (and r_t or dghn_t)."""
             dW = _mm_tn(x, dA, cd, dtype)
             db = jnp.sum(dA, axis=0)
             if cfg.kind == "gru":
@@ -452,7 +459,6 @@ def _layer(cfg: Config):
                 )
                 return GRUParams(dW, dV, db)
             if cfg.kind == "gru_ra":
-                dghn = dA[:, 2 * hidden :] * r
                 dgh = jnp.concatenate([dA[:, : 2 * hidden], dghn], axis=-1)
                 return GRUResetAfterParams(
                     dW, _mm_tn(hp, dgh, cd, dtype), db, jnp.sum(dghn, axis=0)
@@ -464,7 +470,7 @@ def _layer(cfg: Config):
             def remat_body(carry, s):
                 (dh, dc), acc = carry
                 (dh, dc), out = body((dh, dc), s)
-                step = weight_grads(s["x"], s["h_prev"], out["dA"], out.get("r"))
+                step = weight_grads(s["x"], s["h_prev"], out["dA"], out.get("r"), out.get("dghn"))
                 acc = jax.tree.map(jnp.add, acc, step)
                 dx = out["dx"] if concat else _mm(out["dA"], W.T, cd, dtype)
                 return ((dh, dc), acc), dx
@@ -479,33 +485,35 @@ def _layer(cfg: Config):
         # Each step's inputs are read one iteration ahead into the loop carry, so that the
         # step's elementwise kernels read plain arrays: XLA:CPU runs a kernel that slices a
         # (T, B, ...) array at a dynamic index several times slower (bench.md). The LSTM
-        # writes dA_t (as wide as its activations) over the saved activations of step t,
-        # which no later step reads, instead of into a new (T, B, 4H) buffer that XLA
-        # would first fill with zeros.
-        buf = seq.pop("acts") if lstm else None
+        # and the reset-after GRU write their step gradients over the saved activations of
+        # the same width (dA_t over the gates, the GRU's dghn_t over ghn_t), which no later
+        # step reads, instead of into new (T, B, ...) buffers that XLA first fills with zeros.
+        overwrite = {"acts": "dA", "ghn": "dghn"} if lstm or cfg.kind == "gru_ra" else {}
+        bufs = {k: seq.pop(k) for k in overwrite if k in seq}
 
-        def read(t, buf):
-            s = {k: jax.lax.dynamic_index_in_dim(v, t, 0, keepdims=False) for k, v in seq.items()}
-            if buf is not None:
-                s["acts"] = jax.lax.dynamic_index_in_dim(buf, t, 0, keepdims=False)
-            return s
+        def read(t, bufs):
+            s = {**seq, **bufs}
+            return {k: jax.lax.dynamic_index_in_dim(v, t, 0, keepdims=False) for k, v in s.items()}
 
         def prefetch_body(carry, t):
-            dhc, cur, buf = carry
+            dhc, cur, bufs = carry
             dhc, out = body(dhc, cur)
-            if buf is not None:
-                buf = jax.lax.dynamic_update_index_in_dim(buf, out.pop("dA"), t, 0)
-            # Reading the updated buffer orders this read after the write: no copy of it.
-            return (dhc, read(jnp.maximum(t - 1, 0), buf), buf), out
+            bufs = {
+                k: jax.lax.dynamic_update_index_in_dim(b, out.pop(overwrite[k]), t, 0)
+                for k, b in bufs.items()
+            }
+            # Reading the updated buffers orders this read after the writes: no copies.
+            return (dhc, read(jnp.maximum(t - 1, 0), bufs), bufs), out
 
-        init = ((dh_T, dc_T if lstm else None), read(num_steps - 1, buf), buf)
-        ((dh0, dc0), _, buf), outs = jax.lax.scan(
+        init = ((dh_T, dc_T if lstm else None), read(num_steps - 1, bufs), bufs)
+        ((dh0, dc0), _, bufs), outs = jax.lax.scan(
             prefetch_body, init, jnp.arange(num_steps), reverse=True, unroll=cfg.unroll
         )
+        outs.update({overwrite[k]: b for k, b in bufs.items()})
         rows = num_steps * batch
-        dA = (outs["dA"] if buf is None else buf).reshape((rows, -1))
-        r = outs["r"].reshape((rows, hidden)) if "r" in outs else None
-        grads = weight_grads(xs.reshape((rows, -1)), hs_prev.reshape((rows, hidden)), dA, r)
+        dA = outs["dA"].reshape((rows, -1))
+        r, dghn = (outs[k].reshape((rows, hidden)) if k in outs else None for k in ("r", "dghn"))
+        grads = weight_grads(xs.reshape((rows, -1)), hs_prev.reshape((rows, hidden)), dA, r, dghn)
         dxs = outs["dx"] if concat else _mm(dA, W.T, cd, dtype).reshape(xs.shape)
         return grads, dh0, dc0, dxs, None
 
