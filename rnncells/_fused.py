@@ -482,12 +482,32 @@ def _layer(cfg: Config):
             )
             return grads, dh0, dc0, dxs, None
 
-        # Each step's inputs are read one iteration ahead into the loop carry, so that the
-        # step's elementwise kernels read plain arrays: XLA:CPU runs a kernel that slices a
-        # (T, B, ...) array at a dynamic index several times slower (bench.md). The LSTM
-        # and the reset-after GRU write their step gradients over the saved activations of
-        # the same width (dA_t over the gates, the GRU's dghn_t over ghn_t), which no later
-        # step reads, instead of into new (T, B, ...) buffers that XLA first fills with zeros.
+        carry0 = (dh_T, dc_T if lstm else None)
+        if cfg.unroll > 1:
+            # Within an unrolled iteration XLA fuses the slices into the steps' kernels and
+            # would copy a buffer that is read and overwritten there: plain stacked outputs.
+            (dh0, dc0), outs = jax.lax.scan(body, carry0, seq, reverse=True, unroll=cfg.unroll)
+        else:
+            (dh0, dc0), outs = prefetch_scan(body, carry0, seq, num_steps)
+        rows = num_steps * batch
+        dA = outs["dA"].reshape((rows, -1))
+        r, dghn = (outs[k].reshape((rows, hidden)) if k in outs else None for k in ("r", "dghn"))
+        grads = weight_grads(xs.reshape((rows, -1)), hs_prev.reshape((rows, hidden)), dA, r, dghn)
+        dxs = outs["dx"] if concat else _mm(dA, W.T, cd, dtype).reshape(xs.shape)
+        return grads, dh0, dc0, dxs, None
+
+    def prefetch_scan(body, carry0, seq, num_steps):
+        """The reverse loop of ``body`` over ``seq``, as ``jax.lax.scan`` runs it, but faster
+        on XLA:CPU.
+
+        Each step's inputs are read one iteration ahead into the loop carry, so that the
+        step's elementwise kernels read plain arrays: XLA:CPU runs a kernel that slices a
+        (T, B, ...) array at a dynamic index several times slower (bench.md). The LSTM
+        and the reset-after GRU write their step gradients over the saved activations of
+        the same width (dA_t over the gates, the GRU's dghn_t over ghn_t), which no later
+        step reads, instead of into new (T, B, ...) buffers that XLA first fills with zeros.
+        """
+        seq = dict(seq)
         overwrite = {"acts": "dA", "ghn": "dghn"} if lstm or cfg.kind == "gru_ra" else {}
         bufs = {k: seq.pop(k) for k in overwrite if k in seq}
 
@@ -505,17 +525,12 @@ def _layer(cfg: Config):
             # Reading the updated buffers orders this read after the writes: no copies.
             return (dhc, read(jnp.maximum(t - 1, 0), bufs), bufs), out
 
-        init = ((dh_T, dc_T if lstm else None), read(num_steps - 1, bufs), bufs)
-        ((dh0, dc0), _, bufs), outs = jax.lax.scan(
-            prefetch_body, init, jnp.arange(num_steps), reverse=True, unroll=cfg.unroll
+        init = (carry0, read(num_steps - 1, bufs), bufs)
+        (carry, _, bufs), outs = jax.lax.scan(
+            prefetch_body, init, jnp.arange(num_steps), reverse=True
         )
         outs.update({overwrite[k]: b for k, b in bufs.items()})
-        rows = num_steps * batch
-        dA = outs["dA"].reshape((rows, -1))
-        r, dghn = (outs[k].reshape((rows, hidden)) if k in outs else None for k in ("r", "dghn"))
-        grads = weight_grads(xs.reshape((rows, -1)), hs_prev.reshape((rows, hidden)), dA, r, dghn)
-        dxs = outs["dx"] if concat else _mm(dA, W.T, cd, dtype).reshape(xs.shape)
-        return grads, dh0, dc0, dxs, None
+        return carry, outs
 
     layer.defvjp(layer_fwd, layer_bwd)
     return layer
