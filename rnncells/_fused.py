@@ -323,7 +323,7 @@ def _layer(cfg: Config):
                 if cfg.masked or cfg.remat:
                     out["h"] = h_new  # the carried h (ys are zeros past the length)
                 if lstm:
-                    out["c"] = c_new
+                    out["c_prev"] = c  # the cell state this step started from
                 if not cfg.remat and cfg.kind == "gru_ra":  # two arrays, each overwritten
                     out["acts"], out["ghn"] = jnp.concatenate(acts[:3], -1), acts[3]  # in bwd
                 elif not cfg.remat and cfg.kind != "rnn":
@@ -342,11 +342,11 @@ def _layer(cfg: Config):
         h, c, outs = forward(params, h0, c0, xs, lengths, save=True)
         hs = outs.get("h", outs["y"])
         saved = {k: outs[k] for k in ("acts", "ghn") if k in outs}
-        res = (params, h0, c0, xs, lengths, hs, outs.get("c"), saved)
+        res = (params, h0, c0, xs, lengths, hs, outs.get("c_prev"), saved)
         return (h, c, outs["y"]), res
 
     def layer_bwd(res, cts):
-        params, h0, c0, xs, lengths, hs, cs, saved = res
+        params, h0, c0, xs, lengths, hs, cs_prev, saved = res
         dh_T, dc_T, dys = cts
         hidden = params.V.shape[0]
         num_steps, batch, _ = xs.shape
@@ -362,9 +362,7 @@ def _layer(cfg: Config):
         if cfg.remat or cfg.kind in ("gru", "gru_ra"):
             seq["h_prev"] = hs_prev
         if lstm:
-            if not cfg.gate_block:
-                seq["c"] = cs
-            seq["c_prev"] = _shift_in(c0, cs)
+            seq["c_prev"] = cs_prev
         if cfg.remat:
             seq["x"] = xs
         else:
@@ -416,7 +414,9 @@ def _layer(cfg: Config):
                     VT, dh_cell, dc_cell, act, s["c_prev"], hidden, cd
                 )
             elif lstm:
-                dh_prev, dc_prev, dA = _lstm_bwd(VT, dh_cell, dc_cell, act, s["c_prev"], s["c"], cd)
+                i, f, g, _ = act
+                c_t = f * s["c_prev"] + i * g
+                dh_prev, dc_prev, dA = _lstm_bwd(VT, dh_cell, dc_cell, act, s["c_prev"], c_t, cd)
             elif cfg.kind == "gru":
                 dh_prev, dA = _gru_bwd(VT, dh_cell, act, s["h_prev"], hidden, cd)
                 dc_prev = None
