@@ -93,11 +93,15 @@ def _jax_pair(loss_and_out, params, xs):
     compiled_fwd = fwd.lower(params, xs).compile()
     jax.block_until_ready(compiled_fwd(params, xs))
     jax.block_until_ready(compiled_train(params, xs))
-    return (
-        lambda: jax.block_until_ready(compiled_fwd(params, xs)),
-        lambda: jax.block_until_ready(compiled_train(params, xs)),
-        compile_s,
-    )
+
+    def run_fwd():
+        return jax.block_until_ready(compiled_fwd(params, xs))
+
+    def run_train():
+        return jax.block_until_ready(compiled_train(params, xs))
+
+    run_fwd.compiled, run_train.compiled = compiled_fwd, compiled_train  # for their HLO
+    return run_fwd, run_train, compile_s
 
 
 def _rc_params(cell, key, D, H):

@@ -1,5 +1,8 @@
 """The benchmark harness runs end to end on a tiny size (its figures are not checked)."""
 
+import subprocess
+import sys
+
 import pytest
 
 from experiments import bench
@@ -24,3 +27,29 @@ def test_flop_counts():
     fwd, train = bench.flops("lstm", 2, 3, 4, 5)
     assert fwd == 2 * 2 * 3 * (4 + 5) * 4 * 5 and train == 3 * fwd
     assert bench.flops("gru", 2, 3, 4, 5)[0] == pytest.approx(fwd * 3 / 4)
+
+
+def test_profile_prints_the_kernels_of_a_step():
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.profile", "--size", "small", "--cell", "gru"]
+        + ["--calls", "1", "--top", "12"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = out.splitlines()
+    assert lines[0] == "rnncells gru small train (B, T, D, H) = (16, 128, 32, 64)"
+    assert lines[1].endswith("ms per call while traced")
+    kernels = [line.split()[-1] for line in lines[3:]]
+    assert any("fusion" in k for k in kernels), out  # XLA:CPU recorded its kernels
+    assert not any(k.startswith("$") for k in kernels), out
+
+
+def test_profile_refuses_bad_arguments():
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.profile", "--calls", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode != 0 and "--calls must be at least 1, got 0" in proc.stderr
