@@ -21,7 +21,7 @@ Implementations (``--impls``): rnncells (``rc.unroll`` of the built-in step: the
 layer), rnncells_generic (``rc.unroll`` of a wrapped step: plain ``lax.scan`` + autodiff),
 torch, flax (``nn.RNN`` of ``OptimizedLSTMCell`` / ``GRUCell``), eqx (``LSTMCell`` /
 ``GRUCell`` under ``lax.scan``), cudnn (GPU only, LSTM only: ``jax.experimental.rnn.lstm``,
-JAX's binding of cuDNN's fused LSTM); tuning variants of the fused layer: rc_hoist,
+JAX's binding of cuDNN's fused LSTM); tuning variants of the fused layer: rc_nohoist,
 rc_logistic, rc_u2, rc_u8, rc_remat, rc_noblock, rc_concat, rc_bf16 (``compute_dtype=bfloat16``).
 
 On a GPU (``jax.default_backend() == "gpu"``) the same harness runs with: PyTorch on
@@ -134,7 +134,7 @@ def build_rnncells(cell, B, T, D, H, variant=None):
 
     else:
         changes = {
-            "hoist": dict(hoist=True),
+            "nohoist": dict(hoist=False),
             "logistic": dict(tanh_sigmoid=False),
             "u2": dict(unroll=2),
             "u8": dict(unroll=8),
@@ -254,7 +254,7 @@ def build_torch(cell, B, T, D, H):
 BUILDERS = {
     "rnncells": lambda *a: build_rnncells(*a),
     "rnncells_generic": lambda *a: build_rnncells(*a, variant="generic"),
-    "rc_hoist": lambda *a: build_rnncells(*a, variant="hoist"),
+    "rc_nohoist": lambda *a: build_rnncells(*a, variant="nohoist"),
     "rc_logistic": lambda *a: build_rnncells(*a, variant="logistic"),
     "rc_u2": lambda *a: build_rnncells(*a, variant="u2"),
     "rc_u8": lambda *a: build_rnncells(*a, variant="u8"),

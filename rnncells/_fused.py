@@ -48,7 +48,7 @@ class Config(NamedTuple):
     unroll: int  # lax.scan unroll factor of both loops
     remat: bool  # save only carries; the backward recomputes the gates
     compute_dtype: str | None  # matmul input dtype name, None for the parameters' dtype
-    hoist: bool  # compute x @ W + b for all steps as one matmul before the forward loop
+    hoist: bool  # training at unroll 1: x @ W for all steps in one matmul before the loop
     tanh_sigmoid: bool  # sigmoid(a) as 0.5 * tanh(0.5 * a) + 0.5
     gate_block: bool  # LSTM: all four gates as one tanh over the (B, 4H) block
     concat_x: bool  # LSTM/RNN: one matmul [x_t, h] @ [W; V] per step, and dx_t in the loop
@@ -56,7 +56,7 @@ class Config(NamedTuple):
 
 def default_config(params, xs_tm, *, masked, unroll, remat, compute_dtype) -> Config:
     """The layer's choices; the fixed ones were measured side by side with ``python -m
-    experiments.bench --impls rnncells,rc_hoist,rc_logistic,rc_noblock,rc_concat`` (bench.md).
+    experiments.bench --impls rnncells,rc_nohoist,rc_logistic,rc_noblock,rc_concat`` (bench.md).
     """
     return Config(
         kind=_KINDS[type(params)],
@@ -64,7 +64,7 @@ def default_config(params, xs_tm, *, masked, unroll, remat, compute_dtype) -> Co
         unroll=unroll,  # the user's, or rnncells.default_unroll (8 on a GPU, 1 on a CPU)
         remat=remat,
         compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype).name,
-        hoist=False,  # the (T*B, G*H) buffer and its matmul cost more than the loop saves
+        hoist=True,  # one large matmul, and no zero-filled array for the activations
         tanh_sigmoid=True,  # XLA:CPU's tanh is a cheap polynomial; logistic needs exp + divide
         gate_block=True,  # one fusion makes the saved activations: fewer kernels per step
         concat_x=False,  # in-loop dx_t was slower at the long size (D = 8)
@@ -266,13 +266,12 @@ def _layer(cfg: Config):
     """The custom_vjp layer (params, h0, c0, xs, lengths) -> (h_T, c_T, ys) for ``cfg``."""
     cd = None if cfg.compute_dtype is None else jnp.dtype(cfg.compute_dtype)
     lstm = cfg.kind == "lstm"
-    concat = cfg.concat_x and cfg.kind in ("lstm", "rnn") and not cfg.hoist
+    concat = cfg.concat_x and cfg.kind in ("lstm", "rnn")
 
     def gates_in(params, xs):
-        """x @ W + b for all steps at once: (T, B, G*H)."""
+        """x @ W for all steps at once: (T, B, G*H) (b is added in the loop)."""
         num_steps, batch, _ = xs.shape
         gx = _mm(xs.reshape((num_steps * batch, -1)), params.W, cd, params.W.dtype)
-        gx = gx + _row(params.b, 2)
         return gx.reshape((num_steps, batch, -1))
 
     def gate_in(params, x):
@@ -286,7 +285,13 @@ def _layer(cfg: Config):
         if concat:
             WV = jnp.concatenate([params.W, params.V], axis=0)
             WV = WV if cd is None else WV.astype(cd)
-        seq = gates_in(params, xs) if cfg.hoist else xs
+        # Training at unroll 1: x @ W for all steps is one matmul before the loop, and each
+        # step writes its activations (as wide as x @ W) over its slot of that array, which
+        # no later step reads: no per-step x @ W, and no new (T, B, G*H) array that XLA
+        # would first fill with zeros. Forward-only and remat runs keep O(B H) memory.
+        hoist = save and cfg.hoist and not (concat or cfg.remat) and cfg.unroll == 1
+        hoist = hoist and cfg.kind != "rnn"  # the plain RNN saves no activations
+        seq = gates_in(params, xs) if hoist else xs
         if cfg.masked:
             valid = jnp.arange(num_steps, dtype=lengths.dtype)[:, None] < lengths[None, :]
             inputs = (seq, valid)
@@ -300,7 +305,7 @@ def _layer(cfg: Config):
                 xh = jnp.concatenate([s, h], axis=-1)
                 gx = _mm(xh, WV, cd, h.dtype) + _row(params.b, 2)
             else:
-                gx = s if cfg.hoist else gate_in(params, s)
+                gx = s + _row(params.b, 2) if hoist else gate_in(params, s)
             V_in = None if concat else V
             if lstm:
                 h_new, c_new, acts = _lstm_fwd(cfg, V_in, h, c, gx, hidden, cd)
@@ -330,7 +335,27 @@ def _layer(cfg: Config):
                     out["acts"] = acts if isinstance(acts, jax.Array) else jnp.concatenate(acts, -1)
             return new_carry, out
 
-        (h, c), outs = jax.lax.scan(body, (h0, c0), inputs, unroll=cfg.unroll)
+        if not hoist:
+            (h, c), outs = jax.lax.scan(body, (h0, c0), inputs, unroll=cfg.unroll)
+            return h, c, outs
+
+        # The next step's slot is read one iteration ahead into the carry (the reason is in
+        # prefetch_scan), from the array the write returns, which orders it after the write.
+        def read(t, buf):
+            return (
+                jax.lax.dynamic_index_in_dim(buf, t, 0, keepdims=False),
+                None if not cfg.masked else jax.lax.dynamic_index_in_dim(valid, t, 0, False),
+            )
+
+        def fbody(carry, t):
+            hc, cur, buf = carry
+            hc, out = body(hc, cur)
+            buf = jax.lax.dynamic_update_index_in_dim(buf, out.pop("acts"), t, 0)
+            return (hc, read(jnp.minimum(t + 1, num_steps - 1), buf), buf), out
+
+        init = ((h0, c0), read(0, seq), seq)
+        ((h, c), _, acts_all), outs = jax.lax.scan(fbody, init, jnp.arange(num_steps))
+        outs["acts"] = acts_all
         return h, c, outs
 
     @jax.custom_vjp

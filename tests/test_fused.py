@@ -245,7 +245,7 @@ def test_compute_dtype_errors(key):
         rc.unroll(step, params, xs, compute_dtype=jnp.int32)
 
 
-@pytest.mark.parametrize("variant", ["hoist", "logistic", "unroll", "noblock", "concat"])
+@pytest.mark.parametrize("variant", ["nohoist", "logistic", "unroll", "noblock", "concat"])
 def test_tuning_variants_agree(key, variant):
     """The layer's internal choices (set by measurement) never change the result."""
     params = make_params(key, "lstm")
@@ -256,7 +256,7 @@ def test_tuning_variants_agree(key, variant):
         params, xs_tm, masked=True, unroll=1, remat=False, compute_dtype=None
     )
     changes = {
-        "hoist": dict(hoist=True),
+        "nohoist": dict(hoist=False),
         "logistic": dict(tanh_sigmoid=False, gate_block=False),
         "unroll": dict(unroll=3),
         "noblock": dict(gate_block=False),
