@@ -543,6 +543,14 @@ def _layer(cfg: Config):
         def prefetch_body(carry, t):
             dhc, cur, bufs = carry
             dhc, out = body(dhc, cur)
+            if "acts" in bufs:
+                # The LSTM's dc_{t-1} = dc_t f_t and the GRU's dh_{t-1} = dh_t (1 - z_t) + ...
+                # read the activations without leading to dA_t. A select that never takes
+                # them orders those reads before the write, so XLA need not copy the carried
+                # activations every step.
+                tie = dhc[1] if lstm else dhc[0]
+                reps = out["dA"].shape[-1] // tie.shape[-1]
+                out["dA"] = jnp.where(t < 0, jnp.tile(tie, (1, reps)), out["dA"])
             bufs = {
                 k: jax.lax.dynamic_update_index_in_dim(b, out.pop(overwrite[k]), t, 0)
                 for k, b in bufs.items()
