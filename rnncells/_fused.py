@@ -12,6 +12,14 @@ equations of ``lstm.py``, ``gru.py`` and ``rnn.py``), but its gradient is a
 - the time-parallel work then leaves the loop as single large matmuls:
   dV = sum_t h_{t-1}^T dA_t, dW = sum_t x_t^T dA_t, db = sum_t dA_t, dx_t = dA_t W^T.
 
+At unroll 1 (the CPU default) a training run also computes x @ W for all steps as one
+matmul before the forward loop, writes each step's activations over its slot of that
+array, and writes the backward's dA_t over the activations of step t: one (T, B, G*H)
+array serves all three, and XLA never fills a new one with zeros. Both loops read each
+step's slices one iteration ahead into their carry, because XLA:CPU runs elementwise
+kernels that slice an array at the loop index several times slower (bench.md, "Backward
+loop").
+
 Sequences are time-major (T, B, ...) with one flattened batch axis; ``lengths`` freezes
 each carry past its sequence's length and zeroes its outputs, as in ``unroll``. Reverse
 runs are handled by the caller (``unrolling.py``) by reordering time outside this module.
