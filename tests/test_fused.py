@@ -335,12 +335,13 @@ def _while_body_copies(hlo_text):
     return copies
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru_ra"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru_ra"])
 @pytest.mark.parametrize("masked", [False, True])
-def test_backward_overwrites_saved_activations_in_place(key, kind, masked):
-    """The backward loop writes each step's gradients over the saved (T, B, ...) activations
-    without XLA copying the whole buffer in the loop (a copy per step made the layer 40x
-    slower). Shapes are chosen so that no other array has a leading T axis of this size."""
+def test_loops_overwrite_saved_arrays_in_place(key, kind, masked):
+    """The forward loop writes each step's activations over its slot of x @ W, and the
+    backward loop its gradients over the activations, without XLA copying a whole
+    (T, B, ...) array in either loop (a copy per step made the layer 40x slower). Shapes
+    are chosen so that no other array has a leading T axis of this size."""
     T, B = 11, 2
     params = make_params(key, kind)
     xs = jax.random.normal(key, (B, T, D), jnp.float32)
