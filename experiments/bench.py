@@ -401,6 +401,50 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def combined_table(runs: list[dict], impl: str = "rnncells") -> str:
+    """``impl`` against every peer over several runs of the harness (their JSON results):
+    the median ratio of training-step times with its range, and the median % of GEMM."""
+    by_size: dict[str, list[dict]] = {}
+    for run in runs:
+        for result in run["results"]:
+            by_size.setdefault(result["size"], []).append(result)
+    peers = ("torch", "cudnn", "flax", "eqx", "rnncells_generic")
+    present = {ref for r in by_size.values() for x in r for c in x["cells"].values() for ref in c}
+    refs = [ref for ref in peers if ref in present and ref != impl]
+    lines = [
+        f"| size | cell | {impl} train (median) | "
+        + "".join(f"vs {ref} | " for ref in refs)
+        + "% GEMM | runs |",
+        "|---" * (5 + len(refs)) + "|",
+    ]
+    for size, results in by_size.items():
+        for cell in results[0]["cells"]:
+            pairs = [(r, r["cells"][cell]) for r in results if impl in r["cells"].get(cell, {})]
+            if not pairs:
+                continue
+            train_flop = flops(cell, *(results[0][k] for k in ("B", "T", "D", "H")))[1]
+            mine = [rows[impl]["train_s"] for _, rows in pairs]
+            gemm = [
+                train_flop / rows[impl]["train_s"] / 1e9 / r["gemm_gflops"] for r, rows in pairs
+            ]
+            cols = []
+            for ref in refs:
+                ratios = [
+                    rows[ref]["train_s"] / rows[impl]["train_s"] for _, rows in pairs if ref in rows
+                ]
+                cols.append(
+                    f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+                    if ratios
+                    else "-"
+                )
+            lines.append(
+                f"| {size} | {cell.upper()} | {statistics.median(mine) * 1e3:.1f} ms | "
+                + "".join(f"{c} | " for c in cols)
+                + f"{100 * statistics.median(gemm):.0f}% | {len(pairs)} |"
+            )
+    return "\n".join(lines)
+
+
 def memory_table(mem: dict) -> str:
     lines = [
         f"\n### Memory of the training step at B={mem['B']}, T={mem['T']}, D={mem['D']}, "
@@ -425,7 +469,21 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="experiments/results/bench.json")
     parser.add_argument("--memory", action="store_true", help="memory mode instead of speed")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="print median ratios over these earlier runs' JSON files, run nothing",
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        runs = []
+        for path in args.combine:
+            with open(path) as f:
+                runs.append(json.load(f))
+        print(combined_table(runs))
+        return
     cells = [c for c in args.cells.split(",") if c]
     impls = [i for i in args.impls.split(",") if i]
     for name, given, known in (("cells", cells, GATES), ("impls", impls, BUILDERS)):

@@ -1,5 +1,6 @@
 """The benchmark harness runs end to end on a tiny size (its figures are not checked)."""
 
+import json
 import subprocess
 import sys
 
@@ -53,3 +54,42 @@ def test_profile_refuses_bad_arguments():
         check=False,
     )
     assert proc.returncode != 0 and "--calls must be at least 1, got 0" in proc.stderr
+
+
+def _run(times, gemm=100.0):
+    """A harness result with one size and cell, and the given training-step seconds."""
+    rows = {
+        impl: {"fwd_s": t / 3, "train_s": t, "train_spread": 0.1, "compile_s": 0.5}
+        for impl, t in times.items()
+    }
+    size = {"size": "tiny", "B": 2, "T": 3, "D": 4, "H": 5, "gemm_gflops": gemm}
+    return {"results": [dict(size, cells={"lstm": rows})]}
+
+
+def test_combined_table_gives_median_ratios_and_their_range(tmp_path):
+    runs = [
+        _run({"rnncells": 1.0, "torch": 2.0, "flax": 1.5}),
+        _run({"rnncells": 2.0, "torch": 2.0, "flax": 3.0}),
+        _run({"rnncells": 1.0, "torch": 3.0, "flax": 1.2}),
+    ]
+    text = bench.combined_table(runs)
+    header, rule, row = text.splitlines()
+    assert (
+        header == "| size | cell | rnncells train (median) | vs torch | vs flax | % GEMM | runs |"
+    )
+    train_flop = bench.flops("lstm", 2, 3, 4, 5)[1]
+    gemm = f"{100 * train_flop / 1.0 / 1e9 / 100.0:.0f}%"
+    assert (
+        row == f"| tiny | LSTM | 1000.0 ms | 2.00x (1.00-3.00) | 1.50x (1.20-1.50) | {gemm} | 3 |"
+    )
+    paths = []
+    for i, run in enumerate(runs):
+        paths.append(tmp_path / f"run{i}.json")
+        paths[-1].write_text(json.dumps(run))
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.bench", "--combine", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == text
