@@ -150,6 +150,45 @@ def _shift_in(first, seq):
     return jnp.concatenate([first[None], seq[:-1]], axis=0)
 
 
+def _prefetch_scan(body, carry, seq, overwrite, num_steps, *, reverse, before_write=None):
+    """``jax.lax.scan`` of ``body(carry, slices) -> (carry, out)`` over the (T, ...) arrays
+    of ``seq``, with ``unroll=1``, faster on XLA:CPU.
+
+    Each step's slices are read one iteration ahead into the loop carry, so that the step's
+    kernels read plain arrays: XLA:CPU runs an elementwise kernel that slices an array at
+    the loop index several times slower (bench.md, "Backward loop"). For each ``k: name``
+    of ``overwrite``, step t writes ``out[name]`` (as wide as ``seq[k]``) over slot t of
+    ``seq[k]``, which no later step reads, instead of stacking it into a new array that XLA
+    would first fill with zeros; the overwritten arrays come back as ``outs[name]``. The
+    next read is taken from the array the write returns, which orders it after the write,
+    so XLA updates in place. ``before_write(t, carry, out)`` may edit ``out`` first.
+    """
+    seq = dict(seq)
+    bufs = {k: seq.pop(k) for k in overwrite if k in seq}
+    last = num_steps - 1
+
+    def read(t, bufs):
+        arrays = {**seq, **bufs}
+        return {k: jax.lax.dynamic_index_in_dim(v, t, 0, keepdims=False) for k, v in arrays.items()}
+
+    def step(state, t):
+        carry, cur, bufs = state
+        carry, out = body(carry, cur)
+        if before_write is not None:
+            out = before_write(t, carry, out)
+        bufs = {
+            k: jax.lax.dynamic_update_index_in_dim(b, out.pop(overwrite[k]), t, 0)
+            for k, b in bufs.items()
+        }
+        nxt = jnp.maximum(t - 1, 0) if reverse else jnp.minimum(t + 1, last)
+        return (carry, read(nxt, bufs), bufs), out
+
+    init = (carry, read(last if reverse else 0, bufs), bufs)
+    (carry, _, bufs), outs = jax.lax.scan(step, init, jnp.arange(num_steps), reverse=reverse)
+    outs.update({overwrite[k]: b for k, b in bufs.items()})
+    return carry, outs
+
+
 # ----------------------------------------------------------------------------- cells
 # Each cell has: _fwd_<kind>(cfg, p, h, c, gx) -> (h_new, c_new, saved) for one step
 # (gx = x_t @ W + b), and _bwd_<kind>(cfg, p, dh, dc, residuals of the step) ->
@@ -347,23 +386,15 @@ def _layer(cfg: Config):
             (h, c), outs = jax.lax.scan(body, (h0, c0), inputs, unroll=cfg.unroll)
             return h, c, outs
 
-        # The next step's slot is read one iteration ahead into the carry (the reason is in
-        # prefetch_scan), from the array the write returns, which orders it after the write.
-        def read(t, buf):
-            return (
-                jax.lax.dynamic_index_in_dim(buf, t, 0, keepdims=False),
-                None if not cfg.masked else jax.lax.dynamic_index_in_dim(valid, t, 0, False),
-            )
-
-        def fbody(carry, t):
-            hc, cur, buf = carry
-            hc, out = body(hc, cur)
-            buf = jax.lax.dynamic_update_index_in_dim(buf, out.pop("acts"), t, 0)
-            return (hc, read(jnp.minimum(t + 1, num_steps - 1), buf), buf), out
-
-        init = ((h0, c0), read(0, seq), seq)
-        ((h, c), _, acts_all), outs = jax.lax.scan(fbody, init, jnp.arange(num_steps))
-        outs["acts"] = acts_all
+        slices = {"gx": seq, **({"valid": valid} if cfg.masked else {})}
+        (h, c), outs = _prefetch_scan(
+            lambda hc, s: body(hc, (s["gx"], s.get("valid"))),
+            (h0, c0),
+            slices,
+            {"gx": "acts"},  # each step's activations over its slot of x @ W
+            num_steps,
+            reverse=False,
+        )
         return h, c, outs
 
     @jax.custom_vjp
@@ -516,62 +547,39 @@ def _layer(cfg: Config):
             return grads, dh0, dc0, dxs, None
 
         carry0 = (dh_T, dc_T if lstm else None)
+
+        def tie_dA(t, dhc, out):
+            """The LSTM's dc_{t-1} = dc_t f_t and the GRU's dh_{t-1} = dh_t (1 - z_t) + ...
+            read the activations without leading to dA_t. A select that never takes them
+            orders those reads before the write, so XLA need not copy the carried
+            activations every step."""
+            tie = dhc[1] if lstm else dhc[0]
+            reps = out["dA"].shape[-1] // tie.shape[-1]
+            return dict(out, dA=jnp.where(t < 0, jnp.tile(tie, (1, reps)), out["dA"]))
+
         if cfg.unroll > 1:
             # Within an unrolled iteration XLA fuses the slices into the steps' kernels and
             # would copy a buffer that is read and overwritten there: plain stacked outputs.
             (dh0, dc0), outs = jax.lax.scan(body, carry0, seq, reverse=True, unroll=cfg.unroll)
         else:
-            (dh0, dc0), outs = prefetch_scan(body, carry0, seq, num_steps)
+            # The LSTM and the reset-after GRU write dA_t over the activations (and dghn_t
+            # over ghn_t), which are as wide.
+            overwrite = {"acts": "dA", "ghn": "dghn"} if lstm or cfg.kind == "gru_ra" else {}
+            (dh0, dc0), outs = _prefetch_scan(
+                body,
+                carry0,
+                seq,
+                overwrite,
+                num_steps,
+                reverse=True,
+                before_write=tie_dA if overwrite else None,
+            )
         rows = num_steps * batch
         dA = outs["dA"].reshape((rows, -1))
         r, dghn = (outs[k].reshape((rows, hidden)) if k in outs else None for k in ("r", "dghn"))
         grads = weight_grads(xs.reshape((rows, -1)), hs_prev.reshape((rows, hidden)), dA, r, dghn)
         dxs = outs["dx"] if concat else _mm(dA, W.T, cd, dtype).reshape(xs.shape)
         return grads, dh0, dc0, dxs, None
-
-    def prefetch_scan(body, carry0, seq, num_steps):
-        """The reverse loop of ``body`` over ``seq``, as ``jax.lax.scan`` runs it, but faster
-        on XLA:CPU.
-
-        Each step's inputs are read one iteration ahead into the loop carry, so that the
-        step's elementwise kernels read plain arrays: XLA:CPU runs a kernel that slices a
-        (T, B, ...) array at a dynamic index several times slower (bench.md). The LSTM
-        and the reset-after GRU write their step gradients over the saved activations of
-        the same width (dA_t over the gates, the GRU's dghn_t over ghn_t), which no later
-        step reads, instead of into new (T, B, ...) buffers that XLA first fills with zeros.
-        """
-        seq = dict(seq)
-        overwrite = {"acts": "dA", "ghn": "dghn"} if lstm or cfg.kind == "gru_ra" else {}
-        bufs = {k: seq.pop(k) for k in overwrite if k in seq}
-
-        def read(t, bufs):
-            s = {**seq, **bufs}
-            return {k: jax.lax.dynamic_index_in_dim(v, t, 0, keepdims=False) for k, v in s.items()}
-
-        def prefetch_body(carry, t):
-            dhc, cur, bufs = carry
-            dhc, out = body(dhc, cur)
-            if "acts" in bufs:
-                # The LSTM's dc_{t-1} = dc_t f_t and the GRU's dh_{t-1} = dh_t (1 - z_t) + ...
-                # read the activations without leading to dA_t. A select that never takes
-                # them orders those reads before the write, so XLA need not copy the carried
-                # activations every step.
-                tie = dhc[1] if lstm else dhc[0]
-                reps = out["dA"].shape[-1] // tie.shape[-1]
-                out["dA"] = jnp.where(t < 0, jnp.tile(tie, (1, reps)), out["dA"])
-            bufs = {
-                k: jax.lax.dynamic_update_index_in_dim(b, out.pop(overwrite[k]), t, 0)
-                for k, b in bufs.items()
-            }
-            # Reading the updated buffers orders this read after the writes: no copies.
-            return (dhc, read(jnp.maximum(t - 1, 0), bufs), bufs), out
-
-        init = (carry0, read(num_steps - 1, bufs), bufs)
-        (carry, _, bufs), outs = jax.lax.scan(
-            prefetch_body, init, jnp.arange(num_steps), reverse=True
-        )
-        outs.update({overwrite[k]: b for k, b in bufs.items()})
-        return carry, outs
 
     layer.defvjp(layer_fwd, layer_bwd)
     return layer
