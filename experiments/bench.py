@@ -12,6 +12,8 @@ once, in turn, and the table reports medians. The training step is forward + bac
 of sum(outputs) w.r.t. the parameters and the inputs. A 1024x1024 fp32 matmul in JAX is
 timed in the same process; every figure is also given as a fraction of that GEMM rate
 for the training step's FLOP count: forward 2*B*T*(D+H)*G*H, backward 2x forward.
+"faulted MB" is the memory a training step touched for the first time (minor page faults,
+median), which the OS maps and zeroes at about 0.5 ms per MB on this machine.
 
 Inputs: rnncells and Flax take batch-first (B, T, D) (their default); Equinox runs under
 ``lax.scan`` over time-major (T, B, D); PyTorch takes its default (T, B, D) with
@@ -41,6 +43,11 @@ import statistics
 import subprocess
 import sys
 import time
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
 
 SIZES = {  # (B, T, D, H)
     "small": (16, 128, 32, 64),
@@ -272,6 +279,20 @@ BUILDERS = {
 # ----------------------------------------------------------------------------- one size
 
 
+def minor_faults() -> int | None:
+    """Minor page faults of this process so far (None where the OS does not count them).
+
+    A minor fault maps a page of fresh memory the first time it is touched: the kernel
+    zeroes it. On the 2-core machine of bench.md it cost 2.0 us per 4 KiB page (a
+    128 MiB malloc written twice: 71.9 ms, then 5.8 ms), so every MiB a step touches
+    for the first time costs about 0.5 ms.
+    """
+    return None if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+PAGE_BYTES = 0 if resource is None else resource.getpagesize()
+
+
 def gemm_rate(reps: int = 20) -> float:
     """GFLOP/s of an NxN fp32 matmul in JAX (median of ``reps`` calls); N = 1024 on a
     CPU, 8192 on a GPU."""
@@ -307,18 +328,25 @@ def run_size(size: str, cells, impls, reps: int) -> dict:
             fwd, train, comp = made
             built[impl] = (fwd, train)
             compile_s[impl] = comp
-        times = {impl: {"fwd": [], "train": []} for impl in built}
+        times = {impl: {"fwd": [], "train": [], "faults": []} for impl in built}
         for _ in range(reps):
             for impl in built:  # round-robin, so load changes hit every impl alike
                 for mode, fn in zip(("fwd", "train"), built[impl], strict=True):
+                    faults0 = minor_faults()
                     t0 = time.perf_counter()
                     fn()
                     times[impl][mode].append(time.perf_counter() - t0)
+                    if mode == "train" and faults0 is not None:
+                        times[impl]["faults"].append(minor_faults() - faults0)
         result["cells"][cell] = {
             impl: {
                 "fwd_s": statistics.median(t["fwd"]),
                 "train_s": statistics.median(t["train"]),
                 "train_spread": (max(t["train"]) - min(t["train"])) / statistics.median(t["train"]),
+                # memory first touched during a training step: pages the OS had to map
+                "train_faulted_MB": (
+                    statistics.median(t["faults"]) * PAGE_BYTES / 2**20 if t["faults"] else None
+                ),
                 "compile_s": compile_s[impl],
             }
             for impl, t in times.items()
@@ -385,18 +413,20 @@ def table(result: dict) -> str:
         lines.append(
             "| impl | fwd | train | train tokens/s | "
             + "".join(f"vs {ref} | " for ref in refs)
-            + "train GFLOP/s | % GEMM | fwd % GEMM | compile s | spread |"
+            + "train GFLOP/s | % GEMM | fwd % GEMM | compile s | spread | faulted MB |"
         )
-        lines.append("|---" * (9 + len(refs)) + "|")
+        lines.append("|---" * (10 + len(refs)) + "|")
         for impl, r in rows.items():
             rate = train_flop / r["train_s"] / 1e9
             comp = "-" if r["compile_s"] is None else f"{r['compile_s']:.2f}"
+            faulted = r.get("train_faulted_MB")  # absent from older runs' JSON
+            faulted = "-" if faulted is None else f"{faulted:.0f}"
             ratios = "".join(f"{rows[ref]['train_s'] / r['train_s']:.2f}x | " for ref in refs)
             lines.append(
                 f"| {impl} | {r['fwd_s'] * 1e3:.2f} ms | {r['train_s'] * 1e3:.2f} ms | "
                 f"{B * T / r['train_s']:,.0f} | {ratios}{rate:.1f} | {100 * rate / gemm:.0f}% | "
                 f"{100 * fwd_flop / r['fwd_s'] / 1e9 / gemm:.0f}% | {comp} | "
-                f"{100 * r['train_spread']:.0f}% |"
+                f"{100 * r['train_spread']:.0f}% | {faulted} |"
             )
     return "\n".join(lines)
 

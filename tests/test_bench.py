@@ -18,10 +18,29 @@ def test_run_size_and_table_on_a_tiny_size(monkeypatch):
         assert sorted(rows) == ["flax", "rnncells"]  # cudnn: GPU only, so skipped on a CPU
         for row in rows.values():
             assert row["fwd_s"] > 0 and row["train_s"] > 0 and row["compile_s"] > 0
+            faulted = row["train_faulted_MB"]
+            assert faulted is None if bench.resource is None else faulted >= 0
     text = bench.table(result)
     assert text.count("### tiny") == 2
     assert "| impl | fwd | train | train tokens/s | vs flax | train GFLOP/s |" in text
+    assert "| spread | faulted MB |" in text
     assert "| rnncells |" in text and "| cudnn |" not in text
+
+
+def test_minor_faults_count_first_touched_memory():
+    if bench.resource is None:
+        pytest.skip("the OS does not count page faults")
+    import mmap
+
+    import numpy as np
+
+    pages = 2048
+    fresh = mmap.mmap(-1, pages * bench.PAGE_BYTES)  # anonymous memory, not yet touched
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # one fault per page even where THP is "always"
+        fresh.madvise(mmap.MADV_NOHUGEPAGE)
+    before = bench.minor_faults()
+    np.frombuffer(fresh, np.uint8)[:: bench.PAGE_BYTES] = 1  # one byte in every page
+    assert bench.minor_faults() - before >= pages
 
 
 def test_flop_counts():
