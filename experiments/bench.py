@@ -49,6 +49,8 @@ try:
 except ImportError:  # not on Windows
     resource = None
 
+PAGE_BYTES = 0 if resource is None else resource.getpagesize()
+
 SIZES = {  # (B, T, D, H)
     "small": (16, 128, 32, 64),
     "medium": (64, 256, 128, 256),
@@ -288,9 +290,6 @@ def minor_faults() -> int | None:
     for the first time costs about 0.5 ms.
     """
     return None if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-PAGE_BYTES = 0 if resource is None else resource.getpagesize()
 
 
 def gemm_rate(reps: int = 20) -> float:
