@@ -61,13 +61,30 @@ def check_positive_int(name: str, value) -> int:
     return int(value)
 
 
+def check_batch_shape(batch_shape) -> tuple[int, ...]:
+    """``batch_shape`` (an int is one dimension) as a tuple of non-negative ints."""
+    if isinstance(batch_shape, int | np.integer):
+        batch_shape = (batch_shape,)
+    batch_shape = tuple(batch_shape)
+    if any(
+        isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 0 for d in batch_shape
+    ):
+        raise ValueError(f"batch_shape must be a tuple of non-negative ints, got {batch_shape!r}")
+    return tuple(int(d) for d in batch_shape)
+
+
 def is_concrete(x) -> bool:
     """True when ``x`` holds values known at trace time (not a tracer)."""
     return not isinstance(x, jax.core.Tracer)
 
 
 def check_lengths(lengths, batch_shape: Sequence[int], num_steps: int) -> jax.Array:
-    """Checks a ``lengths`` array: integer dtype, shape ``batch_shape``, values in [0, T]."""
+    """Checks a ``lengths`` array: integer dtype, shape ``batch_shape``, values in [0, T].
+
+    Returns the lengths as int32: the time indices compared with them are built in their
+    dtype, and a narrow one (uint8, int8) would wrap around past its range. Values known
+    at trace time outside [0, T] raise; traced ones (under ``jit``) are clipped to [0, T].
+    """
     check_array("lengths", lengths)
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise TypeError(f"lengths must have an integer dtype, got {lengths.dtype}")
@@ -79,9 +96,8 @@ def check_lengths(lengths, batch_shape: Sequence[int], num_steps: int) -> jax.Ar
                 f"lengths must lie in [0, {num_steps}] (the number of time steps), "
                 f"got values in [{values.min()}, {values.max()}]"
             )
-    # A JAX array in JAX's integer width: a NumPy int64 array would otherwise request
-    # int64 explicitly later (jnp.arange(..., dtype=lengths.dtype)) and warn without x64.
-    return jnp.asarray(lengths)
+        return jnp.asarray(values.astype(np.int32))
+    return jnp.clip(lengths, 0, num_steps).astype(jnp.int32)
 
 
 def check_params_type(name: str, params, expected_types: tuple[type, ...]) -> None:
@@ -90,8 +106,40 @@ def check_params_type(name: str, params, expected_types: tuple[type, ...]) -> No
         raise TypeError(f"{name} must be {names}, got {type(params).__name__}")
 
 
-def check_step_inputs(params, carry, x, state_type: type, x_name: str = "x") -> None:
-    """Checks one step's ``carry`` and ``x`` against ``params`` (fused W (D, G*H), V (H, G*H))."""
+def check_params(params, num_gates: int) -> None:
+    """Checks a built-in cell's params: W (D, G*H), V (H, G*H), b (G*H,) and, for the
+    reset-after GRU, b_hn (H,), all of one floating dtype (G = ``num_gates``)."""
+    for field, value in zip(params._fields, params, strict=True):
+        check_array(f"params.{field}", value)
+    W, V = params.W, params.V
+    if V.ndim != 2 or V.shape[1] != num_gates * V.shape[0]:
+        raise ValueError(
+            f"params.V must have shape (hidden_size, {num_gates} * hidden_size) for "
+            f"{type(params).__name__}, got shape {shape_str(V.shape)}"
+        )
+    hidden_size = V.shape[0]
+    width = num_gates * hidden_size
+    if W.ndim != 2 or W.shape[1] != width:
+        raise ValueError(
+            f"params.W must have shape (input_size, {width}) ({num_gates} gates of "
+            f"hidden_size {hidden_size}, from params.V), got shape {shape_str(W.shape)}"
+        )
+    expected = {"b": (width,), "b_hn": (hidden_size,)}
+    for field in params._fields[2:]:
+        check_shape(f"params.{field}", getattr(params, field), expected[field])
+    check_floating("params.W", W)
+    for field, value in zip(params._fields[1:], params[1:], strict=True):
+        if value.dtype != W.dtype:
+            raise TypeError(
+                f"params.{field} must have dtype {W.dtype} (params.W's dtype), got {value.dtype}"
+            )
+
+
+def check_step_inputs(
+    params, carry, x, state_type: type, num_gates: int, x_name: str = "x"
+) -> None:
+    """Checks ``params`` (see ``check_params``), then one step's ``carry`` and ``x``."""
+    check_params(params, num_gates)
     input_size, hidden_size = params.W.shape[0], params.V.shape[0]
     check_array(x_name, x)
     check_floating(x_name, x, params.W.dtype)

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
-import numpy as np
 
+from rnncells import _checks
 from rnncells._gates import GateWeights, gate_slice
 from rnncells.gru import GRU_GATES, GRUParams, GRUResetAfterParams, GRUState, gru_cell, gru_step
 from rnncells.lstm import LSTM_GATES, LSTMParams, LSTMState, lstm_cell, lstm_step
@@ -68,14 +68,7 @@ def init_carry(params: Any, batch_shape: Sequence[int] | int = ()) -> Any:
       ((4, 8), (4, 8))
     """
     spec = cell_spec(params)
-    if isinstance(batch_shape, int | np.integer):
-        batch_shape = (batch_shape,)
-    batch_shape = tuple(batch_shape)
-    if any(
-        isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 0 for d in batch_shape
-    ):
-        raise ValueError(f"batch_shape must be a tuple of non-negative ints, got {batch_shape!r}")
-    batch_shape = tuple(int(d) for d in batch_shape)
+    batch_shape = _checks.check_batch_shape(batch_shape)
     zeros = jnp.zeros(batch_shape + (params.V.shape[0],), params.W.dtype)
     return spec.state(*([zeros] * len(spec.state._fields)))
 

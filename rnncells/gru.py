@@ -161,7 +161,7 @@ def gru_step(
       ValueError: x's last dimension is not D, or carry shape doesn't match x's batch dims.
     """
     _checks.check_params_type("params", params, (GRUParams, GRUResetAfterParams))
-    _checks.check_step_inputs(params, carry, x, GRUState)
+    _checks.check_step_inputs(params, carry, x, GRUState, len(GRU_GATES))
     with jax.named_scope("gru_step"):
         return gru_cell(params, carry, add_bias(x @ params.W, params.b))
 

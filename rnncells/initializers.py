@@ -13,6 +13,8 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -58,9 +60,12 @@ def chrono_bias(key: jax.Array, size: int, t_max: float, dtype) -> jax.Array:
       Array (size,) of values in [0, log(t_max - 1)].
 
     Raises:
-      ValueError: if t_max <= 2 (U[1, t_max - 1] would be empty or a point).
+      ValueError: if t_max <= 2 (U[1, t_max - 1] would be empty or a point) or is not
+        finite.
     """
-    if not t_max > 2:
-        raise ValueError(f"chrono_t_max must be > 2 (bias ~ log U[1, t_max - 1]), got {t_max!r}")
+    if not (t_max > 2 and math.isfinite(t_max)):
+        raise ValueError(
+            f"chrono_t_max must be a finite number > 2 (bias ~ log U[1, t_max - 1]), got {t_max!r}"
+        )
     u = jax.random.uniform(key, (size,), dtype=dtype, minval=1.0, maxval=t_max - 1.0)
     return jnp.log(u)

@@ -31,9 +31,31 @@ class Bidirectional(NamedTuple):
     backward: Any
 
 
-def _check_merge(merge: str) -> None:
+def _input_size(params: Any) -> int | None:
+    """D of a built-in cell's params (W is (D, G*H)); None for anything else."""
+    W = getattr(params, "W", None)
+    return W.shape[0] if getattr(W, "ndim", 0) == 2 else None
+
+
+def check_merge(merge: str) -> None:
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {list(MERGES)}, got {merge!r}")
+
+
+def check_dropout_rate(dropout_rate: float) -> None:
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
+
+
+def check_layers(layers: Any) -> None:
+    """Raises TypeError unless ``layers`` is a tuple or list of layers."""
+    if not isinstance(layers, tuple | list) or hasattr(layers, "_fields"):
+        # A params or Bidirectional NamedTuple is a tuple too: its fields are not layers.
+        named = hasattr(layers, "_fields")
+        hint = f" (one layer: ({type(layers).__name__}(...),))" if named else ""
+        raise TypeError(
+            f"layers must be a tuple of layer params{hint}, got {type(layers).__name__}"
+        )
 
 
 def bidirectional_unroll(
@@ -63,7 +85,7 @@ def bidirectional_unroll(
     Returns:
       (Bidirectional(forward_carry, backward_carry), ys).
     """
-    _check_merge(merge)
+    check_merge(merge)
     if not isinstance(params, Bidirectional):
         raise TypeError(
             f"params must be Bidirectional(forward, backward), got {type(params).__name__}"
@@ -79,6 +101,11 @@ def bidirectional_unroll(
     kwargs = dict(lengths=lengths, time_major=time_major, unroll=unroll, remat=remat)
     carry_f, ys_f = _unroll(fwd_step, params.forward, xs, carry.forward, **kwargs)
     carry_b, ys_b = _unroll(bwd_step, params.backward, xs, carry.backward, reverse=True, **kwargs)
+    if merge == "sum" and ys_f.shape[-1] != ys_b.shape[-1]:
+        raise ValueError(
+            "merge='sum' needs outputs of one size from both directions, got "
+            f"{ys_f.shape[-1]} from params.forward and {ys_b.shape[-1]} from params.backward"
+        )
     ys = jnp.concatenate([ys_f, ys_b], axis=-1) if merge == "concat" else ys_f + ys_b
     return Bidirectional(carry_f, carry_b), ys
 
@@ -117,7 +144,7 @@ def stack_init(
         cell = INITS[cell]
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
-    _check_merge(merge)
+    check_merge(merge)
     layers = []
     for depth, layer_key in enumerate(jax.random.split(key, num_layers)):
         width = (
@@ -170,8 +197,7 @@ def stack_unroll(
     Returns:
       (final_carries, ys): one final carry per layer, and the last layer's outputs.
     """
-    if not isinstance(layers, tuple | list):
-        raise TypeError(f"layers must be a tuple of layer params, got {type(layers).__name__}")
+    check_layers(layers)
     if not layers:
         raise ValueError(
             f"layers must hold at least one layer, got an empty {type(layers).__name__}"
@@ -182,11 +208,10 @@ def stack_unroll(
         raise ValueError(
             f"carries must have one entry per layer ({len(layers)}), got {len(carries)}"
         )
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
+    check_dropout_rate(dropout_rate)
     if dropout_rate > 0.0 and dropout_key is None:
         raise ValueError("dropout_key is required when dropout_rate > 0 (dropout_key=None given)")
-    _check_merge(merge)
+    check_merge(merge)
     kwargs = dict(lengths=lengths, time_major=time_major, unroll=unroll, remat=remat)
     finals = []
     ys = xs
@@ -195,6 +220,12 @@ def stack_unroll(
             dropout_key, sub = jax.random.split(dropout_key)
             keep = jax.random.bernoulli(sub, 1.0 - dropout_rate, ys.shape)
             ys = jnp.where(keep, ys / (1.0 - dropout_rate), jnp.zeros_like(ys))
+        width = _input_size(layer.forward if isinstance(layer, Bidirectional) else layer)
+        if depth > 0 and width is not None and width != ys.shape[-1]:
+            raise ValueError(
+                f"layers[{depth}] takes inputs of size {width}, but layers[{depth - 1}] "
+                f"gives outputs of size {ys.shape[-1]}"
+            )
         if isinstance(layer, Bidirectional):
             final, ys = bidirectional_unroll(step, layer, ys, carry, merge=merge, **kwargs)
         else:

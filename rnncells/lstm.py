@@ -136,7 +136,7 @@ def lstm_step(params: LSTMParams, carry: LSTMState, x: jax.Array) -> tuple[LSTMS
       ValueError: x's last dimension is not D, or carry shapes don't match x's batch dims.
     """
     _checks.check_params_type("params", params, (LSTMParams,))
-    _checks.check_step_inputs(params, carry, x, LSTMState)
+    _checks.check_step_inputs(params, carry, x, LSTMState, len(LSTM_GATES))
     with jax.named_scope("lstm_step"):
         return lstm_cell(params, carry, add_bias(x @ params.W, params.b))
 

@@ -100,7 +100,7 @@ def zero_carry(cell: str, batch_shape: Sequence[int], hidden_size: int, dtype) -
       The carry NamedTuple with zeros of shape (*batch_shape, H) in every field.
     """
     state = _STATES[check_cell(cell)]
-    batch_shape = tuple(int(d) for d in batch_shape)
+    batch_shape = _checks.check_batch_shape(batch_shape)
     hidden_size = _checks.check_positive_int("hidden_size", hidden_size)
     zeros = jnp.zeros(batch_shape + (hidden_size,), dtype)
     return state(*([zeros] * len(state._fields)))
@@ -148,6 +148,7 @@ def reverse_valid(xs: jax.Array, lengths: jax.Array | None, *, time_major: bool)
     if lengths is None:
         return jnp.flip(xs, axis=axis)
     num_steps = xs.shape[axis]
+    lengths = lengths.astype(jnp.int32)  # a narrow dtype would wrap around in t below
     t = jnp.arange(num_steps, dtype=lengths.dtype)
     if time_major:
         t = t.reshape((num_steps,) + (1,) * lengths.ndim)
@@ -211,7 +212,7 @@ def layer_apply(
     _checks.check_min_rank("xs", xs, 2, "(T, *batch, F)" if time_major else "(*batch, T, F)")
     if lengths is not None:
         batch_shape = xs.shape[1:-1] if time_major else xs.shape[:-2]
-        _checks.check_lengths(lengths, batch_shape, xs.shape[0 if time_major else -2])
+        lengths = _checks.check_lengths(lengths, batch_shape, xs.shape[0 if time_major else -2])
     finals, ys = stack_unroll(
         tuple(layers), reverse_valid(xs, lengths, time_major=time_major), carries, **kwargs
     )

@@ -29,7 +29,7 @@ from flax import nnx
 
 from rnncells import modules_common as common
 from rnncells.cells import cell_spec, init_carry, step_for
-from rnncells.layers import Bidirectional
+from rnncells.layers import Bidirectional, check_dropout_rate, check_layers, check_merge
 
 
 class _Params(nnx.Module):
@@ -216,6 +216,9 @@ class Layer(nnx.Module):
         remat: bool = False,
         rngs: nnx.Rngs | None = None,
     ):
+        check_layers(layers)
+        check_merge(merge)
+        check_dropout_rate(dropout_rate)
         if reverse and any(isinstance(layer, Bidirectional) for layer in layers):
             raise ValueError("reverse=True does not apply to bidirectional layers (got both)")
         self.layers = nnx.List([_Params(layer) for layer in layers])

@@ -75,7 +75,7 @@ def rnn_step(params: RNNParams, carry: RNNState, x: jax.Array) -> tuple[RNNState
       (RNNState(h_t), h_t).
     """
     _checks.check_params_type("params", params, (RNNParams,))
-    _checks.check_step_inputs(params, carry, x, RNNState)
+    _checks.check_step_inputs(params, carry, x, RNNState, len(RNN_GATES))
     with jax.named_scope("rnn_step"):
         return rnn_cell(params, carry, add_bias(x @ params.W, params.b))
 

@@ -57,7 +57,8 @@ def unroll(
         (required for a user's step).
       lengths: optional int array of shape batch: valid steps per sequence, in [0, T].
         Past its length a sequence's carry is frozen and its outputs are zeros; the
-        returned carry is the one after its last valid step.
+        returned carry is the one after its last valid step. Values outside [0, T]
+        raise when known at trace time; traced ones (under ``jit``) are clipped to it.
       reverse: run from the last valid step to the first; outputs stay in input order.
       time_major: whether the time axis of ``xs`` and ``ys`` is the first one.
       unroll: ``jax.lax.scan``'s unroll factor. None (default): the library's choice,
@@ -77,8 +78,9 @@ def unroll(
       (final_carry, ys): ys has the layout of xs with the step's output as last axis.
 
     Raises:
-      ValueError / TypeError: xs of rank < 2, wrong input size or dtype, carry not
-        matching, lengths of wrong shape or dtype or outside [0, T] (when concrete),
+      ValueError / TypeError: built-in params of wrong shapes or mixed dtypes, xs of
+        rank < 2, wrong input size or dtype, carry not matching, lengths of wrong shape
+        or dtype or outside [0, T] (when concrete),
         compute_dtype not a floating dtype or given with a user's step.
 
     Example:
@@ -106,13 +108,14 @@ def unroll(
                 f"step {step.__name__} does not match params {type(params).__name__}: "
                 f"expected {spec.step.__name__} (see step_for(params))"
             )
+        _checks.check_params(params, len(spec.gates))
         if carry is None:
             carry = init_carry(params, batch_shape)
         # Checked once here on shapes, so that errors name xs rather than one step's x.
         _checks.check_floating("xs", xs, params.W.dtype)
         _checks.check_last_dim("xs", xs, params.W.shape[0], "input_size")
         probe = jax.ShapeDtypeStruct(batch_shape + (xs.shape[-1],), xs.dtype)
-        _checks.check_step_inputs(params, carry, probe, spec.state, x_name="xs")
+        _checks.check_step_inputs(params, carry, probe, spec.state, len(spec.gates), x_name="xs")
     elif carry is None:
         raise ValueError("carry is required when step is not a built-in step (carry=None given)")
     if compute_dtype is not None:

@@ -219,3 +219,67 @@ def test_user_step_errors():
         rc.unroll(lambda p, c, x: (c, x), None, ones(B, T, D))
     with pytest.raises(TypeError, match=lit("step must be callable, got int")):
         rc.unroll(3, None, ones(B, T, D), 0.0)
+
+
+@pytest.mark.parametrize(
+    "field,bad,expected",
+    [
+        ("b", jnp.zeros(4), "params.b must have shape (16,), got shape (4,)"),
+        ("b", jnp.zeros(1), "params.b must have shape (16,), got shape (1,)"),
+        (
+            "V",
+            jnp.zeros((4, 12)),
+            "params.V must have shape (hidden_size, 4 * hidden_size) for LSTMParams, "
+            "got shape (4, 12)",
+        ),
+        (
+            "W",
+            jnp.zeros((3, 12)),
+            "params.W must have shape (input_size, 16) (4 gates of hidden_size 4, from "
+            "params.V), got shape (3, 12)",
+        ),
+    ],
+)
+def test_params_of_wrong_shape(lstm, field, bad, expected):
+    params = lstm._replace(**{field: bad})
+    with pytest.raises(ValueError, match=lit(expected)):
+        rc.unroll(rc.lstm_step, params, ones(B, T, D))
+    with pytest.raises(ValueError, match=lit(expected)):
+        rc.lstm_step(params, rc.init_carry(lstm, (B,)), ones(B, D))
+
+
+def test_gru_params_of_wrong_shape_or_dtype(key):
+    gru = rc.gru_init(key, D, H, reset_after=True)
+    with pytest.raises(ValueError, match=lit("params.b_hn must have shape (4,), got shape (12,)")):
+        rc.unroll(rc.gru_step, gru._replace(b_hn=jnp.zeros(12)), ones(B, T, D))
+    expected = "params.V must have dtype float32 (params.W's dtype), got bfloat16"
+    with pytest.raises(TypeError, match=lit(expected)):
+        rc.unroll(rc.gru_step, gru._replace(V=gru.V.astype(jnp.bfloat16)), ones(B, T, D))
+    rnn = rc.rnn_init(key, D, H)
+    with pytest.raises(TypeError, match=lit("params.W must have a floating dtype, got int32")):
+        rc.rnn_step(rnn._replace(W=rnn.W.astype(jnp.int32)), rc.init_carry(rnn, (B,)), ones(B, D))
+
+
+def test_stack_errors_name_the_layer(lstm, key):
+    with pytest.raises(
+        TypeError,
+        match=lit(
+            "layers must be a tuple of layer params (one layer: (LSTMParams(...),)), got LSTMParams"
+        ),
+    ):
+        rc.stack_unroll(lstm, ones(B, T, D))
+    layers = (lstm, rc.lstm_init(key, 2 * H, H))
+    with pytest.raises(
+        ValueError,
+        match=lit("layers[1] takes inputs of size 8, but layers[0] gives outputs of size 4"),
+    ):
+        rc.stack_unroll(layers, ones(B, T, D))
+    two_sizes = rc.Bidirectional(lstm, rc.lstm_init(key, D, H + 1))
+    with pytest.raises(
+        ValueError,
+        match=lit(
+            "merge='sum' needs outputs of one size from both directions, got 4 from "
+            "params.forward and 5 from params.backward"
+        ),
+    ):
+        rc.bidirectional_unroll(None, two_sizes, ones(B, T, D), merge="sum")

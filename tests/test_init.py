@@ -160,10 +160,12 @@ def test_gru_chrono_update_bias_distribution(reset_after, key):
         np.testing.assert_array_equal(b_hn, 0.0)
 
 
-@pytest.mark.parametrize("t_max", [2, 2.0, 1.5, 0, -3])
+@pytest.mark.parametrize("t_max", [2, 2.0, 1.5, 0, -3, float("inf"), float("nan")])
 @pytest.mark.parametrize("init", [rc.lstm_init, rc.gru_init], ids=["lstm", "gru"])
-def test_chrono_t_max_at_most_two_raises(init, t_max, key):
-    with pytest.raises(ValueError, match=rf"chrono_t_max must be > 2.*got {t_max!r}"):
+def test_chrono_t_max_at_most_two_or_not_finite_raises(init, t_max, key):
+    with pytest.raises(
+        ValueError, match=rf"chrono_t_max must be a finite number > 2.*got {t_max!r}"
+    ):
         init(key, D, H, chrono_t_max=t_max)
 
 

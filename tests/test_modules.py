@@ -1,5 +1,7 @@
 """Flax NNX and linen modules: same outputs and gradients as the pure functions they wrap."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -180,6 +182,27 @@ def test_layers_refuse_reverse_bidirectional(rng):
         rcn.RNN(D, H, bidirectional=True, reverse=True, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="reverse=True does not apply to bidirectional"):
         rcl.RNN(H, bidirectional=True, reverse=True).init(jax.random.key(0), _xs(rng))
+
+
+def test_nnx_layer_checks_its_options_when_built(key):
+    params = rc.lstm_init(key, D, H)
+    with pytest.raises(
+        TypeError, match=re.escape("layers must be a tuple of layer params (one layer: (LSTMP")
+    ):
+        rcn.Layer(params)
+    with pytest.raises(ValueError, match=re.escape("merge must be one of ['concat', 'sum']")):
+        rcn.Layer((params,), merge="avg")
+    with pytest.raises(ValueError, match=re.escape("dropout_rate must be in [0, 1), got 1.5")):
+        rcn.Layer((params,), dropout_rate=1.5, deterministic=True)
+
+
+def test_carry_batch_shapes_are_checked(key):
+    for batch in [(2.7,), (-2,)]:
+        expected = re.escape(f"batch_shape must be a tuple of non-negative ints, got {batch!r}")
+        with pytest.raises(ValueError, match=expected):
+            rcl.LSTMCell(H).initialize_carry(key, batch + (D,))
+        with pytest.raises(ValueError, match=expected):
+            rcn.Cell(rc.lstm_init(key, D, H)).initialize_carry(batch)
 
 
 # --- linen -------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 from jax.test_util import check_grads
 
 import rnncells as rc
+from rnncells import modules_common as common
 from tests import reference
 from tests.conftest import assert_tree_allclose
 from tests.test_cells import KINDS, STATES, STEPS, build, random_carry
@@ -251,3 +252,42 @@ def test_numpy_int64_lengths_without_x64_give_no_warning(reverse):
         lengths = np.array([3, 5])
         _, ys = rc.unroll(rc.rnn_step, params, xs, lengths=lengths, reverse=reverse)
         assert not np.any(np.asarray(ys)[0, 3:]) and np.all(np.asarray(ys)[1] != 0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.uint8, jnp.int8, jnp.int16])
+@pytest.mark.parametrize("fused,reverse", [(True, False), (True, True), (False, True)])
+def test_narrow_integer_lengths_equal_int32_lengths(dtype, fused, reverse):
+    # T = 300 is past uint8's and int8's range: time indices in the lengths' own dtype
+    # would wrap around and count steps 256.. as valid again.
+    params = rc.rnn_init(jax.random.key(0), 2, 3)
+    xs = jax.random.normal(jax.random.key(1), (2, 300, 2), jnp.float32)
+    lengths = np.array([10, 100])
+    run = lambda lens: rc.unroll(
+        rc.rnn_step, params, xs, lengths=lens, reverse=reverse, fused=fused
+    )
+    expected = run(jnp.asarray(lengths, jnp.int32))
+    assert_tree_allclose(run(jnp.asarray(lengths, dtype)), expected, rtol=0, atol=0)
+    ys = np.asarray(expected[1])
+    assert not ys[0, 10:].any() and not ys[1, 100:].any() and ys[1, :100].all()
+
+
+def test_narrow_integer_lengths_in_reversed_stacks():
+    layers = rc.stack_init(jax.random.key(0), "gru", 2, 3)
+    xs = jax.random.normal(jax.random.key(1), (2, 300, 2), jnp.float32)
+    run = lambda lens: common.layer_apply(layers, xs, lengths=lens, reverse=True)
+    expected = run(jnp.asarray([10, 100], jnp.int32))
+    assert_tree_allclose(run(jnp.asarray([10, 100], jnp.uint8)), expected, rtol=0, atol=0)
+    assert not np.asarray(expected[1])[0, 10:].any()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_traced_lengths_outside_zero_to_t_are_clipped(reverse):
+    # Under jit the values are unknown at trace time, so they cannot raise (eager ones do,
+    # test_errors.py): past T means the whole sequence, below 0 means none of it.
+    params = rc.lstm_init(jax.random.key(0), D, H)
+    xs = jax.random.normal(jax.random.key(1), (2, T, D), jnp.float32)
+    run = lambda lens: rc.unroll(rc.lstm_step, params, xs, lengths=lens, reverse=reverse)
+    got = jax.jit(run)(jnp.asarray([T + 2, -1], jnp.int32))
+    expected = run(jnp.asarray([T, 0], jnp.int32))
+    assert_tree_allclose(got, expected, rtol=0, atol=0)
+    assert np.isfinite(np.asarray(got[1])).all()
