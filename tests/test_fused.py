@@ -137,6 +137,12 @@ def test_bfloat16_compute_close_to_float32(key, kind):
     full = values_and_grads(step, params, xs, carry)
     assert jax.tree.map(lambda x: x.dtype, low) == jax.tree.map(lambda x: x.dtype, full)
     assert_tree_allclose(low, full, rtol=5e-2, atol=5e-2)
+    # ... and not equal: the matmuls did run in bfloat16 (8 mantissa bits).
+    diffs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), low, full)
+    assert max(jax.tree.leaves(diffs)) > 1e-4
+    loss = loss_fn(step, compute_dtype=jnp.bfloat16)
+    hlo = jax.jit(jax.grad(lambda *a: loss(*a)[0], argnums=(0, 1, 2))).lower(params, xs, carry)
+    assert re.search(r"dot_general.*bf16", hlo.as_text())
 
 
 def test_jit_and_vmap_agree_with_batched_call(key):

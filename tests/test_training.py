@@ -210,8 +210,12 @@ def test_model_shapes_and_inits(key):
 
     params, ys = forward(key)
     assert ys.shape == (3, 7, 10)
-    b_f = params.layers[0].b[5:10]
-    assert np.all((np.asarray(b_f) >= 0) & (np.asarray(b_f) <= np.log(29.0) + 1e-6))
+    b_i, b_f = np.asarray(params.layers[0].b[:5]), np.asarray(params.layers[0].b[5:10])
+    # Chrono: b_f ~ log U[1, T_max - 1] per unit and b_i = -b_f (the other inits give a
+    # constant b_f and b_i = 0).
+    assert np.all((b_f >= 0) & (b_f <= np.log(29.0) + 1e-6))
+    assert np.ptp(b_f) > 0.1
+    np.testing.assert_array_equal(b_i, -b_f)
     assert cell_init_kwargs("gru_reset_after", "default") == {"reset_after": True}
     with pytest.raises(ValueError, match="cell must be one of"):
         cell_init_kwargs("transformer", "default")
