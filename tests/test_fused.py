@@ -208,7 +208,7 @@ def test_builtin_steps_take_the_fused_path(key, kind):
 
 def test_stack_and_bidirectional_gradients_equal_generic(key):
     k_p, k_x = jax.random.split(key)
-    for cell, extra in (("lstm", {}),):
+    for cell, extra in (("lstm", {}), ("gru", {"reset_after": True})):
         layers = rc.stack_init(k_p, cell, D, H, num_layers=2, bidirectional=True, **extra)
         xs = jax.random.normal(k_x, (2, 5, D), jnp.float32)
         lengths = jnp.array([5, 3], jnp.int32)
