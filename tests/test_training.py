@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -263,3 +264,85 @@ def test_time_limit_stops_checkpointed_and_the_same_call_resumes(tmp_path):
     assert resumed["eval"] == reference["eval"]
     with pytest.raises(ValueError, match=r"time_limit_s must be >= 0 \(0: no limit\), got -1.0"):
         train(tiny_config(time_limit_s=-1.0), str(tmp_path / "bad"))
+
+
+EARLY = dict(
+    early_stop=True,
+    num_steps=400,
+    eval_every=100,
+    checkpoint_every=100,
+    log_every=50,
+    **{"model.hidden_size": 16},
+)
+
+
+@pytest.fixture(scope="module")
+def early_stopped(tmp_path_factory):
+    """An uninterrupted run that every seed solves at step 200 of 400 (evaluated every 100)."""
+    workdir = str(tmp_path_factory.mktemp("early"))
+    summary = train(tiny_config(**EARLY), workdir)
+    assert summary["stopped_early"] and summary["steps_run"] == 200 and summary["finished"]
+    return workdir, summary
+
+
+def test_time_limited_calls_stop_early_where_an_uninterrupted_run_does(tmp_path, early_stopped):
+    # A limit shorter than a chunk stops every call after one chunk of 50 steps, where the
+    # run is evaluated too; only the scheduled evaluations (100, 200) may stop it early.
+    straight_dir, straight = early_stopped
+    workdir = str(tmp_path / "limited")
+    for _ in range(4):
+        summary = train(tiny_config(time_limit_s=1e-9, **EARLY), workdir)
+    assert summary["stopped_early"] and summary["finished"]
+    assert not summary["stopped_at_time_limit"]
+    assert summary["steps_run"] == 200 and summary["eval"] == straight["eval"]
+    assert_tree_allclose(
+        loop_lib.final_params(tiny_config(**EARLY), workdir),
+        loop_lib.final_params(tiny_config(**EARLY), straight_dir),
+        rtol=0,
+        atol=0,
+    )
+    assert train(tiny_config(**EARLY), workdir)["steps_run"] == 200  # finished: no more steps
+
+
+def test_killed_after_the_early_stop_checkpoint_does_not_train_on(tmp_path, early_stopped):
+    # Killed after the final checkpoint, before summary.json: the restart re-evaluates the
+    # restored params at their scheduled evaluation and stops there again.
+    straight_dir, straight = early_stopped
+    workdir = str(tmp_path / "killed")
+    shutil.copytree(straight_dir, workdir)
+    os.remove(os.path.join(workdir, "summary.json"))
+    summary = train(tiny_config(**EARLY), workdir)
+    assert summary["stopped_early"] and summary["steps_run"] == 200
+    assert summary["eval"] == straight["eval"]
+    assert [r["step"] for r in read_jsonl(os.path.join(workdir, "eval.jsonl"))] == [100, 200]
+
+
+def test_torn_metrics_line_of_a_killed_run_is_dropped_on_resume(tmp_path):
+    limited, straight = str(tmp_path / "limited"), str(tmp_path / "straight")
+    train(tiny_config(time_limit_s=1e-9), limited)  # stops after 10 steps, checkpointed
+    path = os.path.join(limited, "metrics.jsonl")
+    with open(path, "a", encoding="utf-8") as file:
+        file.write('{"step": 11, "loss": 0.')  # a record cut short by a kill
+    assert [r["step"] for r in read_jsonl(path)] == list(range(1, 11))
+    train(tiny_config(), limited)
+    train(tiny_config(), straight)
+    timeless = lambda records: [  # noqa: E731
+        {k: v for k, v in r.items() if k != "steps_per_sec"} for r in records
+    ]
+    expected = timeless(read_jsonl(os.path.join(straight, "metrics.jsonl")))
+    assert timeless(read_jsonl(path)) == expected and len(expected) == 40
+    assert not os.path.exists(path + ".tmp")
+
+
+def test_num_steps_changes_only_under_the_constant_schedule(tmp_path):
+    train(tiny_config(num_steps=20, **{"optim.schedule": "cosine"}), str(tmp_path / "cos"))
+    with pytest.raises(ValueError, match=r"num_steps: saved 20, now 40\).*optim.schedule='con"):
+        train(tiny_config(num_steps=40, **{"optim.schedule": "cosine"}), str(tmp_path / "cos"))
+    train(tiny_config(num_steps=20, **{"optim.schedule": "constant"}), str(tmp_path / "const"))
+    resumed = train(
+        tiny_config(num_steps=40, **{"optim.schedule": "constant"}), str(tmp_path / "const")
+    )
+    straight = train(
+        tiny_config(num_steps=40, **{"optim.schedule": "constant"}), str(tmp_path / "s")
+    )
+    assert resumed["steps_run"] == 40 and resumed["eval"] == straight["eval"]

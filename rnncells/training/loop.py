@@ -223,7 +223,9 @@ def _config_diff(saved: dict, current: dict, prefix: str = "") -> list[str]:
 
 
 RESUMABLE_CHANGES = ("num_steps", "progress", "eval_every", "early_stop", "time_limit_s")
-"""Config keys that may change between a run and its resumption."""
+"""Config keys that may change between a run and its resumption (num_steps only under the
+constant schedule: the others decay over num_steps, so a new total would change the
+learning rate of the steps to come and of none already run)."""
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -232,11 +234,19 @@ def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     if os.path.exists(path):
         with open(path, encoding="utf-8") as file:
             saved = json.load(file)
-        diff = [d for d in _config_diff(saved, current) if d.split(":")[0] not in RESUMABLE_CHANGES]
+        resumable = set(RESUMABLE_CHANGES)
+        if config.optim.schedule != "constant":
+            resumable.discard("num_steps")
+        diff = [d for d in _config_diff(saved, current) if d.split(":")[0] not in resumable]
         if diff:
+            hint = (
+                " (num_steps can change only with optim.schedule='constant')"
+                if any(d.startswith("num_steps:") for d in diff)
+                else ""
+            )
             raise ValueError(
                 f"workdir {workdir} holds a run with a different config "
-                f"({'; '.join(diff)}); use a new --workdir"
+                f"({'; '.join(diff)}){hint}; use a new --workdir"
             )
     with open(path, "w", encoding="utf-8") as file:
         json.dump(current, file, indent=2, sort_keys=True)
@@ -274,7 +284,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         whether every seed solved the task. A run that reached ``config.time_limit_s``
         (seconds of training in this call) stops after the current chunk, evaluated and
         checkpointed, with ``stopped_at_time_limit`` true and ``finished`` false: the
-        same call resumes it.
+        same call resumes it. With ``config.early_stop`` a run stops once every seed
+        solves the task at a scheduled evaluation (every ``eval_every`` steps), so a run
+        interrupted anywhere and resumed stops at the same step as an uninterrupted one.
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
@@ -310,6 +322,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     step, solved, stopped_early, at_time_limit = start, False, False, False
     eval_metrics = None
+    if config.early_stop and 0 < start < config.num_steps and start % config.eval_every == 0:
+        # The run may have stopped early here and been killed before its summary was
+        # written: the held-out evaluation of the restored params decides again, with the
+        # same result (its batch is fixed), so the run stops where it stopped.
+        eval_metrics = jax.device_get(setup.evaluate(state.params))
+        solved = solved_by_every_seed(task, eval_metrics)
+        stopped_early = solved
     bar = tqdm.tqdm(
         total=config.num_steps,
         initial=start,
@@ -318,7 +337,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         dynamic_ncols=True,
     )
     try:
-        while step < config.num_steps:
+        while step < config.num_steps and not stopped_early:
             tick = time.perf_counter()
             state, chunk = setup.train_chunk(state)
             chunk = jax.device_get(chunk)
@@ -356,7 +375,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 and time.perf_counter() - t0 >= time_limit_s
                 and step < config.num_steps
             )
-            if step % config.eval_every == 0 or step == config.num_steps or at_time_limit:
+            scheduled_eval = step % config.eval_every == 0 or step == config.num_steps
+            if scheduled_eval or at_time_limit:
                 eval_metrics = jax.device_get(setup.evaluate(state.params))
                 metrics.write_jsonl(
                     eval_path,
@@ -369,8 +389,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     ],
                 )
                 solved = solved_by_every_seed(task, eval_metrics)
-                if solved and config.early_stop and step < config.num_steps:
+                # Only scheduled evaluations stop a run, so where it stops does not depend
+                # on where a time limit interrupted it.
+                if solved and scheduled_eval and config.early_stop and step < config.num_steps:
                     stopped_early = True
+                    at_time_limit = False  # finished here, nothing to resume
             at_end = step == config.num_steps or stopped_early or at_time_limit
             if step % config.checkpoint_every == 0 or at_end:
                 checkpoint.save(manager, step, state)

@@ -35,16 +35,32 @@ def write_jsonl(path: str, records: Iterable[Mapping[str, Any]]) -> None:
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-    """All records of a JSON-lines file (an empty list when it does not exist)."""
+    """All records of a JSON-lines file (an empty list when it does not exist).
+
+    A last line without its newline is a record cut short by a killed process (appends
+    write whole lines otherwise) and is left out; any other line that is not JSON raises.
+    """
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as file:
-        return [json.loads(line) for line in file if line.strip()]
+        lines = file.read().split("\n")
+    # After the last newline: "" for a complete file, else the torn record.
+    return [json.loads(line) for line in lines[:-1] if line.strip()]
 
 
 def truncate_jsonl(path: str, max_step: int) -> None:
-    """Drops the records with ``step > max_step`` (written after the checkpoint resumed from)."""
+    """Drops the records with ``step > max_step`` (written after the checkpoint resumed from).
+
+    The kept records go to a temporary file that then replaces ``path`` in one step, so a
+    process killed meanwhile leaves the old file whole.
+    """
+    if not os.path.exists(path):
+        return
     records = [r for r in read_jsonl(path) if r.get("step", 0) <= max_step]
-    with open(path, "w", encoding="utf-8") as file:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as file:
         for record in records:
             file.write(json.dumps(record) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
