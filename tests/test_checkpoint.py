@@ -123,3 +123,13 @@ def test_corrupt_checkpoint_names_path(tmp_path):
     with pytest.raises(ValueError, match=r"checkpoint .*ckpt/5 is corrupt"):
         restore(manager, state)
     np.testing.assert_array_equal(np.asarray(state["a"]), [0, 1, 2])
+
+
+def test_checkpoint_of_another_dtype_names_it(tmp_path):
+    manager = make_manager(str(tmp_path / "ckpt"))
+    save(manager, 1, {"a": jnp.ones(3, jnp.float32), "b": jnp.zeros(2, jnp.int32)})
+    expected = (
+        r"checkpoint .*ckpt/1 does not match .*: a was saved as float32, the target has int32"
+    )
+    with pytest.raises(ValueError, match=expected):
+        restore(manager, {"a": jnp.ones(3, jnp.int32), "b": jnp.zeros(2, jnp.int32)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -18,7 +19,9 @@ def make_manager(directory: str, *, max_to_keep: int = 2) -> ocp.CheckpointManag
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, enable_async_checkpointing=False, create=True
     )
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    return ocp.CheckpointManager(
+        os.path.abspath(directory), options=options, item_handlers=ocp.StandardCheckpointHandler()
+    )
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
@@ -54,12 +57,38 @@ def restore(manager: ocp.CheckpointManager, target: Any, step: int | None = None
     if not os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        return manager.restore(int(step), args=ocp.args.StandardRestore(target))
+        saved = _dtypes(getattr(manager.item_metadata(int(step)), "tree", None))
+        restored = manager.restore(int(step), args=ocp.args.StandardRestore(target))
     except Exception as error:  # Orbax raises many types for unreadable or mismatched files.
         raise ValueError(
             f"checkpoint {path} is corrupt or does not match this model/config: "
             f"{type(error).__name__}: {error}"
         ) from error
+    # Orbax casts a saved array to the target's dtype without a word.
+    for where, dtype in _dtypes(target).items():
+        if where in saved and saved[where] != dtype:
+            raise ValueError(
+                f"checkpoint {path} does not match this model/config: {where} was saved as "
+                f"{saved[where]}, the target has {dtype}"
+            )
+    return restored
+
+
+def _dtypes(tree: Any) -> dict[str, Any]:
+    """{path: dtype} of a pytree's leaves, paths written alike for NamedTuples and dicts."""
+
+    def name(key) -> str:
+        for attr in ("name", "key", "idx"):
+            if hasattr(key, attr):
+                return str(getattr(key, attr))
+        return str(key)
+
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0] if tree is not None else []
+    return {
+        "/".join(name(k) for k in path): str(leaf.dtype)
+        for path, leaf in leaves
+        if getattr(leaf, "dtype", None) is not None
+    }
 
 
 def latest_step(manager: ocp.CheckpointManager) -> int | None:
