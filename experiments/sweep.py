@@ -6,7 +6,9 @@
 
 Each combination runs in ``workdir/<task>_T<T>_<cell>_<init>`` (rerunning the command
 resumes unfinished runs and skips finished ones); then ``report.md`` and the plots of all
-runs are written to ``workdir`` and the table is printed.
+runs are written to ``workdir`` and the table is printed. A combination whose init does
+not apply to its cell (chrono or forget_bias for the plain RNN) is skipped, with a line
+that says so.
 """
 
 from __future__ import annotations
@@ -32,12 +34,17 @@ def run_name(config) -> str:
 def sweep(config, workdir: str, cells=None, lengths=None, inits=None) -> list[dict]:
     """Trains every combination (sequentially, each with all seeds at once); returns summaries."""
     from rnncells.training import train
+    from rnncells.training.model import init_mismatch
 
     cells = cells or [config.model.cell]
     lengths = [int(t) for t in lengths] if lengths else [config.task.kwargs.get("T", None)]
     inits = inits or [config.model.init]
     summaries = []
     for T, init, cell in itertools.product(lengths, inits, cells):
+        mismatch = init_mismatch(cell, init)
+        if mismatch is not None:
+            print(f"skipped cell={cell}, init={init}: {mismatch}", flush=True)
+            continue
         run_config = config.copy_and_resolve_references()
         run_config.model.cell = cell
         run_config.model.init = init

@@ -174,3 +174,12 @@ def test_report_reads_a_killed_run_from_its_last_evaluation(tmp_path):
     text = report.write_report(str(tmp_path))
     assert "| copy_killed | copy | 500 | lstm |" in text
     assert "| 1000 (stopped) |" in text and "0.0250 ± 0.0050" in text
+
+
+def test_sweep_skips_inits_a_cell_does_not_have(tmp_path, capsys):
+    config = copy.get_config()
+    summaries = sweep.sweep(config, str(tmp_path), cells=["rnn"], inits=["chrono", "forget_bias"])
+    assert summaries == [] and os.listdir(tmp_path) == []
+    out = capsys.readouterr().out
+    assert "skipped cell=rnn, init=chrono: init='chrono' needs a gated cell" in out
+    assert "skipped cell=rnn, init=forget_bias: init='forget_bias' needs cell='lstm'" in out

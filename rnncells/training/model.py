@@ -43,6 +43,15 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
+def init_mismatch(cell: str, init: str) -> str | None:
+    """Why ``init`` does not apply to ``cell`` (a sentence), or None when it does."""
+    if init == "forget_bias" and cell != "lstm":
+        return f"init='forget_bias' needs cell='lstm', got cell={cell!r}"
+    if init == "chrono" and cell == "rnn":
+        return "init='chrono' needs a gated cell (lstm, gru), got cell='rnn'"
+    return None
+
+
 def cell_init_kwargs(
     cell: str, init: str, *, forget_bias: float = 1.0, chrono_t_max: float = 0.0
 ) -> dict[str, Any]:
@@ -58,14 +67,13 @@ def cell_init_kwargs(
     """
     _check_choice("cell", cell, CELLS)
     _check_choice("init", init, INITS)
+    mismatch = init_mismatch(cell, init)
+    if mismatch is not None:
+        raise ValueError(mismatch)
     kwargs: dict[str, Any] = {"reset_after": True} if cell == "gru_reset_after" else {}
     if init == "forget_bias":
-        if cell != "lstm":
-            raise ValueError(f"init='forget_bias' needs cell='lstm', got cell={cell!r}")
         kwargs["forget_bias"] = float(forget_bias)
     elif init == "chrono":
-        if cell == "rnn":
-            raise ValueError("init='chrono' needs a gated cell (lstm, gru), got cell='rnn'")
         if not chrono_t_max > 2:
             raise ValueError(f"chrono_t_max must be > 2 for init='chrono', got {chrono_t_max!r}")
         kwargs["chrono_t_max"] = float(chrono_t_max)
