@@ -31,9 +31,8 @@ def find_runs(workdir: str) -> list[tuple[str, dict[str, Any]]]:
     ``summary.json``, or for a run stopped before writing one (killed) the summary of its
     last evaluation (``summary_from_logs``)."""
     runs = []
-    for root, _, files in os.walk(workdir):
-        if "checkpoints" in root:
-            continue
+    for root, dirs, files in os.walk(workdir):
+        dirs[:] = sorted(d for d in dirs if d != "checkpoints")  # Orbax folders, not runs
         if "summary.json" in files:
             with open(os.path.join(root, "summary.json"), encoding="utf-8") as file:
                 runs.append((root, json.load(file)))
@@ -103,7 +102,7 @@ def table(runs: list[tuple[str, dict[str, Any]]]) -> str:
     """Markdown table: one row per run, final held-out metrics mean ± std over seeds."""
     extra = sorted({k for _, s in runs for k in s["eval"] if k != "loss"})
     head = ["run", "task", "T", "cell", "init", "seeds", "steps", "baseline", "final loss"]
-    head += extra + ["below baseline", "solved"]
+    head += extra + ["below baseline/2", "solved"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for folder, s in runs:
         loss = s["eval"]["loss"]
@@ -124,8 +123,8 @@ def table(runs: list[tuple[str, dict[str, Any]]]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append(
-        "final loss: held-out loss after the last step, mean ± std over seeds; "
-        "below baseline: seeds whose loss is under half the memoryless baseline; "
+        "final loss: held-out loss after the last step, mean ± std over seeds (np.std, "
+        "ddof 0); below baseline/2: seeds whose loss is under half the memoryless baseline; "
         "(stopped): the run stopped before num_steps (time limit or killed), figures at "
         "its last evaluation."
     )

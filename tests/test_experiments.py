@@ -183,3 +183,13 @@ def test_sweep_skips_inits_a_cell_does_not_have(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "skipped cell=rnn, init=chrono: init='chrono' needs a gated cell" in out
     assert "skipped cell=rnn, init=forget_bias: init='forget_bias' needs cell='lstm'" in out
+
+
+def test_report_finds_runs_under_a_path_naming_checkpoints(tmp_path):
+    # Only the Orbax "checkpoints" folders inside a run are skipped, not a workdir whose
+    # path happens to contain the word.
+    run = tmp_path / "checkpoints_of_sweeps" / "adding_T100_lstm_default"
+    os.makedirs(run / "checkpoints" / "100")
+    (run / "summary.json").write_text(json.dumps({"task": "adding"}))
+    (run / "checkpoints" / "100" / "summary.json").write_text(json.dumps({"task": "decoy"}))
+    assert report.find_runs(str(tmp_path)) == [(str(run), {"task": "adding"})]
