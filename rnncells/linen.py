@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from rnncells import modules_common as common
 from rnncells.cells import step_for
+from rnncells.layers import check_dropout_rate
 
 
 class _CellMethods:
@@ -140,6 +141,7 @@ class _LayerMethods:
         raise NotImplementedError
 
     def _run(self, xs, carries, lengths, time_major, deterministic):
+        check_dropout_rate(self.dropout_rate)
         options = self._options()
         input_size = xs.shape[-1]
         layers = self.param(

@@ -196,6 +196,17 @@ def test_nnx_layer_checks_its_options_when_built(key):
         rcn.Layer((params,), dropout_rate=1.5, deterministic=True)
 
 
+@pytest.mark.parametrize("rate,deterministic", [(-0.1, False), (1.0, True), (1.5, True)])
+def test_linen_layer_checks_dropout_rate(rng, rate, deterministic):
+    layer = rcl.GRU(H, num_layers=2, dropout_rate=rate)
+    with pytest.raises(ValueError, match=re.escape(f"dropout_rate must be in [0, 1), got {rate}")):
+        layer.init(
+            {"params": jax.random.key(0), "dropout": jax.random.key(1)},
+            _xs(rng),
+            deterministic=deterministic,
+        )
+
+
 def test_carry_batch_shapes_are_checked(key):
     for batch in [(2.7,), (-2,)]:
         expected = re.escape(f"batch_shape must be a tuple of non-negative ints, got {batch!r}")

@@ -363,6 +363,14 @@ def test_digits_permutation_is_fixed_and_applied_everywhere():
     np.testing.assert_array_equal(batch.inputs, np.asarray(same.inputs)[:, perm])
 
 
+@pytest.mark.parametrize("permute", ["False", 1, None])
+def test_digits_permute_must_be_a_bool(permute):
+    with pytest.raises(TypeError, match=f"permute must be a bool, got {permute!r}"):
+        get_task("digits", permute=permute)
+    with pytest.raises(TypeError, match="permute must be a bool"):
+        digits.test_set(permute=permute)
+
+
 def test_digits_make_batch_samples_training_set_without_replacement():
     b = digits.make_batch(key(23), 16)
     assert b.inputs.shape == (16, 64, 1) and b.targets.shape == (16,)

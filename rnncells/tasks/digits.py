@@ -52,7 +52,13 @@ def pixel_permutation(permutation_seed: int = 0) -> np.ndarray:
 def _arrays(permute: bool, permutation_seed: int) -> tuple[np.ndarray, ...]:
     """``(train_x, train_y, test_x, test_y)`` as read-only NumPy arrays (loaded once)."""
     seed = check_int("permutation_seed", permutation_seed, 0, 2**32 - 1)
-    return _load(bool(permute), seed)
+    return _load(_check_permute(permute), seed)
+
+
+def _check_permute(permute) -> bool:
+    if not isinstance(permute, bool | np.bool_):  # bool("False") would be True
+        raise TypeError(f"permute must be a bool, got {permute!r}")
+    return bool(permute)
 
 
 @functools.lru_cache(maxsize=8)
@@ -144,6 +150,7 @@ def digits_task(permute: bool = False, permutation_seed: int = 0) -> Task:
     Chance is ``ln 10`` loss and 10% accuracy.
     """
     check_int("permutation_seed", permutation_seed, 0, 2**32 - 1)
+    _check_permute(permute)
 
     def task_loss(ys: jax.Array, batch: Batch) -> jax.Array:
         check_shape("ys", ys, (None, SEQ_LEN, NUM_CLASSES))
