@@ -7,8 +7,18 @@ Needs the ``train`` extra (optax, orbax-checkpoint, ml_collections, tqdm)::
 """
 
 from rnncells.training.checkpoint import make_manager, restore, save
-from rnncells.training.loop import (
+from rnncells.training.errors import (
+    CheckpointError,
+    ConfigError,
+    CorruptFileError,
+    MissingCheckpointError,
     NonFiniteLossError,
+    ResumeError,
+    RunError,
+    RunWarning,
+    WorkdirLockedError,
+)
+from rnncells.training.loop import (
     Setup,
     TrainState,
     build,
@@ -32,10 +42,18 @@ from rnncells.training.parallel import make_mesh
 __all__ = [
     "CELLS",
     "INITS",
+    "CheckpointError",
+    "ConfigError",
+    "CorruptFileError",
+    "MissingCheckpointError",
     "ModelParams",
     "NonFiniteLossError",
+    "ResumeError",
+    "RunError",
+    "RunWarning",
     "Setup",
     "TrainState",
+    "WorkdirLockedError",
     "build",
     "cell_init_kwargs",
     "final_params",

@@ -34,12 +34,9 @@ import tqdm
 
 from rnncells.tasks import Task, get_task
 from rnncells.training import checkpoint, metrics, parallel
+from rnncells.training.errors import NonFiniteLossError
 from rnncells.training.model import ModelParams, model_apply, model_init
 from rnncells.training.optim import make_optimizer, make_schedule
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the run stopped without saving."""
 
 
 class TrainState(NamedTuple):
