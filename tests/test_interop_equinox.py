@@ -105,5 +105,5 @@ def test_equinox_carry_converters(rng):
     assert interop.from_equinox_carry((h, c), params) == carry
     gru = rc.gru_init(jax.random.key(0), D, H)
     assert interop.from_equinox_carry(h, gru) == rc.GRUState(h)
-    with pytest.raises(TypeError, match=r"must be an \(h, c\) pair"):
+    with pytest.raises(TypeError, match=r"must be Equinox's LSTM carry, an \(h, c\) tuple"):
         interop.from_equinox_carry(np.zeros(3), params)

@@ -168,7 +168,7 @@ def test_flax_carry_converters(rng):
     gru = _random_params("gru", rng)
     assert interop.from_flax_carry(h, gru) == rc.GRUState(h)
     assert interop.to_flax_carry(rc.GRUState(h)) is h
-    with pytest.raises(TypeError, match=r"must be a \(c, h\) pair"):
+    with pytest.raises(TypeError, match=r"must be Flax's LSTM carry, a \(c, h\) tuple"):
         interop.from_flax_carry(h, params)
 
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from rnncells.cells import cell_spec
 from rnncells.gru import GRUParams, GRUResetAfterParams
+from rnncells.interop._checks import carry_from, check_core_carry
 from rnncells.interop._flax_linen import negate_update
 from rnncells.lstm import LSTMParams, LSTMState
 
@@ -96,20 +97,44 @@ def to_equinox(params: Any) -> Any:
 
 
 def to_equinox_carry(carry: Any) -> Any:
-    """A core carry as Equinox's: LSTMState(h, c) -> (h, c) tuple; GRUState(h) -> h."""
+    """A core carry as Equinox's: LSTMState(h, c) -> (h, c) tuple; GRUState(h) -> h.
+
+    Raises:
+      TypeError: not an rnncells carry, or fields that are not floating arrays of one
+        dtype.
+      ValueError: an LSTMState whose h and c differ in shape.
+    """
+    check_core_carry(carry)
     if isinstance(carry, LSTMState):
         return (carry.h, carry.c)
-    if hasattr(carry, "h") and len(carry) == 1:
-        return carry.h
-    raise TypeError(f"carry must be LSTMState, GRUState or RNNState, got {type(carry).__name__}")
+    return carry.h
+
+
+def _equinox_pair(carry: Any):
+    # Only a plain tuple or list: a NamedTuple is some framework's carry, not Equinox's.
+    if isinstance(carry, tuple | list) and not hasattr(carry, "_fields") and len(carry) == 2:
+        h, c = carry
+        return ("carry[0] (h)", h), ("carry[1] (c)", c)
+    return None
 
 
 def from_equinox_carry(carry: Any, params: Any) -> Any:
-    """An Equinox carry as the core's for ``params``: (h, c) -> LSTMState; h -> GRUState."""
-    state = cell_spec(params).state
-    if state is LSTMState:
-        if not isinstance(carry, tuple | list) or len(carry) != 2:
-            raise TypeError(f"an LSTM carry from Equinox must be an (h, c) pair, got {carry!r:.80}")
-        h, c = carry
-        return LSTMState(h=h, c=c)
-    return state(carry)
+    """An Equinox carry as the core's for ``params``: (h, c) -> LSTMState; h -> GRUState.
+
+    Args:
+      carry: Equinox's carry: an (h, c) tuple for ``LSTMCell``, the array h for
+        ``GRUCell``, each of shape (hidden_size,) (or with batch dimensions, as ``vmap``
+        gives) and the params' dtype.
+      params: the core params (their type picks LSTMState or GRUState).
+
+    Returns:
+      LSTMState(h, c) or GRUState(h).
+
+    Raises:
+      TypeError: ``carry`` is already an rnncells carry or another NamedTuple, another
+        cell's carry, or holds non-floating arrays or arrays of another dtype than the
+        params'.
+      ValueError: a last dimension other than the hidden size, or h and c of different
+        shapes.
+    """
+    return carry_from(carry, params, "Equinox", "an (h, c) tuple", _equinox_pair)

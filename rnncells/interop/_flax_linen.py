@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from rnncells.cells import cell_spec
 from rnncells.gru import GRUParams, GRUResetAfterParams
+from rnncells.interop._checks import carry_from, check_core_carry
 from rnncells.lstm import LSTMParams, LSTMState
 from rnncells.rnn import RNNParams
 
@@ -200,28 +201,44 @@ def to_flax_linen(params: Any, *, optimized: bool = False) -> tuple[Any, dict]:
 
 
 def to_flax_carry(carry: Any) -> Any:
-    """A core carry as Flax's (linen and NNX): LSTMState(h, c) -> (c, h); others -> h."""
+    """A core carry as Flax's (linen and NNX): LSTMState(h, c) -> (c, h); others -> h.
+
+    Raises:
+      TypeError: not an rnncells carry, or fields that are not floating arrays of one
+        dtype.
+      ValueError: an LSTMState whose h and c differ in shape.
+    """
+    check_core_carry(carry)
     if isinstance(carry, LSTMState):
         return (carry.c, carry.h)
-    if hasattr(carry, "h") and len(carry) == 1:
-        return carry.h
-    raise TypeError(f"carry must be LSTMState, GRUState or RNNState, got {type(carry).__name__}")
+    return carry.h
+
+
+def _flax_pair(carry: Any):
+    # Any NamedTuple (rnncells' LSTMState(h, c), Haiku's LSTMState(hidden, cell)) is a
+    # pair too, but in another order than Flax's (c, h): only a plain tuple or list is.
+    if isinstance(carry, tuple | list) and not hasattr(carry, "_fields") and len(carry) == 2:
+        c, h = carry
+        return ("carry[1] (h)", h), ("carry[0] (c)", c)
+    return None
 
 
 def from_flax_carry(carry: Any, params: Any) -> Any:
     """A Flax carry as the core's for ``params``' cell: (c, h) -> LSTMState(h, c); h -> state.
 
     Args:
-      carry: Flax's carry: a (c, h) tuple for LSTM cells, the array h otherwise.
-      params: the core params (their type picks GRUState or RNNState).
+      carry: Flax's carry: a (c, h) tuple for LSTM cells, the array h otherwise, each of
+        shape (*batch, hidden_size) and the params' dtype.
+      params: the core params (their type picks LSTMState, GRUState or RNNState).
 
     Returns:
       LSTMState(h, c), GRUState(h) or RNNState(h).
+
+    Raises:
+      TypeError: ``carry`` is already an rnncells carry (an ``LSTMState(h, c)`` read as
+        Flax's (c, h) would swap h and c), another NamedTuple, another cell's carry, or
+        holds non-floating arrays or arrays of another dtype than the params'.
+      ValueError: a last dimension other than the hidden size, or c and h of different
+        shapes.
     """
-    state = cell_spec(params).state
-    if state is LSTMState:
-        if not isinstance(carry, tuple | list) or len(carry) != 2:
-            raise TypeError(f"an LSTM carry from Flax must be a (c, h) pair, got {carry!r:.80}")
-        c, h = carry
-        return LSTMState(h=h, c=c)
-    return state(carry)
+    return carry_from(carry, params, "Flax", "a (c, h) tuple", _flax_pair)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from rnncells.cells import cell_spec
 from rnncells.gru import GRUParams, GRUResetAfterParams
+from rnncells.interop._checks import carry_from, check_core_carry
 from rnncells.lstm import LSTMParams, LSTMState
 
 KINDS = ("lstm", "gru", "vanilla_rnn")
@@ -128,24 +129,43 @@ def to_haiku(params: Any, *, name: str | None = None) -> dict[str, dict[str, jax
 
 
 def to_haiku_carry(carry: Any) -> Any:
-    """A core carry as Haiku's: LSTMState(h, c) -> hk.LSTMState(hidden, cell); GRU -> h."""
+    """A core carry as Haiku's: LSTMState(h, c) -> hk.LSTMState(hidden, cell); GRU -> h.
+
+    Raises:
+      TypeError: not an rnncells carry (``hk.LSTMState`` is Haiku's already), or fields
+        that are not floating arrays of one dtype.
+      ValueError: an LSTMState whose h and c differ in shape.
+    """
+    check_core_carry(carry)
     if isinstance(carry, LSTMState):
         import haiku as hk
 
         return hk.LSTMState(hidden=carry.h, cell=carry.c)
-    if hasattr(carry, "h") and len(carry) == 1:
-        return carry.h
-    raise TypeError(f"carry must be LSTMState or GRUState, got {type(carry).__name__}")
+    return carry.h
+
+
+def _haiku_pair(carry: Any):
+    if hasattr(carry, "hidden") and hasattr(carry, "cell"):
+        return ("carry.hidden", carry.hidden), ("carry.cell", carry.cell)
+    return None
 
 
 def from_haiku_carry(carry: Any, params: Any) -> Any:
-    """A Haiku carry as the core's: hk.LSTMState(hidden, cell) -> LSTMState(h, c); h -> GRUState."""
-    state = cell_spec(params).state
-    if state is LSTMState:
-        if not (hasattr(carry, "hidden") and hasattr(carry, "cell")):
-            raise TypeError(
-                f"an LSTM carry from Haiku must be hk.LSTMState(hidden, cell), "
-                f"got {type(carry).__name__}"
-            )
-        return LSTMState(h=carry.hidden, c=carry.cell)
-    return state(carry)
+    """A Haiku carry as the core's: hk.LSTMState(hidden, cell) -> LSTMState(h, c); h -> GRUState.
+
+    Args:
+      carry: Haiku's carry: ``hk.LSTMState(hidden, cell)`` for ``hk.LSTM``, the array h
+        for ``hk.GRU``, each of shape (*batch, hidden_size) and the params' dtype.
+      params: the core params (their type picks LSTMState or GRUState).
+
+    Returns:
+      LSTMState(h, c) or GRUState(h).
+
+    Raises:
+      TypeError: ``carry`` is already an rnncells carry, another cell's carry (an
+        ``hk.LSTMState`` for GRU params), or holds non-floating arrays or arrays of
+        another dtype than the params'.
+      ValueError: a last dimension other than the hidden size, or hidden and cell of
+        different shapes.
+    """
+    return carry_from(carry, params, "Haiku", "hk.LSTMState(hidden, cell)", _haiku_pair)
