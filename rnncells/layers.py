@@ -80,7 +80,9 @@ def bidirectional_unroll(
       lengths: optional (*batch,) valid lengths; the backward direction starts at each
         sequence's last valid step.
       merge: "concat" (outputs (..., 2H), forward first) or "sum" (outputs (..., H)).
-      time_major, unroll, remat: as in ``unroll``.
+      time_major: as in ``unroll``.
+      unroll: as in ``unroll``.
+      remat: as in ``unroll``.
 
     Returns:
       (Bidirectional(forward_carry, backward_carry), ys).
@@ -192,7 +194,9 @@ def stack_unroll(
       dropout_rate: probability of zeroing each output of every layer but the last
         (inverted dropout, survivors scaled by 1 / (1 - rate)).
       dropout_key: PRNG key, required when dropout_rate > 0.
-      time_major, unroll, remat: as in ``unroll``.
+      time_major: as in ``unroll``.
+      unroll: as in ``unroll``.
+      remat: as in ``unroll``.
 
     Returns:
       (final_carries, ys): one final carry per layer, and the last layer's outputs.
