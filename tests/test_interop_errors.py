@@ -1,9 +1,12 @@
 """Bad input to the converters raises an error naming the argument, what was expected and
 what was given, before anything is built (no silent swap, truncation or deep error)."""
 
+import warnings
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import rnncells as rc
@@ -197,3 +200,117 @@ def test_to_haiku_carry_names_haikus_own_state():
     # The message read "must be LSTMState or GRUState, got LSTMState".
     with pytest.raises(TypeError, match=r"rnncells' LSTMState.*got haiku\._src.*LSTMState"):
         interop.to_haiku_carry(hk.LSTMState(ones(2, H), ones(2, H)))
+
+
+# --- PyTorch dtypes JAX cannot hold ---------------------------------------------------------
+
+
+def test_from_torch_float64_with_x64_off_refused(x64_off):
+    # It returned float32 params, silently.
+    module = torch.nn.LSTM(D, H).double()
+    with pytest.raises(TypeError, match=r"dtype is float64, but jax_enable_x64 is off.*float32"):
+        interop.from_torch(module, dtype=jnp.float64)
+    with pytest.raises(TypeError, match=r"dtype is float64, but jax_enable_x64 is off"):
+        interop.from_torch(module, dtype="float64")
+    h0 = torch.zeros(1, 2, H, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"dtype is float64, but jax_enable_x64 is off"):
+        interop.from_torch_carries(module, h0, h0, dtype=np.float64)
+    assert interop.from_torch(module)[0].W.dtype == jnp.float32  # the default still works
+
+
+def test_from_torch_dtype_none_refused():
+    # None meant float64 (NumPy's default), not the documented float32 default.
+    with pytest.raises(TypeError, match="dtype must be a floating dtype.*got None"):
+        interop.from_torch(torch.nn.GRU(D, H), dtype=None)
+
+
+# --- PyTorch -------------------------------------------------------------------------------
+
+
+def _complex_gru():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that complex modules are experimental
+        return torch.nn.GRU(D, H).to(torch.complex64)
+
+
+def _reshaped_gru():
+    module = torch.nn.GRU(D, H)
+    module.weight_ih_l0 = torch.nn.Parameter(torch.zeros(3 * H, D + 1))
+    return module
+
+
+def _torch_lstm_params(dtype=F32):
+    return interop.from_torch(torch.nn.LSTM(D, H), dtype=dtype)
+
+
+TORCH_CASES = [
+    # Integer and bool states were cast to float silently.
+    pytest.param(
+        lambda: interop.from_torch_carries(
+            torch.nn.GRU(D, H), torch.zeros(1, 2, H, dtype=torch.int64)
+        ),
+        TypeError,
+        r"h0 must have a floating dtype, got torch.int64",
+        id="carries-int",
+    ),
+    pytest.param(
+        lambda: interop.from_torch_carries(
+            torch.nn.LSTM(D, H), torch.zeros(1, 2, H), torch.zeros(1, 2, H, dtype=torch.bool)
+        ),
+        TypeError,
+        r"c0 must have a floating dtype, got torch.bool",
+        id="carries-bool",
+    ),
+    # Complex values lost their imaginary part (torch warns only once per process).
+    pytest.param(
+        lambda: interop.from_torch(_complex_gru()),
+        TypeError,
+        r"module.weight_ih_l0 must have a floating dtype, got torch.complex64",
+        id="complex-module",
+    ),
+    # A weight replaced by one of another shape went through to the params.
+    pytest.param(
+        lambda: interop.from_torch(_reshaped_gru()),
+        ValueError,
+        r"module.weight_ih_l0 must have shape \(15, 3\) \(3 gate blocks \* hidden_size 5, "
+        r"input_size 3\), got shape \(15, 4\)",
+        id="reshaped-weight",
+    ),
+    pytest.param(
+        lambda: interop.from_torch_carries(
+            torch.nn.LSTM(D, H), (torch.zeros(1, 2, H), torch.zeros(1, 2, H))
+        ),
+        ValueError,
+        r"h0 is a tuple.*from_torch_carries\(module, \*state\)",
+        id="carries-state-pair-as-h0",
+    ),
+    pytest.param(
+        lambda: interop.to_torch(
+            (_torch_lstm_params()[0]._replace(b=ones(4 * H, dtype=F64)),), torch.nn.LSTM(D, H)
+        ),
+        TypeError,
+        r"params\[0\]\.b must have dtype float32 \(params\[0\]\.W's dtype\), got float64",
+        id="to-torch-mixed-dtypes",
+    ),
+    pytest.param(
+        lambda: interop.to_torch(
+            jax.tree.map(lambda x: torch.tensor(np.asarray(x)), _torch_lstm_params()),
+            torch.nn.LSTM(D, H),
+        ),
+        TypeError,
+        r"params\[0\]\.W must be a JAX or NumPy array, got torch.Tensor",
+        id="to-torch-tensors",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", TORCH_CASES)
+def test_torch_bad_input_refused(call, error, match):
+    check(call, error, match)
+
+
+def test_to_torch_float64_params_write_without_warnings():
+    # float64 arrays were handed to torch as read-only NumPy views, which torch warns about.
+    layers = _torch_lstm_params(F64)
+    module = interop.to_torch(layers, torch.nn.LSTM(D, H, dtype=torch.float64))
+    np.testing.assert_array_equal(module.weight_ih_l0.detach().numpy(), np.asarray(layers[0].W).T)

@@ -58,7 +58,7 @@ def check_dtype_arg(dtype: Any, name: str = "dtype") -> np.dtype:
         raise TypeError(f"{name} must be a floating dtype, got {dtype!r}") from None
     if not jnp.issubdtype(resolved, jnp.floating):
         raise TypeError(f"{name} must be a floating dtype, got {resolved}")
-    check_x64(f"{name}={resolved}", resolved)
+    check_x64(name, resolved)
     return resolved
 
 

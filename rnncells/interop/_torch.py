@@ -45,6 +45,7 @@ import numpy as np
 
 from rnncells._checks import shape_str
 from rnncells.gru import GRUParams, GRUResetAfterParams, GRUState
+from rnncells.interop._checks import array_dtype, check_dtype_arg, type_name
 from rnncells.layers import Bidirectional
 from rnncells.lstm import LSTMParams, LSTMState
 from rnncells.rnn import RNNParams, RNNState
@@ -101,24 +102,18 @@ def _num_directions(module) -> int:
 
 
 def _tensor_to_numpy(name: str, x) -> np.ndarray:
-    """A float64 NumPy copy of a tensor or array (exact for every float dtype up to 64 bits)."""
+    """A float64 NumPy copy of a floating tensor or array (exact for every float dtype up
+    to 64 bits); TypeError for integer, bool or complex ones, which would be cast."""
     if isinstance(x, torch.Tensor):
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
         return x.detach().to(device="cpu", dtype=torch.float64).numpy()
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{name} must be a torch.Tensor or an array, got {type(x).__name__}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
-    return np.asarray(x, dtype=np.float64)
-
-
-def _check_dtype(dtype) -> np.dtype:
-    try:
-        dtype = jnp.dtype(dtype)
-    except TypeError as error:
-        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}") from error
+        raise TypeError(f"{name} must be a torch.Tensor or an array, got {type_name(x)}")
+    dtype = array_dtype(name, x)
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-    return dtype
+        raise TypeError(f"{name} must have a floating dtype, got {dtype}")
+    return np.array(x, dtype=np.float64)  # a writable copy: torch refuses read-only arrays
 
 
 def _negate_block(x: np.ndarray, block: int, hidden: int) -> np.ndarray:
@@ -128,13 +123,44 @@ def _negate_block(x: np.ndarray, block: int, hidden: int) -> np.ndarray:
     return x
 
 
+def _input_width(module, layer: int) -> tuple[int, str]:
+    """Layer ``layer``'s input width, and how a message names it."""
+    if layer == 0:
+        return module.input_size, f"input_size {module.input_size}"
+    width = module.hidden_size * _num_directions(module)
+    return width, f"layer {layer}'s input hidden_size * num_directions {width}"
+
+
+def _module_weight(module, name: str, layer: int, suffix: str, shape, what: str) -> np.ndarray:
+    """A parameter of ``module`` as float64 NumPy, checked: floating, of shape ``shape``.
+
+    The module's sizes (input_size, hidden_size) are what the converted params promise;
+    a parameter replaced by one of another shape would give params of another cell.
+    """
+    full = f"module.{name}_l{layer}{suffix}"
+    value = _tensor_to_numpy(full, getattr(module, f"{name}_l{layer}{suffix}"))
+    if value.shape != shape:
+        raise ValueError(
+            f"{full} must have shape {shape_str(shape)} ({what}), "
+            f"got shape {shape_str(value.shape)}"
+        )
+    return value
+
+
 def _layer_from_torch(module, params_type: type, layer: int, suffix: str, dtype) -> Any:
     hidden = module.hidden_size
-    W = _tensor_to_numpy("weight_ih", getattr(module, f"weight_ih_l{layer}{suffix}")).T
-    V = _tensor_to_numpy("weight_hh", getattr(module, f"weight_hh_l{layer}{suffix}")).T
+    G = _CELLS[module.mode][2]
+    width, width_what = _input_width(module, layer)
+    gates = f"{G} gate blocks * hidden_size {hidden}"
+
+    def read(name: str, shape, what: str) -> np.ndarray:
+        return _module_weight(module, name, layer, suffix, shape, what)
+
+    W = read("weight_ih", (G * hidden, width), f"{gates}, {width_what}").T
+    V = read("weight_hh", (G * hidden, hidden), f"{gates}, hidden_size {hidden}").T
     if module.bias:
-        b_ih = _tensor_to_numpy("bias_ih", getattr(module, f"bias_ih_l{layer}{suffix}"))
-        b_hh = _tensor_to_numpy("bias_hh", getattr(module, f"bias_hh_l{layer}{suffix}"))
+        b_ih = read("bias_ih", (G * hidden,), gates)
+        b_hh = read("bias_hh", (G * hidden,), gates)
     else:
         b_ih = b_hh = np.zeros((W.shape[1],), np.float64)
 
@@ -179,8 +205,11 @@ def from_torch(module, *, dtype=jnp.float32) -> tuple[Any, ...]:
       bidirectional. D_0 = input_size, D_k = H * num_directions for k > 0.
 
     Raises:
-      TypeError: ``module`` is not one of the three modules, or ``dtype`` is not floating.
-      ValueError: ``nn.RNN(nonlinearity="relu")`` or ``nn.LSTM(proj_size > 0)``.
+      TypeError: ``module`` is not one of the three modules, holds non-floating
+        (e.g. complex) parameters, or ``dtype`` is not floating or is float64 while
+        ``jax_enable_x64`` is off (JAX would silently make it float32).
+      ValueError: ``nn.RNN(nonlinearity="relu")`` or ``nn.LSTM(proj_size > 0)``, or a
+        parameter whose shape does not match the module's sizes.
 
     Example:
       >>> module = torch.nn.GRU(3, 5, num_layers=2, bidirectional=True)
@@ -189,7 +218,7 @@ def from_torch(module, *, dtype=jnp.float32) -> tuple[Any, ...]:
       ('Bidirectional', 'GRUResetAfterParams')
     """
     params_type, _, _ = _check_module(module)
-    dtype = _check_dtype(dtype)
+    dtype = check_dtype_arg(dtype)
     layers = []
     for layer in range(module.num_layers):
         if module.bidirectional:
@@ -240,10 +269,9 @@ def _layer_items(layers: Any, module, kind: str) -> list[tuple[str, int, str, An
 
 
 def _check_param_shape(path: str, name: str, x, expected: tuple[int, ...], what: str) -> None:
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{path}.{name} must be an array, got {type(x).__name__}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{path}.{name} must have a floating dtype, got {x.dtype}")
+    dtype = array_dtype(f"{path}.{name}", x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{path}.{name} must have a floating dtype, got {dtype}")
     if tuple(x.shape) != expected:
         raise ValueError(
             f"{path}.{name} must have shape {shape_str(expected)} ({what}), "
@@ -267,6 +295,13 @@ def _check_layer_params(path: str, params: Any, module, layer: int, params_type:
     _check_param_shape(path, "b", params.b, (G * hidden,), what)
     if params_type is GRUResetAfterParams:
         _check_param_shape(path, "b_hn", params.b_hn, (hidden,), what)
+    for field in params._fields[1:]:  # one dtype per cell, as the core's steps require
+        value = getattr(params, field)
+        if value.dtype != params.W.dtype:
+            raise TypeError(
+                f"{path}.{field} must have dtype {params.W.dtype} ({path}.W's dtype), "
+                f"got {value.dtype}"
+            )
 
 
 def to_torch(params: tuple[Any, ...], module):
@@ -293,7 +328,8 @@ def to_torch(params: tuple[Any, ...], module):
 
     Raises:
       TypeError: ``module`` is not one of the three modules; ``params`` is not a tuple,
-        or holds the wrong cell's params or non-floating arrays.
+        or holds the wrong cell's params, non-floating arrays, arrays that are not JAX or
+        NumPy arrays, or a layer whose fields differ in dtype.
       ValueError: the number of layers, bidirectionality or a shape does not match the
         module; reset-before ``GRUParams`` for an ``nn.GRU``; non-zero biases for a module
         with ``bias=False``; ``nn.RNN(nonlinearity="relu")`` or ``nn.LSTM(proj_size > 0)``.
@@ -304,7 +340,8 @@ def to_torch(params: tuple[Any, ...], module):
     converted = []
     for path, layer, suffix, entry in items:  # check everything before writing anything
         _check_layer_params(path, entry, module, layer, params_type, G)
-        W, V, b = (np.asarray(x, dtype=np.float64) for x in (entry.W, entry.V, entry.b))
+        # Copies: a float64 array would otherwise be a read-only view, which torch warns on.
+        W, V, b = (np.array(x, dtype=np.float64) for x in (entry.W, entry.V, entry.b))
         if params_type is GRUResetAfterParams:
             W, V, b = (_negate_block(x, 1, hidden) for x in (W, V, b))
             b_hh = np.concatenate([np.zeros(2 * hidden), np.asarray(entry.b_hn, np.float64)])
@@ -346,14 +383,20 @@ def from_torch_carries(module, h0, c0=None, *, dtype=jnp.float32) -> tuple[Any, 
       A tuple of ``num_layers`` carries, each field of shape (*batch, H).
 
     Raises:
-      TypeError: unsupported module, non-floating states or dtype.
+      TypeError: unsupported module; non-floating (integer, bool, complex) states;
+        ``dtype`` not floating, or float64 while ``jax_enable_x64`` is off.
       ValueError: a state of the wrong shape, c0 missing for an LSTM or given otherwise.
     """
     _, state_type, _ = _check_module(module)
-    dtype = _check_dtype(dtype)
+    dtype = check_dtype_arg(dtype)
     rows = module.num_layers * _num_directions(module)
     states = {"h0": h0}
     if state_type is LSTMState:
+        if c0 is None and isinstance(h0, tuple | list):
+            raise ValueError(
+                f"h0 is a {type(h0).__name__} (PyTorch's (h_n, c_n) state?), but h0 and c0 "
+                "are separate arguments: call from_torch_carries(module, *state)"
+            )
         if c0 is None:
             raise ValueError("c0 is required for an nn.LSTM (its carry is (h, c)), got None")
         states["c0"] = c0
