@@ -3,11 +3,13 @@ what was given, before anything is built (no silent swap, truncation or deep err
 
 import warnings
 
+import flax.linen as nn
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import rnncells as rc
 from rnncells import interop
@@ -314,3 +316,267 @@ def test_to_torch_float64_params_write_without_warnings():
     layers = _torch_lstm_params(F64)
     module = interop.to_torch(layers, torch.nn.LSTM(D, H, dtype=torch.float64))
     np.testing.assert_array_equal(module.weight_ih_l0.detach().numpy(), np.asarray(layers[0].W).T)
+
+
+# --- Flax linen ----------------------------------------------------------------------------
+
+
+def _linen(kind, **changes):
+    """(cell, variables) for valid params of ``kind``, with leaves replaced by ``changes``
+    ({"gate/leaf": value})."""
+    cell, variables = interop.to_flax_linen(params(kind))
+    tree = {name: dict(leaves) for name, leaves in variables["params"].items()}
+    for path, value in changes.items():
+        name, leaf = path.split("/")
+        tree[name][leaf] = value
+    return cell, {"params": tree}
+
+
+LINEN_CASES = [
+    # cell.features was ignored: the variables' own width was taken.
+    pytest.param(
+        lambda: interop.from_flax_linen(nn.LSTMCell(features=H + 1), _linen("lstm")[1]),
+        ValueError,
+        r"variables\['params'\]\['ii'\]\['kernel'\] must have shape \(input_size, 6\) "
+        r"\(LSTMCell with features=6\), got shape \(3, 5\)",
+        id="lstm-features",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_linen(nn.GRUCell(features=4), _linen("gru_ra")[1]),
+        ValueError,
+        r"\['ir'\]\['kernel'\] must have shape \(input_size, 4\)",
+        id="gru-features",
+    ),
+    # Per-gate kernels of different widths were concatenated into a W of the wrong width.
+    pytest.param(
+        lambda: interop.from_flax_linen(*_linen("lstm", **{"if/kernel": ones(D, H + 1)})),
+        ValueError,
+        r"\['if'\]\['kernel'\] must have shape \(3, 5\) \(LSTMCell with features=5\), got shape",
+        id="gate-width",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_linen(*_linen("lstm", **{"hf/bias": ones(H + 1)})),
+        ValueError,
+        r"\['hf'\]\['bias'\] must have shape \(5,\)",
+        id="bias-width",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_linen(*_linen("gru_ra", **{"hn/bias": ones(H + 1)})),
+        ValueError,
+        r"\['hn'\]\['bias'\] must have shape \(5,\)",
+        id="gru-b_hn-width",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_linen(*_linen("lstm", **{"ii/kernel": ones(D + 1, H)})),
+        ValueError,
+        r"\['if'\]\['kernel'\] must have shape \(4, 5\).*got shape \(3, 5\)",
+        id="input-sizes-differ",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_linen(*_linen("lstm", **{"hi/kernel": ones(H)})),
+        ValueError,
+        r"\['hi'\]\['kernel'\] must have shape \(5, 5\).*got shape \(5,\)",
+        id="rank",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_linen(
+            nn.SimpleCell(features=H, residual=True),
+            _linen("rnn", **{"h/kernel": ones(H, H + 1)})[1],
+        ),
+        ValueError,
+        r"\['h'\]\['kernel'\] must have shape \(5, 5\)",
+        id="residual-not-square",
+    ),
+    # Integer weights came back as integer params.
+    pytest.param(
+        lambda: interop.from_flax_linen(nn.LSTMCell(features=H), as_int(_linen("lstm")[1])),
+        TypeError,
+        r"\['ii'\]\['kernel'\] must have a floating dtype, got int32",
+        id="int",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_linen(*_linen("lstm", **{"ig/kernel": ones(D, H, dtype=F64)})),
+        TypeError,
+        r"\['ig'\]\['kernel'\] must have dtype float32 \(variables\['params'\]\['ii'\]\['ke",
+        id="mixed-dtypes",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_linen(*_linen("lstm", **{"hi/kernel": "weights"})),
+        TypeError,
+        r"\['hi'\]\['kernel'\] must be an array, got str",
+        id="not-an-array",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_linen(nn.LSTMCell(features=H), {"params": [1, 2]}),
+        TypeError,
+        r"variables\['params'\] must be a mapping of the cell's Dense layers, got list",
+        id="params-not-a-mapping",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_linen(
+            nn.LSTMCell(features=H), {"params": {**_linen("lstm")[1]["params"], "hi": "x"}}
+        ),
+        TypeError,
+        r"variables\['params'\]\['hi'\] must be a mapping \(a Dense layer's kernel and bias\)",
+        id="layer-not-a-mapping",
+    ),
+    # to_flax_linen split inconsistent params into per-gate kernels of any width.
+    pytest.param(
+        lambda: interop.to_flax_linen(replace("lstm", W=ones(D, 4 * H + 4))),
+        ValueError,
+        r"params.W must have shape \(input_size, 20\)",
+        id="to-W",
+    ),
+    pytest.param(
+        lambda: interop.to_flax_linen(replace("lstm", V=ones(H, 3 * H))),
+        ValueError,
+        r"params.V must have shape \(hidden_size, 4 \* hidden_size\)",
+        id="to-V",
+    ),
+    pytest.param(
+        lambda: interop.to_flax_linen(replace("gru_ra", b_hn=ones(H + 1))),
+        ValueError,
+        r"params.b_hn must have shape \(5,\)",
+        id="to-b_hn",
+    ),
+    pytest.param(
+        lambda: interop.to_flax_linen(as_int(params("lstm"))),
+        TypeError,
+        r"params.W must have a floating dtype, got int32",
+        id="to-int",
+    ),
+    pytest.param(
+        lambda: interop.to_flax_linen(replace("lstm", b=ones(4 * H, dtype=F64))),
+        TypeError,
+        r"params.b must have dtype float32 \(params.W's dtype\), got float64",
+        id="to-mixed",
+    ),
+    pytest.param(
+        lambda: interop.to_flax_linen(replace("lstm", W=[[0.0] * 4 * H] * D)),
+        TypeError,
+        r"params.W must be an array, got list",
+        id="to-list",
+    ),
+    # Any truthy value picked the optimized cell.
+    pytest.param(
+        lambda: interop.to_flax_linen(params("lstm"), optimized="no"),
+        TypeError,
+        r"optimized must be True or False, got 'no'",
+        id="to-optimized",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", LINEN_CASES)
+def test_flax_linen_bad_input_refused(call, error, match):
+    check(call, error, match)
+
+
+# --- Flax NNX ------------------------------------------------------------------------------
+
+
+def _nnx(cls, replace_leaf=None, value=None, **kwargs):
+    """An NNX cell whose Param at ``replace_leaf`` ("dense_h.kernel") is replaced."""
+    module = cls(D, H, rngs=nnx.Rngs(0), **kwargs)
+    if replace_leaf is not None:
+        layer, leaf = replace_leaf.split(".")
+        setattr(getattr(module, layer), leaf, nnx.Param(value))
+    return module
+
+
+NNX_CASES = [
+    pytest.param(
+        lambda: interop.from_flax_nnx(
+            _nnx(nnx.OptimizedLSTMCell, "dense_h.kernel", ones(H, 4 * H + 4))
+        ),
+        ValueError,
+        r"module.dense_h.kernel must have shape \(5, 20\) \(OptimizedLSTMCell with "
+        r"in_features=3, hidden_features=5\), got shape \(5, 24\)",
+        id="fused-kernel",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_nnx(_nnx(nnx.LSTMCell, "hf.kernel", ones(H, H + 1))),
+        ValueError,
+        r"module.hf.kernel must have shape \(5, 5\)",
+        id="gate-kernel",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_nnx(_nnx(nnx.GRUCell, "dense_i.bias", ones(3 * H + 3))),
+        ValueError,
+        r"module.dense_i.bias must have shape \(15,\)",
+        id="gru-bias",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_nnx(
+            _nnx(nnx.SimpleCell, "dense_h.kernel", ones(H, H + 1), residual=True)
+        ),
+        ValueError,
+        r"module.dense_h.kernel must have shape \(5, 5\)",
+        id="residual",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_nnx(
+            _nnx(nnx.OptimizedLSTMCell, "dense_i.kernel", ones(D, 4 * H, dtype=I32))
+        ),
+        TypeError,
+        r"module.dense_i.kernel must have a floating dtype, got int32",
+        id="int",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_nnx(
+            _nnx(nnx.OptimizedLSTMCell, "dense_h.bias", ones(4 * H, dtype=F64))
+        ),
+        TypeError,
+        r"module.dense_h.bias must have dtype float32 \(module.dense_i.kernel's dtype",
+        id="mixed",
+    ),
+    # to_flax_nnx failed inside Flax ("Incompatible types for broadcasting") or promotion.
+    pytest.param(
+        lambda: interop.to_flax_nnx(replace("lstm", W=ones(D, 4 * H + 4))),
+        ValueError,
+        r"params.W must have shape \(input_size, 20\)",
+        id="to-W",
+    ),
+    pytest.param(
+        lambda: interop.to_flax_nnx(replace("lstm", b=ones(3)), optimized=False),
+        ValueError,
+        r"params.b must have shape \(20,\)",
+        id="to-b",
+    ),
+    pytest.param(
+        lambda: interop.to_flax_nnx(as_int(params("rnn"))),
+        TypeError,
+        r"params.W must have a floating dtype, got int32",
+        id="to-int",
+    ),
+    pytest.param(
+        lambda: interop.to_flax_nnx(replace("gru_ra", V=ones(H, 3 * H, dtype=F64))),
+        TypeError,
+        r"params.V must have dtype float32 \(params.W's dtype\), got float64",
+        id="to-mixed",
+    ),
+    # A zero b_hn of the wrong shape was accepted (and dropped).
+    pytest.param(
+        lambda: interop.to_flax_nnx(replace("gru_ra", b_hn=jnp.zeros(H + 1, F32))),
+        ValueError,
+        r"params.b_hn must have shape \(5,\)",
+        id="to-b_hn-shape",
+    ),
+    pytest.param(
+        lambda: interop.to_flax_nnx(params("rnn"), rngs=3),
+        TypeError,
+        r"rngs must be a flax.nnx.Rngs or None, got int",
+        id="to-rngs",
+    ),
+    pytest.param(
+        lambda: interop.to_flax_nnx(params("lstm"), optimized="no"),
+        TypeError,
+        r"optimized must be True or False, got 'no'",
+        id="to-optimized",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", NNX_CASES)
+def test_flax_nnx_bad_input_refused(call, error, match):
+    check(call, error, match)

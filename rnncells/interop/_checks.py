@@ -48,6 +48,12 @@ def check_x64(name: str, dtype: Any) -> None:
         )
 
 
+def check_bool(name: str, value: Any) -> None:
+    """TypeError unless ``value`` is a bool (a string such as "no" would read as True)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def check_dtype_arg(dtype: Any, name: str = "dtype") -> np.dtype:
     """A converter's ``dtype`` argument as a NumPy dtype: floating and available in JAX."""
     if dtype is None:

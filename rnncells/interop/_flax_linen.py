@@ -19,15 +19,22 @@ and is not converted; with a lower-precision ``dtype`` Flax rounds where we do n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from rnncells.cells import cell_spec
+from rnncells._checks import check_positive_int
 from rnncells.gru import GRUParams, GRUResetAfterParams
-from rnncells.interop._checks import carry_from, check_core_carry
+from rnncells.interop._checks import (
+    Leaves,
+    carry_from,
+    check_bool,
+    check_core_carry,
+    check_params,
+    type_name,
+)
 from rnncells.lstm import LSTMParams, LSTMState
 from rnncells.rnn import RNNParams
 
@@ -81,22 +88,47 @@ def is_zero(x: jax.Array, name: str, why: str) -> bool:
     return not bool(jnp.any(x != 0))
 
 
-def _params_of(variables: Mapping) -> Mapping:
+def _layers_of(variables: Mapping) -> tuple[Mapping, str]:
+    """The mapping of a cell's Dense layers in ``variables``, and how messages name it."""
     if not isinstance(variables, Mapping):
         raise TypeError(
-            f"variables must be a mapping ({{'params': ...}}), got {type(variables).__name__}"
+            f"variables must be a mapping ({{'params': ...}}), got {type_name(variables)}"
         )
-    return variables["params"] if "params" in variables else variables
+    if "params" in variables:
+        tree, prefix = variables["params"], "variables['params']"
+    else:
+        tree, prefix = variables, "variables"
+    if not isinstance(tree, Mapping):
+        raise TypeError(
+            f"{prefix} must be a mapping of the cell's Dense layers, got {type_name(tree)}"
+        )
+    return tree, prefix
 
 
-def _get(tree: Mapping, name: str, leaf: str, cell: Any) -> jax.Array:
-    try:
-        return jnp.asarray(tree[name][leaf])
-    except KeyError:
-        raise ValueError(
-            f"variables of {type(cell).__name__} must hold params[{name!r}][{leaf!r}], "
-            f"got keys {sorted(tree)}"
-        ) from None
+def _reader(cell: Any, variables: Mapping) -> Callable:
+    """``read(layer, leaf, shape)``: one checked leaf of a linen cell's variables.
+
+    Checks (see ``Leaves``) that it exists, is a floating array of the first leaf's dtype
+    and has ``shape``: the per-gate kernels must agree with ``cell.features`` and with
+    each other, or the fused params would be of another width than the cell's.
+    """
+    tree, prefix = _layers_of(variables)
+    leaves = Leaves(f"{type(cell).__name__} with features={cell.features}")
+
+    def read(layer: str, leaf: str, shape) -> jax.Array:
+        if layer in tree and not isinstance(tree[layer], Mapping):
+            raise TypeError(
+                f"{prefix}[{layer!r}] must be a mapping (a Dense layer's kernel and bias), "
+                f"got {type_name(tree[layer])}"
+            )
+        if layer not in tree or leaf not in tree[layer]:
+            raise ValueError(
+                f"variables of {type(cell).__name__} must hold params[{layer!r}][{leaf!r}], "
+                f"got keys {sorted(tree)}"
+            )
+        return leaves(f"{prefix}[{layer!r}][{leaf!r}]", tree[layer][leaf], shape)
+
+    return read
 
 
 def from_flax_linen(cell: Any, variables: Mapping) -> Any:
@@ -105,41 +137,48 @@ def from_flax_linen(cell: Any, variables: Mapping) -> Any:
     Args:
       cell: ``flax.linen.LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell`` or ``SimpleCell``.
       variables: its variables, ``{"params": {...}}`` as returned by ``cell.init``, or
-        the inner params dict.
+        the inner params dict: per gate, input kernels (D, H), hidden kernels (H, H) and
+        biases (H,), H = ``cell.features``, all of one floating dtype.
 
     Returns:
       LSTMParams (LSTM cells), GRUResetAfterParams (GRUCell) or RNNParams (SimpleCell).
 
     Raises:
-      TypeError: an unsupported cell type or variables not a mapping.
-      ValueError: a non-sigmoid gate or non-tanh activation function, or missing
-        variables.
+      TypeError: an unsupported cell type, variables not a mapping, or leaves that are
+        not floating arrays of one dtype (float64 also needs ``jax_enable_x64``).
+      ValueError: a non-sigmoid gate or non-tanh activation function, missing
+        variables, or a leaf whose shape does not match ``cell.features`` or the other
+        gates' input size.
     """
     import flax.linen as nn
 
-    tree = _params_of(variables)
-    if isinstance(cell, nn.LSTMCell | nn.OptimizedLSTMCell):
-        check_functions(cell, cell.gate_fn, cell.activation_fn)
-        W = jnp.concatenate([_get(tree, "i" + g, "kernel", cell) for g in _LSTM_GATES], -1)
-        V = jnp.concatenate([_get(tree, "h" + g, "kernel", cell) for g in _LSTM_GATES], -1)
-        b = jnp.concatenate([_get(tree, "h" + g, "bias", cell) for g in _LSTM_GATES], -1)
-        return LSTMParams(W, V, b)
-    if isinstance(cell, nn.GRUCell):
-        check_functions(cell, cell.gate_fn, cell.activation_fn)
-        W = jnp.concatenate([_get(tree, "i" + g, "kernel", cell) for g in _GRU_GATES], -1)
-        V = jnp.concatenate([_get(tree, "h" + g, "kernel", cell) for g in _GRU_GATES], -1)
-        b = jnp.concatenate([_get(tree, "i" + g, "bias", cell) for g in _GRU_GATES], -1)
-        return negate_update(GRUResetAfterParams(W, V, b, _get(tree, "hn", "bias", cell)))
+    if not isinstance(cell, nn.LSTMCell | nn.OptimizedLSTMCell | nn.GRUCell | nn.SimpleCell):
+        raise TypeError(
+            "cell must be flax.linen LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell, "
+            f"got {type(cell).__name__}"
+        )
+    check_functions(cell, getattr(cell, "gate_fn", None), cell.activation_fn)
+    H = check_positive_int(f"{type(cell).__name__}.features", cell.features)
+    read = _reader(cell, variables)
     if isinstance(cell, nn.SimpleCell):
-        check_functions(cell, None, cell.activation_fn)
-        V = _get(tree, "h", "kernel", cell)
+        W = read("i", "kernel", ("input_size", H))
+        V = read("h", "kernel", (H, H))
+        b = read("i", "bias", (H,))
         if cell.residual:  # tanh(W x + b + V h + h) = tanh(W x + b + (V + I) h)
-            V = V + jnp.eye(V.shape[0], dtype=V.dtype)
-        return RNNParams(_get(tree, "i", "kernel", cell), V, _get(tree, "i", "bias", cell))
-    raise TypeError(
-        "cell must be flax.linen LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell, "
-        f"got {type(cell).__name__}"
-    )
+            V = V + jnp.eye(H, dtype=V.dtype)
+        return RNNParams(W, V, b)
+    gates = _GRU_GATES if isinstance(cell, nn.GRUCell) else _LSTM_GATES
+    first = read("i" + gates[0], "kernel", ("input_size", H))
+    D = first.shape[0]
+    Ws = [first] + [read("i" + g, "kernel", (D, H)) for g in gates[1:]]
+    Vs = [read("h" + g, "kernel", (H, H)) for g in gates]
+    if isinstance(cell, nn.GRUCell):
+        bs = [read("i" + g, "bias", (H,)) for g in gates]
+        b_hn = read("hn", "bias", (H,))
+        params = GRUResetAfterParams(*(jnp.concatenate(x, -1) for x in (Ws, Vs, bs)), b_hn)
+        return negate_update(params)
+    bs = [read("h" + g, "bias", (H,)) for g in gates]
+    return LSTMParams(*(jnp.concatenate(x, -1) for x in (Ws, Vs, bs)))
 
 
 def _blocks(x: jax.Array, n: int) -> list[jax.Array]:
@@ -159,13 +198,17 @@ def to_flax_linen(params: Any, *, optimized: bool = False) -> tuple[Any, dict]:
       ``{"params": {...}}``; the cell's ``param_dtype`` is the params' dtype.
 
     Raises:
-      TypeError: params is not a built-in params NamedTuple.
+      TypeError: params is not a built-in params NamedTuple, holds non-floating arrays or
+        fields of different dtypes (float64 also needs ``jax_enable_x64``), or
+        ``optimized`` is not a bool.
       ValueError: GRUParams (reset-before; Flax's GRUCell is reset-after, a different
-        function family).
+        function family), or shapes that are not W (D, G*H), V (H, G*H), b (G*H,),
+        b_hn (H,).
     """
     import flax.linen as nn
 
-    cell_spec(params)
+    check_params(params)
+    check_bool("optimized", optimized)
     dtype = params.W.dtype
     hidden = params.V.shape[0]
     if isinstance(params, LSTMParams):

@@ -20,8 +20,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnncells.cells import cell_spec
 from rnncells.gru import GRUParams, GRUResetAfterParams
+from rnncells.interop._checks import Leaves, check_bool, check_params, type_name
 from rnncells.interop._flax_linen import check_functions, is_zero, negate_update
 from rnncells.lstm import LSTMParams
 from rnncells.rnn import RNNParams
@@ -29,62 +29,63 @@ from rnncells.rnn import RNNParams
 _LSTM_GATES = ("i", "f", "g", "o")
 
 
-def _value(variable: Any) -> jax.Array:
-    return jnp.asarray(variable[...])
-
-
 def from_flax_nnx(module: Any) -> Any:
     """rnncells params from a Flax NNX cell.
 
     Args:
-      module: ``flax.nnx.LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell`` or ``SimpleCell``.
+      module: ``flax.nnx.LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell`` or ``SimpleCell``,
+        its kernels and biases of the shapes its ``in_features`` and ``hidden_features``
+        give, all of one floating dtype.
 
     Returns:
       LSTMParams (LSTM cells), GRUResetAfterParams with b_hn = 0 (GRUCell) or
       RNNParams (SimpleCell).
 
     Raises:
-      TypeError: an unsupported module type.
-      ValueError: a non-sigmoid gate or non-tanh activation function.
+      TypeError: an unsupported module type, or weights that are not floating arrays of
+        one dtype (float64 also needs ``jax_enable_x64``).
+      ValueError: a non-sigmoid gate or non-tanh activation function, or a weight whose
+        shape does not match ``in_features`` and ``hidden_features`` (one replaced after
+        construction).
     """
     from flax import nnx
 
+    cells = nnx.LSTMCell | nnx.OptimizedLSTMCell | nnx.GRUCell | nnx.SimpleCell
+    if not isinstance(module, cells):
+        raise TypeError(
+            "module must be flax.nnx LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell, "
+            f"got {type(module).__name__}"
+        )
+    check_functions(module, getattr(module, "gate_fn", None), module.activation_fn)
+    D, H = module.in_features, module.hidden_features
+    leaves = Leaves(f"{type(module).__name__} with in_features={D}, hidden_features={H}")
+
+    def read(path: str, shape: tuple[int, ...]) -> jax.Array:
+        variable = module
+        for part in path.split("."):
+            variable = getattr(variable, part)
+        return leaves(f"module.{path}", variable[...], shape)
+
     if isinstance(module, nnx.OptimizedLSTMCell):
-        check_functions(module, module.gate_fn, module.activation_fn)
-        return LSTMParams(
-            _value(module.dense_i.kernel),
-            _value(module.dense_h.kernel),
-            _value(module.dense_h.bias),
-        )
+        W = read("dense_i.kernel", (D, 4 * H))
+        return LSTMParams(W, read("dense_h.kernel", (H, 4 * H)), read("dense_h.bias", (4 * H,)))
     if isinstance(module, nnx.LSTMCell):
-        check_functions(module, module.gate_fn, module.activation_fn)
-        inputs = [getattr(module, "if_" if g == "f" else "i" + g) for g in _LSTM_GATES]
-        hiddens = [getattr(module, "h" + g) for g in _LSTM_GATES]
-        return LSTMParams(
-            jnp.concatenate([_value(d.kernel) for d in inputs], -1),
-            jnp.concatenate([_value(d.kernel) for d in hiddens], -1),
-            jnp.concatenate([_value(d.bias) for d in hiddens], -1),
-        )
+        names = ["if_" if g == "f" else "i" + g for g in _LSTM_GATES]
+        W = jnp.concatenate([read(f"{n}.kernel", (D, H)) for n in names], -1)
+        V = jnp.concatenate([read(f"h{g}.kernel", (H, H)) for g in _LSTM_GATES], -1)
+        b = jnp.concatenate([read(f"h{g}.bias", (H,)) for g in _LSTM_GATES], -1)
+        return LSTMParams(W, V, b)
     if isinstance(module, nnx.GRUCell):
-        check_functions(module, module.gate_fn, module.activation_fn)
-        V = _value(module.dense_h.kernel)
-        params = GRUResetAfterParams(
-            _value(module.dense_i.kernel),
-            V,
-            _value(module.dense_i.bias),
-            jnp.zeros(V.shape[:1], V.dtype),
-        )
-        return negate_update(params)
-    if isinstance(module, nnx.SimpleCell):
-        check_functions(module, None, module.activation_fn)
-        V = _value(module.dense_h.kernel)
-        if module.residual:  # tanh(W x + b + V h + h) = tanh(W x + b + (V + I) h)
-            V = V + jnp.eye(V.shape[0], dtype=V.dtype)
-        return RNNParams(_value(module.dense_i.kernel), V, _value(module.dense_i.bias))
-    raise TypeError(
-        "module must be flax.nnx LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell, "
-        f"got {type(module).__name__}"
-    )
+        W = read("dense_i.kernel", (D, 3 * H))
+        V = read("dense_h.kernel", (H, 3 * H))
+        b = read("dense_i.bias", (3 * H,))
+        return negate_update(GRUResetAfterParams(W, V, b, jnp.zeros((H,), V.dtype)))
+    W = read("dense_i.kernel", (D, H))
+    V = read("dense_h.kernel", (H, H))
+    b = read("dense_i.bias", (H,))
+    if module.residual:  # tanh(W x + b + V h + h) = tanh(W x + b + (V + I) h)
+        V = V + jnp.eye(H, dtype=V.dtype)
+    return RNNParams(W, V, b)
 
 
 def _set(variable: Any, value: jax.Array) -> None:
@@ -105,13 +106,19 @@ def to_flax_nnx(params: Any, *, optimized: bool = True, rngs: Any = None) -> Any
       The NNX module, ``param_dtype`` and ``dtype`` set to the params' dtype.
 
     Raises:
-      TypeError: params is not a built-in params NamedTuple.
-      ValueError: GRUParams (reset-before; Flax is reset-after), or
-        GRUResetAfterParams with a non-zero b_hn (Flax NNX's GRUCell has no b_hn).
+      TypeError: params is not a built-in params NamedTuple, holds non-floating arrays or
+        fields of different dtypes (float64 also needs ``jax_enable_x64``); ``optimized``
+        is not a bool or ``rngs`` not an ``nnx.Rngs``.
+      ValueError: GRUParams (reset-before; Flax is reset-after), GRUResetAfterParams
+        with a non-zero b_hn (Flax NNX's GRUCell has no b_hn), or shapes that are not
+        W (D, G*H), V (H, G*H), b (G*H,), b_hn (H,).
     """
     from flax import nnx
 
-    cell_spec(params)
+    check_params(params)
+    check_bool("optimized", optimized)
+    if rngs is not None and not isinstance(rngs, nnx.Rngs):
+        raise TypeError(f"rngs must be a flax.nnx.Rngs or None, got {type_name(rngs)}")
     rngs = nnx.Rngs(0) if rngs is None else rngs
     D, H = params.W.shape[0], params.V.shape[0]
     kwargs = dict(dtype=params.W.dtype, param_dtype=params.W.dtype, rngs=rngs)
