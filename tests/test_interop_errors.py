@@ -3,6 +3,7 @@ what was given, before anything is built (no silent swap, truncation or deep err
 
 import warnings
 
+import equinox as eqx
 import flax.linen as nn
 import haiku as hk
 import jax
@@ -579,4 +580,89 @@ NNX_CASES = [
 
 @pytest.mark.parametrize("call, error, match", NNX_CASES)
 def test_flax_nnx_bad_input_refused(call, error, match):
+    check(call, error, match)
+
+
+# --- Equinox -------------------------------------------------------------------------------
+
+
+def _eqx(cls, where, value):
+    module = cls(D, H, key=jax.random.key(0), dtype=F32)
+    return eqx.tree_at(lambda m: getattr(m, where), module, value)
+
+
+EQUINOX_CASES = [
+    pytest.param(
+        lambda: interop.from_equinox(_eqx(eqx.nn.LSTMCell, "weight_hh", ones(4 * H, H + 1))),
+        ValueError,
+        r"module.weight_hh must have shape \(20, 5\) \(LSTMCell with input_size=3, "
+        r"hidden_size=5\), got shape \(20, 6\)",
+        id="weight_hh",
+    ),
+    pytest.param(
+        lambda: interop.from_equinox(_eqx(eqx.nn.LSTMCell, "weight_ih", ones(4 * H + 4, D))),
+        ValueError,
+        r"module.weight_ih must have shape \(20, 3\)",
+        id="weight_ih",
+    ),
+    pytest.param(
+        lambda: interop.from_equinox(_eqx(eqx.nn.LSTMCell, "bias", ones(4 * H + 1))),
+        ValueError,
+        r"module.bias must have shape \(20,\)",
+        id="bias",
+    ),
+    pytest.param(
+        lambda: interop.from_equinox(_eqx(eqx.nn.GRUCell, "bias_n", ones(H + 1))),
+        ValueError,
+        r"module.bias_n must have shape \(5,\)",
+        id="bias_n",
+    ),
+    pytest.param(
+        lambda: interop.from_equinox(as_int(eqx.nn.GRUCell(D, H, key=jax.random.key(0)))),
+        TypeError,
+        r"module.weight_ih must have a floating dtype, got int32",
+        id="int",
+    ),
+    pytest.param(
+        lambda: interop.from_equinox(_eqx(eqx.nn.GRUCell, "bias", ones(3 * H, dtype=F64))),
+        TypeError,
+        r"module.bias must have dtype float32 \(module.weight_ih's dtype",
+        id="mixed",
+    ),
+    # to_equinox built cells of any shape from inconsistent params.
+    pytest.param(
+        lambda: interop.to_equinox(replace("lstm", V=ones(H, 4 * H + 4))),
+        ValueError,
+        r"params.V must have shape \(hidden_size, 4 \* hidden_size\)",
+        id="to-V",
+    ),
+    pytest.param(
+        lambda: interop.to_equinox(replace("lstm", W=ones(4 * H))),
+        ValueError,
+        r"params.W must have shape \(input_size, 20\)",
+        id="to-W-rank",
+    ),
+    pytest.param(
+        lambda: interop.to_equinox(replace("gru_ra", b_hn=ones(H + 1))),
+        ValueError,
+        r"params.b_hn must have shape \(5,\)",
+        id="to-b_hn",
+    ),
+    pytest.param(
+        lambda: interop.to_equinox(as_int(params("lstm"))),
+        TypeError,
+        r"params.W must have a floating dtype, got int32",
+        id="to-int",
+    ),
+    pytest.param(
+        lambda: interop.to_equinox(replace("lstm", b=ones(4 * H, dtype=F64))),
+        TypeError,
+        r"params.b must have dtype float32 \(params.W's dtype\), got float64",
+        id="to-mixed",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", EQUINOX_CASES)
+def test_equinox_bad_input_refused(call, error, match):
     check(call, error, match)

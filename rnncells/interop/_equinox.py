@@ -20,9 +20,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnncells.cells import cell_spec
 from rnncells.gru import GRUParams, GRUResetAfterParams
-from rnncells.interop._checks import carry_from, check_core_carry
+from rnncells.interop._checks import Leaves, carry_from, check_core_carry, check_params
 from rnncells.interop._flax_linen import negate_update
 from rnncells.lstm import LSTMParams, LSTMState
 
@@ -31,13 +30,17 @@ def from_equinox(module: Any) -> Any:
     """rnncells params from an Equinox cell.
 
     Args:
-      module: ``equinox.nn.LSTMCell`` or ``equinox.nn.GRUCell``.
+      module: ``equinox.nn.LSTMCell`` or ``equinox.nn.GRUCell``, its weights of the shapes
+        its ``input_size`` and ``hidden_size`` give, all of one floating dtype.
 
     Returns:
       LSTMParams or GRUResetAfterParams.
 
     Raises:
-      TypeError: an unsupported module type.
+      TypeError: an unsupported module type, or weights that are not floating arrays of
+        one dtype (float64 also needs ``jax_enable_x64``).
+      ValueError: a weight whose shape does not match ``input_size`` and
+        ``hidden_size`` (one replaced with ``eqx.tree_at``).
     """
     import equinox as eqx
 
@@ -45,13 +48,16 @@ def from_equinox(module: Any) -> Any:
         raise TypeError(
             f"module must be equinox.nn.LSTMCell or equinox.nn.GRUCell, got {type(module).__name__}"
         )
-    W, V = jnp.asarray(module.weight_ih).T, jnp.asarray(module.weight_hh).T
-    zeros = jnp.zeros(W.shape[1:], W.dtype)
-    b = zeros if module.bias is None else jnp.asarray(module.bias)
-    if isinstance(module, eqx.nn.LSTMCell):
+    D, H = module.input_size, module.hidden_size
+    G = 4 if isinstance(module, eqx.nn.LSTMCell) else 3
+    leaves = Leaves(f"{type(module).__name__} with input_size={D}, hidden_size={H}")
+    W = leaves("module.weight_ih", module.weight_ih, (G * H, D)).T
+    V = leaves("module.weight_hh", module.weight_hh, (G * H, H)).T
+    zeros = jnp.zeros((G * H,), W.dtype)
+    b = zeros if module.bias is None else leaves("module.bias", module.bias, (G * H,))
+    if G == 4:
         return LSTMParams(W, V, b)
-    hidden = V.shape[0]
-    b_hn = zeros[:hidden] if module.bias_n is None else jnp.asarray(module.bias_n)
+    b_hn = zeros[:H] if module.bias_n is None else leaves("module.bias_n", module.bias_n, (H,))
     return negate_update(GRUResetAfterParams(W, V, b, b_hn))
 
 
@@ -66,13 +72,15 @@ def to_equinox(params: Any) -> Any:
       params' dtype.
 
     Raises:
-      TypeError: params is not a built-in params NamedTuple.
-      ValueError: GRUParams (reset-before; Equinox's GRUCell is reset-after) or
-        RNNParams (Equinox has no plain RNN cell).
+      TypeError: params is not a built-in params NamedTuple, or holds non-floating
+        arrays or fields of different dtypes (float64 also needs ``jax_enable_x64``).
+      ValueError: GRUParams (reset-before; Equinox's GRUCell is reset-after),
+        RNNParams (Equinox has no plain RNN cell), or shapes that are not W (D, G*H),
+        V (H, G*H), b (G*H,), b_hn (H,).
     """
     import equinox as eqx
 
-    cell_spec(params)
+    check_params(params)
     if isinstance(params, GRUParams):
         raise ValueError(
             "params is GRUParams (reset-before: V_h (r * h)), but Equinox's GRUCell is "
