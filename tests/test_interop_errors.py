@@ -666,3 +666,151 @@ EQUINOX_CASES = [
 @pytest.mark.parametrize("call, error, match", EQUINOX_CASES)
 def test_equinox_bad_input_refused(call, error, match):
     check(call, error, match)
+
+
+# --- Haiku ---------------------------------------------------------------------------------
+
+
+def _hk(kind, leaf=None, value=None):
+    """Valid Haiku params of hk.LSTM ("lstm") or hk.GRU ("gru"), one leaf replaced."""
+    tree = interop.to_haiku(params(kind))
+    tree = {module: dict(leaves) for module, leaves in tree.items()}
+    if leaf is not None:
+        (module,) = tree
+        tree[module][leaf] = value
+    return tree
+
+
+HAIKU_CASES = [
+    # Widths not a multiple of the gate count failed in jnp.split.
+    pytest.param(
+        lambda: interop.from_haiku(_hk("lstm", "w", ones(D + H, 21)), "lstm"),
+        ValueError,
+        r"params\['lstm/linear'\]\['w'\] must have shape \(input_size \+ hidden_size, "
+        r"4 \* hidden_size\) \(hk.LSTM's gates\), got shape \(8, 21\): 21 is not a multiple of 4",
+        id="lstm-width",
+    ),
+    pytest.param(
+        lambda: interop.from_haiku(_hk("gru", "w_h", ones(H, 16)), "gru"),
+        ValueError,
+        r"params\['gru'\]\['w_h'\] must have shape \(hidden_size, 3 \* hidden_size\).*\(5, 16\)",
+        id="gru-width",
+    ),
+    # A mismatched b failed in an add, or came through.
+    pytest.param(
+        lambda: interop.from_haiku(_hk("lstm", "b", ones(4 * H + 4)), "lstm"),
+        ValueError,
+        r"params\['lstm/linear'\]\['b'\] must have shape \(20,\) \(hk.LSTM with hidden_size 5",
+        id="lstm-b",
+    ),
+    pytest.param(
+        lambda: interop.from_haiku(_hk("gru", "b", ones(3 * H + 3)), "gru"),
+        ValueError,
+        r"params\['gru'\]\['b'\] must have shape \(15,\)",
+        id="gru-b",
+    ),
+    pytest.param(
+        lambda: interop.from_haiku(_hk("gru", "w_i", ones(D, 3 * H + 3)), "gru"),
+        ValueError,
+        r"params\['gru'\]\['w_i'\] must have shape \(input_size, 15\)",
+        id="gru-w_i",
+    ),
+    pytest.param(
+        lambda: interop.from_haiku(_hk("gru", "w_h", ones(H + 3, 3 * H)), "gru"),
+        ValueError,
+        r"params\['gru'\]\['w_h'\] must have shape \(hidden_size, 3 \* hidden_size\)",
+        id="gru-w_h-not-square",
+    ),
+    pytest.param(
+        lambda: interop.from_haiku(_hk("lstm", "w", ones(H - 1, 4 * H)), "lstm"),
+        ValueError,
+        r"\['w'\] must have shape \(input_size \+ hidden_size, 4 \* hidden_size\).*at least 5 "
+        r"rows",
+        id="lstm-w-rows",
+    ),
+    pytest.param(
+        lambda: interop.from_haiku(_hk("lstm", "w", ones(4 * H)), "lstm"),
+        ValueError,
+        r"\['w'\] must have shape \(input_size \+ hidden_size, 4 \* hidden_size\).*\(20,\)",
+        id="lstm-w-rank",
+    ),
+    # Integer weights came back as integer params.
+    pytest.param(
+        lambda: interop.from_haiku(as_int(_hk("lstm")), "lstm"),
+        TypeError,
+        r"params\['lstm/linear'\]\['w'\] must have a floating dtype, got int32",
+        id="lstm-int",
+    ),
+    pytest.param(
+        lambda: interop.from_haiku(as_int(_hk("gru")), "gru"),
+        TypeError,
+        r"params\['gru'\]\['w_i'\] must have a floating dtype, got int32",
+        id="gru-int",
+    ),
+    pytest.param(
+        lambda: interop.from_haiku(_hk("lstm", "b", ones(4 * H, dtype=F64)), "lstm"),
+        TypeError,
+        r"params\['lstm/linear'\]\['b'\] must have dtype float32",
+        id="mixed",
+    ),
+    pytest.param(
+        lambda: interop.from_haiku(_hk("gru", "b", [0.0] * 3 * H), "gru"),
+        TypeError,
+        r"params\['gru'\]\['b'\] must be an array, got list",
+        id="list",
+    ),
+    pytest.param(
+        lambda: interop.from_haiku({"gru": [1, 2]}, "gru"),
+        TypeError,
+        r"params\['gru'\] must be a mapping of parameter names to arrays, got list",
+        id="module-not-a-mapping",
+    ),
+    pytest.param(
+        lambda: interop.from_haiku(_hk("lstm"), "lstm", name=3),
+        TypeError,
+        r"name must be a string \(the module path\) or None, got int",
+        id="name",
+    ),
+    # to_haiku failed in a concatenate or subtraction, or wrote any shape.
+    pytest.param(
+        lambda: interop.to_haiku(replace("lstm", V=ones(H, 4 * H + 4))),
+        ValueError,
+        r"params.V must have shape \(hidden_size, 4 \* hidden_size\)",
+        id="to-V",
+    ),
+    pytest.param(
+        lambda: interop.to_haiku(replace("gru", W=ones(D, 3 * H + 3))),
+        ValueError,
+        r"params.W must have shape \(input_size, 15\)",
+        id="to-W",
+    ),
+    pytest.param(
+        lambda: interop.to_haiku(replace("gru", b=ones(3))),
+        ValueError,
+        r"params.b must have shape \(15,\)",
+        id="to-b",
+    ),
+    pytest.param(
+        lambda: interop.to_haiku(as_int(params("lstm"))),
+        TypeError,
+        r"params.W must have a floating dtype, got int32",
+        id="to-int",
+    ),
+    pytest.param(
+        lambda: interop.to_haiku(replace("lstm", b=ones(4 * H, dtype=F64))),
+        TypeError,
+        r"params.b must have dtype float32 \(params.W's dtype\), got float64",
+        id="to-mixed",
+    ),
+    pytest.param(
+        lambda: interop.to_haiku(params("gru"), name=3),
+        TypeError,
+        r"name must be a string \(the module path\) or None, got int",
+        id="to-name",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", HAIKU_CASES)
+def test_haiku_bad_input_refused(call, error, match):
+    check(call, error, match)

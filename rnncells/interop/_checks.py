@@ -97,7 +97,9 @@ class Leaves:
         self.dtype: np.dtype | None = None
         self.first = ""
 
-    def __call__(self, name: str, x: Any, shape: Sequence[int | str]) -> jax.Array:
+    def __call__(
+        self, name: str, x: Any, shape: Sequence[int | str], what: str | None = None
+    ) -> jax.Array:
         dtype = array_dtype(name, x)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"{name} must have a floating dtype, got {dtype}")
@@ -109,14 +111,20 @@ class Leaves:
                 f"{name} must have dtype {self.dtype} ({self.first}'s dtype: the converted "
                 f"params hold one dtype), got {dtype}"
             )
+        self.check_shape(name, x, shape, what)
+        return jnp.asarray(x)
+
+    def check_shape(
+        self, name: str, x: Any, shape: Sequence[int | str], what: str | None = None
+    ) -> None:
+        """ValueError unless ``x`` has ``shape`` (strings match any size)."""
         if len(x.shape) != len(shape) or any(
             isinstance(want, int) and got != want for got, want in zip(x.shape, shape, strict=True)
         ):
             raise ValueError(
-                f"{name} must have shape {_shape_label(shape)} ({self.what}), "
+                f"{name} must have shape {_shape_label(shape)} ({what or self.what}), "
                 f"got shape {_checks.shape_str(x.shape)}"
             )
-        return jnp.asarray(x)
 
 
 def check_params(params: Any) -> CellSpec:
@@ -141,7 +149,8 @@ def check_core_carry(carry: Any, allowed: tuple[type, ...] = CORE_STATES) -> Non
     (*batch, H) and one dtype.
     """
     if type(carry) not in allowed:
-        names = ", ".join(t.__name__ for t in allowed)
+        names = [t.__name__ for t in allowed]
+        names = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
         raise TypeError(f"carry must be rnncells' {names}, got {type_name(carry)}")
     first = None
     for field, value in zip(carry._fields, carry, strict=True):

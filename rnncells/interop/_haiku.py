@@ -23,9 +23,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnncells.cells import cell_spec
+from rnncells._checks import shape_str
 from rnncells.gru import GRUParams, GRUResetAfterParams
-from rnncells.interop._checks import carry_from, check_core_carry
+from rnncells.interop._checks import (
+    Leaves,
+    carry_from,
+    check_core_carry,
+    check_params,
+    type_name,
+)
 from rnncells.lstm import LSTMParams, LSTMState
 
 KINDS = ("lstm", "gru", "vanilla_rnn")
@@ -35,13 +41,67 @@ _VANILLA = (
 )
 
 
-def _leaf(params: Mapping, module: str, name: str) -> jax.Array:
+def _leaf(params: Mapping, module: str, name: str) -> Any:
+    if module in params and not isinstance(params[module], Mapping):
+        raise TypeError(
+            f"params[{module!r}] must be a mapping of parameter names to arrays, "
+            f"got {type_name(params[module])}"
+        )
     if module not in params or name not in params[module]:
         raise ValueError(
             f"params must hold params[{module!r}][{name!r}] (pass name= for a renamed or "
             f"nested module), got modules {sorted(params)}"
         )
-    return jnp.asarray(params[module][name])
+    return params[module][name]
+
+
+def _check_name(name: Any) -> None:
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string (the module path) or None, got {type_name(name)}")
+
+
+def _lstm_from_haiku(params: Mapping, name: str) -> LSTMParams:
+    """hk.LSTM's ``w`` (D+H, 4H) and ``b`` (4H,), checked, as LSTMParams."""
+    module = f"{name}/linear"
+    w_name, b_name = f"params[{module!r}]['w']", f"params[{module!r}]['b']"
+    leaves = Leaves("hk.LSTM's gates")
+    layout = ("input_size + hidden_size", "4 * hidden_size")
+    w = leaves(w_name, _leaf(params, module, "w"), layout)
+    rows, width = w.shape
+    if width % 4:
+        raise ValueError(
+            f"{w_name} must have shape (input_size + hidden_size, 4 * hidden_size) (hk.LSTM's "
+            f"gates), got shape {shape_str(w.shape)}: {width} is not a multiple of 4"
+        )
+    hidden = width // 4
+    if rows < hidden:
+        raise ValueError(
+            f"{w_name} must have shape (input_size + hidden_size, 4 * hidden_size) (hk.LSTM "
+            f"with hidden_size {hidden}: at least {hidden} rows), got shape {shape_str(w.shape)}"
+        )
+    b = leaves(b_name, _leaf(params, module, "b"), (width,), f"hk.LSTM with hidden_size {hidden}")
+    input_size = rows - hidden
+    W = _reorder(w[:input_size], _LSTM_TO_HK, 4)
+    V = _reorder(w[input_size:], _LSTM_TO_HK, 4)
+    return LSTMParams(W, V, _reorder(b, _LSTM_TO_HK, 4) + _forget_shift(hidden, b.dtype))
+
+
+def _gru_from_haiku(params: Mapping, name: str) -> GRUParams:
+    """hk.GRU's ``w_i`` (D, 3H), ``w_h`` (H, 3H) and ``b`` (3H,), checked, as GRUParams."""
+    names = {leaf: f"params[{name!r}][{leaf!r}]" for leaf in ("w_i", "w_h", "b")}
+    leaves = Leaves("hk.GRU's gates")
+    w_i = leaves(names["w_i"], _leaf(params, name, "w_i"), ("input_size", "3 * hidden_size"))
+    w_h = leaves(names["w_h"], _leaf(params, name, "w_h"), ("hidden_size", "3 * hidden_size"))
+    hidden = w_h.shape[0]
+    if w_h.shape[1] != 3 * hidden:
+        raise ValueError(
+            f"{names['w_h']} must have shape (hidden_size, 3 * hidden_size) (hk.GRU's gates), "
+            f"got shape {shape_str(w_h.shape)}"
+        )
+    what = f"hk.GRU with hidden_size {hidden}, from {names['w_h']}"
+    leaves.check_shape(names["w_i"], w_i, ("input_size", 3 * hidden), what)
+    b = leaves(names["b"], _leaf(params, name, "b"), (3 * hidden,), what)
+    return GRUParams(*(_reorder(x, _GRU_TO_HK, 3) for x in (w_i, w_h, b)))
 
 
 def _reorder(x: jax.Array, order: tuple[int, ...], num_gates: int) -> jax.Array:
@@ -71,25 +131,24 @@ def from_haiku(params: Mapping, kind: str, *, name: str | None = None) -> Any:
       LSTMParams (with b_f including Haiku's +1) or GRUParams (reset-before, z writes).
 
     Raises:
-      ValueError: unknown kind, missing params, or "vanilla_rnn" (relu, not tanh).
+      TypeError: params (or a module's entry) not a mapping, ``name`` not a string, or
+        leaves that are not floating arrays of one dtype (float64 also needs
+        ``jax_enable_x64``).
+      ValueError: unknown kind, missing params, "vanilla_rnn" (relu, not tanh), or
+        shapes that are not the core's: LSTM ``w`` (D+H, 4H) and ``b`` (4H,); GRU
+        ``w_i`` (D, 3H), ``w_h`` (H, 3H), ``b`` (3H,).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be a Haiku params mapping, got {type(params).__name__}")
+    _check_name(name)
     if kind == "vanilla_rnn":
         raise ValueError(f"cannot convert hk.VanillaRNN: {_VANILLA}")
     name = kind if name is None else name
     if kind == "lstm":
-        w = _leaf(params, f"{name}/linear", "w")
-        b = _leaf(params, f"{name}/linear", "b")
-        hidden = w.shape[1] // 4
-        input_size = w.shape[0] - hidden
-        W = _reorder(w[:input_size], _LSTM_TO_HK, 4)
-        V = _reorder(w[input_size:], _LSTM_TO_HK, 4)
-        return LSTMParams(W, V, _reorder(b, _LSTM_TO_HK, 4) + _forget_shift(hidden, b.dtype))
-    w_i, w_h, b = (_leaf(params, name, leaf) for leaf in ("w_i", "w_h", "b"))
-    return GRUParams(*(_reorder(x, _GRU_TO_HK, 3) for x in (w_i, w_h, b)))
+        return _lstm_from_haiku(params, name)
+    return _gru_from_haiku(params, name)
 
 
 def to_haiku(params: Any, *, name: str | None = None) -> dict[str, dict[str, jax.Array]]:
@@ -104,11 +163,14 @@ def to_haiku(params: Any, *, name: str | None = None) -> dict[str, dict[str, jax
       ``{name: {"w_i", "w_h", "b"}}`` for GRUParams.
 
     Raises:
-      TypeError: params is not a built-in params NamedTuple.
-      ValueError: GRUResetAfterParams (Haiku's GRU is reset-before) or RNNParams
-        (hk.VanillaRNN is relu).
+      TypeError: params is not a built-in params NamedTuple, holds non-floating arrays or
+        fields of different dtypes (float64 also needs ``jax_enable_x64``), or ``name``
+        is not a string.
+      ValueError: GRUResetAfterParams (Haiku's GRU is reset-before), RNNParams
+        (hk.VanillaRNN is relu), or shapes that are not W (D, G*H), V (H, G*H), b (G*H,).
     """
-    cell_spec(params)
+    check_params(params)
+    _check_name(name)
     if isinstance(params, LSTMParams):
         name = "lstm" if name is None else name
         hidden = params.V.shape[0]
