@@ -814,3 +814,26 @@ HAIKU_CASES = [
 @pytest.mark.parametrize("call, error, match", HAIKU_CASES)
 def test_haiku_bad_input_refused(call, error, match):
     check(call, error, match)
+
+
+# --- dtypes JAX cannot hold with x64 off, in every framework -------------------------------
+
+
+@pytest.mark.parametrize(
+    "convert", [interop.to_flax_linen, interop.to_flax_nnx, interop.to_equinox, interop.to_haiku]
+)
+def test_to_framework_float64_numpy_params_with_x64_off_refused(convert, x64_off):
+    # NumPy float64 params went into float32 (or float64-declared, float32-computing) cells.
+    lstm = jax.tree.map(lambda x: np.asarray(x, np.float64), params("lstm"))
+    with pytest.raises(TypeError, match=r"params' dtype is float64, but jax_enable_x64 is off"):
+        convert(lstm)
+
+
+def test_from_framework_float64_numpy_weights_with_x64_off_refused(x64_off):
+    hk_params = jax.tree.map(lambda x: np.asarray(x, np.float64), interop.to_haiku(params("gru")))
+    with pytest.raises(TypeError, match=r"params\['gru'\]\['w_i'\]'s dtype is float64, but jax_e"):
+        interop.from_haiku(hk_params, "gru")
+    _, variables = interop.to_flax_linen(params("rnn"))
+    variables = jax.tree.map(lambda x: np.asarray(x, np.float64), variables)
+    with pytest.raises(TypeError, match=r"\['i'\]\['kernel'\]'s dtype is float64, but jax_enable"):
+        interop.from_flax_linen(nn.SimpleCell(features=H), variables)
