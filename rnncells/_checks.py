@@ -61,16 +61,87 @@ def check_positive_int(name: str, value) -> int:
     return int(value)
 
 
+def check_bool(name: str, value) -> bool:
+    """Returns ``value`` as a Python bool; TypeError unless it is a bool or ``np.bool_``.
+
+    A flag is never taken by truthiness: ``"False"``, ``"no"``, 0, 1 and None raise
+    (``bool("False")`` is True).
+    """
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a bool (True or False), got {value!r}")
+    return bool(value)
+
+
+def check_number(name: str, value, *, concrete: bool = True):
+    """Returns ``value`` if it is a real number, else raises TypeError naming ``name``.
+
+    Accepted: Python and NumPy ints and floats (not bools) and, unless ``concrete``, a
+    0-d integer or floating array, traced or not (e.g. a value vmapped over a sweep).
+    With ``concrete`` a traced value raises too: the caller needs its value in Python.
+    """
+    if isinstance(value, bool | np.bool_ | str) or value is None:
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if isinstance(value, int | float | np.integer | np.floating):
+        return value
+    if isinstance(value, jax.core.Tracer) and concrete:
+        raise TypeError(
+            f"{name} must be a Python float known at trace time, got a traced value "
+            f"{value!r} (pass it as a static argument, not through jit or vmap)"
+        )
+    dtype = getattr(value, "dtype", None)
+    numeric = dtype is not None and (
+        jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+    )
+    if not numeric or getattr(value, "ndim", None) != 0:
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    return value.item() if concrete else value
+
+
+MAX_PARAM_BYTES = 2**40  # 1 TiB: more than any accelerator or common host holds in one array
+
+
+def check_param_sizes(input_size: int, hidden_size: int, num_gates: int, dtype) -> None:
+    """Raises ValueError when a weight array would exceed ``MAX_PARAM_BYTES``.
+
+    Checked before anything is allocated, so that a mistyped size (``hidden_size=10**12``)
+    is named here rather than failing in XLA's allocator or overflowing a shape.
+    V is (H, G*H) and W is (D, G*H); each must fit in 2**40 bytes (1 TiB) of ``dtype``.
+    """
+    itemsize = jnp.dtype(dtype).itemsize
+    width = num_gates * hidden_size
+    arrays = [
+        ("hidden_size", hidden_size, "V", (hidden_size, width)),
+        ("input_size", input_size, "W", (input_size, width)),
+    ]
+    for name, value, field, shape in arrays:
+        nbytes = shape[0] * shape[1] * itemsize
+        if nbytes > MAX_PARAM_BYTES:
+            raise ValueError(
+                f"{name}={value} is too large: params.{field} would have shape "
+                f"{shape_str(shape)}, {nbytes:.3g} bytes in {jnp.dtype(dtype).name}; "
+                f"each weight array is limited to 2**40 bytes (1 TiB)"
+            )
+
+
 def check_batch_shape(batch_shape) -> tuple[int, ...]:
     """``batch_shape`` (an int is one dimension) as a tuple of non-negative ints."""
-    if isinstance(batch_shape, int | np.integer):
+
+    def is_int(d):
+        return not isinstance(d, bool | np.bool_) and isinstance(d, int | np.integer)
+
+    if is_int(batch_shape):
         batch_shape = (batch_shape,)
-    batch_shape = tuple(batch_shape)
-    if any(
-        isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 0 for d in batch_shape
-    ):
+    try:
+        dims = None if isinstance(batch_shape, str) else tuple(batch_shape)
+    except TypeError:  # not iterable: a float, None, ...
+        dims = None
+    if dims is None:
+        raise ValueError(
+            f"batch_shape must be an int or a tuple of non-negative ints, got {batch_shape!r}"
+        )
+    if not all(is_int(d) and d >= 0 for d in dims):
         raise ValueError(f"batch_shape must be a tuple of non-negative ints, got {batch_shape!r}")
-    return tuple(int(d) for d in batch_shape)
+    return tuple(int(d) for d in dims)
 
 
 def is_concrete(x) -> bool:
@@ -83,7 +154,10 @@ def check_lengths(lengths, batch_shape: Sequence[int], num_steps: int) -> jax.Ar
 
     Returns the lengths as int32: the time indices compared with them are built in their
     dtype, and a narrow one (uint8, int8) would wrap around past its range. Values known
-    at trace time outside [0, T] raise; traced ones (under ``jit``) are clipped to [0, T].
+    at trace time outside [0, T] raise; traced ones (under ``jit``) are clipped to [0, T],
+    exactly for every integer dtype: a dtype that cannot hold T (int8 with T = 200) is
+    widened to int32 before the clip, one wider than int32 (uint32, int64) is clipped
+    before it is narrowed, so that no value wraps around.
     """
     check_array("lengths", lengths)
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
@@ -97,6 +171,8 @@ def check_lengths(lengths, batch_shape: Sequence[int], num_steps: int) -> jax.Ar
                 f"got values in [{values.min()}, {values.max()}]"
             )
         return jnp.asarray(values.astype(np.int32))
+    if jnp.iinfo(lengths.dtype).max < num_steps:
+        return jnp.clip(lengths.astype(jnp.int32), 0, num_steps)
     return jnp.clip(lengths, 0, num_steps).astype(jnp.int32)
 
 
