@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.interpreters.ad
 import jax.numpy as jnp
 
 from rnncells import _checks, _fused
@@ -55,10 +56,12 @@ def unroll(
       xs: inputs, (*batch, T, D) or, with ``time_major``, (T, *batch, D).
       carry: initial carry; None gives ``init_carry(params, batch)`` for built-in steps
         (required for a user's step).
-      lengths: optional int array of shape batch: valid steps per sequence, in [0, T].
-        Past its length a sequence's carry is frozen and its outputs are zeros; the
-        returned carry is the one after its last valid step. Values outside [0, T]
-        raise when known at trace time; traced ones (under ``jit``) are clipped to it.
+      lengths: optional int array of shape batch (any integer dtype): valid steps per
+        sequence, in [0, T]. Past its length a sequence's carry is frozen and its
+        outputs are zeros; the returned carry is the one after its last valid step.
+        Padding is inert: inputs past a length (even NaN or inf) change no output, carry
+        or gradient, and their own gradient is 0. Values outside [0, T] raise when known
+        at trace time; traced ones (under ``jit``) are clipped to it.
       reverse: run from the last valid step to the first; outputs stay in input order.
       time_major: whether the time axis of ``xs`` and ``ys`` is the first one.
       unroll: ``jax.lax.scan``'s unroll factor. None (default): the library's choice,
@@ -71,13 +74,17 @@ def unroll(
         ``jnp.bfloat16`` for GPU and TPU; accumulation, gate arithmetic, carries,
         parameters and gradients stay in the parameters' dtype. None: the parameters' dtype.
       fused: run built-in steps as the fused layer (default). False runs them through
-        ``jax.lax.scan`` + autodiff like a user's step: needed for forward-mode autodiff
-        (``jax.jvp``, ``jax.jacfwd``), which a ``jax.custom_vjp`` does not support.
+        ``jax.lax.scan`` + autodiff like a user's step. The fused layer is a
+        ``jax.custom_vjp``, which has no forward mode: under ``jax.jvp`` / ``jax.jacfwd``
+        applied around this call ``unroll`` runs the plain scan by itself; where it cannot
+        see the jvp (``jax.jvp(jax.jit(f))``, a ``lax.scan`` or ``jax.checkpoint`` body),
+        pass False for forward mode.
 
     Returns:
       (final_carry, ys): ys has the layout of xs with the step's output as last axis.
 
     Raises:
+      TypeError: reverse, time_major, remat or fused not a bool.
       ValueError / TypeError: built-in params of wrong shapes or mixed dtypes, xs of
         rank < 2, wrong input size or dtype, carry not matching, lengths of wrong shape
         or dtype or outside [0, T] (when concrete),
@@ -91,6 +98,10 @@ def unroll(
     """
     if not callable(step):
         raise TypeError(f"step must be callable, got {type(step).__name__}")
+    reverse = _checks.check_bool("reverse", reverse)
+    time_major = _checks.check_bool("time_major", time_major)
+    remat = _checks.check_bool("remat", remat)
+    fused = _checks.check_bool("fused", fused)
     _checks.check_array("xs", xs)
     layout = "(T, *batch, input_size)" if time_major else "(*batch, T, input_size)"
     _checks.check_min_rank("xs", xs, 2, layout)
@@ -129,18 +140,36 @@ def unroll(
             raise TypeError(f"compute_dtype must be a floating dtype, got {compute_dtype!r}")
     if lengths is not None:
         lengths = _checks.check_lengths(lengths, batch_shape, num_steps)
+        xs_tm = _zero_padding(xs_tm, lengths)
 
-    if builtin and fused and num_steps > 0 and math.prod(batch_shape) > 0:
-        carry, ys_tm = _fused_scan(
-            params,
-            carry,
-            xs_tm,
-            lengths,
-            reverse=reverse,
-            unroll=unroll,
-            remat=remat,
-            compute_dtype=compute_dtype,
-        )
+    use_fused = builtin and fused and num_steps > 0 and math.prod(batch_shape) > 0
+    if use_fused and _under_forward_mode(params, carry, xs):
+        if compute_dtype is not None:
+            raise ValueError(
+                "forward-mode autodiff (jax.jvp, jax.jacfwd) of unroll runs the plain scan, "
+                f"which has no compute_dtype: pass compute_dtype=None, got {compute_dtype!r}"
+            )
+        use_fused = False  # a custom_vjp has no forward mode: the plain scan has one
+    if use_fused:
+        try:
+            carry, ys_tm = _fused_scan(
+                params,
+                carry,
+                xs_tm,
+                lengths,
+                reverse=reverse,
+                unroll=unroll,
+                remat=remat,
+                compute_dtype=compute_dtype,
+            )
+        except TypeError as error:
+            if "forward-mode autodiff" not in str(error):
+                raise
+            raise TypeError(
+                "forward-mode autodiff (jax.jvp, jax.jacfwd) reached the fused layer, a "
+                "jax.custom_vjp, where unroll could not see it (e.g. jvp of a jit-compiled "
+                "function): pass unroll(..., fused=False) for forward mode"
+            ) from error
     else:
         carry, ys_tm = _scan(
             step, params, carry, xs_tm, lengths, reverse=reverse, unroll=unroll, remat=remat
@@ -163,6 +192,44 @@ def default_unroll(step: Callable) -> int:
     if step in BUILTIN_STEPS and jax.default_backend() == "gpu":
         return GPU_UNROLL
     return 1
+
+
+def _under_forward_mode(*trees: Any) -> bool:
+    """True when a leaf of ``trees`` is being differentiated in forward mode (``jax.jvp``,
+    ``jax.jacfwd``) by a transformation applied around this call.
+
+    The fused layer is a ``jax.custom_vjp``, which JAX cannot differentiate forwards, so
+    ``unroll`` then runs the plain scan. It looks through ``vmap`` to the innermost
+    differentiation that wraps each leaf: a jvp tracer there means forward mode; a reverse
+    one (``jax.grad``, ``jax.vjp``, also around a jvp: ``jax.hessian``) is served by the
+    fused layer. What a transformation traces before the jvp (``jax.jvp(jax.jit(f))``,
+    ``lax.scan`` or ``jax.checkpoint`` bodies) is invisible here.
+    """
+    jvp_tracer = getattr(jax.interpreters.ad, "JVPTracer", None)
+    if jvp_tracer is None or not getattr(jax.config, "jax_use_direct_linearize", True):
+        return False  # unknown tracers, or jax.grad itself traces with jvp tracers
+    for leaf in jax.tree.leaves(trees):
+        while isinstance(leaf, jax.core.Tracer):
+            if isinstance(leaf, jvp_tracer):
+                return True
+            if hasattr(leaf, "tangent"):  # a reverse-mode (linearize) tracer
+                break
+            leaf = getattr(leaf, "val", None)  # a vmap tracer holds the value it batches
+    return False
+
+
+def _zero_padding(xs_tm: jax.Array, lengths: jax.Array) -> jax.Array:
+    """(T, *batch, D) inputs with every step past its sequence's length set to 0.
+
+    Padding must be inert: the frozen steps still feed their input to the cell and drop
+    the result, and the backward pass multiplies their zero cotangent by the derivatives at
+    a NaN or inf input (0 * NaN = NaN) into every weight gradient. One select before the
+    loop; its own gradient at the padding is exactly 0.
+    """
+    num_steps = xs_tm.shape[0]
+    t = jnp.arange(num_steps, dtype=lengths.dtype).reshape((num_steps,) + (1,) * lengths.ndim)
+    valid = t < lengths.reshape((1,) + lengths.shape)
+    return jnp.where(_expand_to(valid, xs_tm), xs_tm, jnp.zeros((), xs_tm.dtype))
 
 
 def _expand_to(mask: jax.Array, leaf: jax.Array) -> jax.Array:
