@@ -105,7 +105,9 @@ def gru_init(
       GRUParams or GRUResetAfterParams with W (D, 3H), V (H, 3H), b (3H,).
 
     Raises:
-      ValueError: if a size is not a positive integer or chrono_t_max <= 2.
+      ValueError: if a size is not a positive integer, so large that a weight array would
+        exceed 2**40 bytes (1 TiB), or chrono_t_max <= 2.
+      TypeError: if reset_after is not a bool or chrono_t_max not a real number.
 
     References:
       Cho et al. 2014, https://arxiv.org/abs/1406.1078
@@ -114,6 +116,10 @@ def gru_init(
     """
     input_size = _checks.check_positive_int("input_size", input_size)
     hidden_size = _checks.check_positive_int("hidden_size", hidden_size)
+    _checks.check_param_sizes(input_size, hidden_size, len(GRU_GATES), dtype)
+    reset_after = _checks.check_bool("reset_after", reset_after)
+    if chrono_t_max is not None:
+        chrono_t_max = _checks.check_number("chrono_t_max", chrono_t_max)
     k_w, k_v, k_b = jax.random.split(key, 3)
     W = glorot_uniform(k_w, input_size, hidden_size, 3, dtype)
     V = orthogonal(k_v, hidden_size, 3, dtype)

@@ -18,6 +18,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from rnncells import _checks
+
 
 def glorot_uniform(key: jax.Array, fan_in: int, fan_out: int, num_gates: int, dtype) -> jax.Array:
     """Glorot-uniform weights, one (fan_in, fan_out) block per gate, fused on the last axis.
@@ -60,9 +62,12 @@ def chrono_bias(key: jax.Array, size: int, t_max: float, dtype) -> jax.Array:
       Array (size,) of values in [0, log(t_max - 1)].
 
     Raises:
+      TypeError: if t_max is not a real number known at trace time (a string, a bool, a
+        traced value).
       ValueError: if t_max <= 2 (U[1, t_max - 1] would be empty or a point) or is not
         finite.
     """
+    t_max = float(_checks.check_number("chrono_t_max", t_max))
     if not (t_max > 2 and math.isfinite(t_max)):
         raise ValueError(
             f"chrono_t_max must be a finite number > 2 (bias ~ log U[1, t_max - 1]), got {t_max!r}"

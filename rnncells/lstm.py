@@ -82,7 +82,9 @@ def lstm_init(
       LSTMParams with W (D, 4H), V (H, 4H), b (4H,).
 
     Raises:
-      ValueError: if a size is not a positive integer or chrono_t_max <= 2.
+      ValueError: if a size is not a positive integer, so large that a weight array would
+        exceed 2**40 bytes (1 TiB), or chrono_t_max <= 2.
+      TypeError: if forget_bias or chrono_t_max is not a real number.
 
     Example:
       >>> params = lstm_init(jax.random.key(0), input_size=2, hidden_size=8)
@@ -95,6 +97,10 @@ def lstm_init(
     """
     input_size = _checks.check_positive_int("input_size", input_size)
     hidden_size = _checks.check_positive_int("hidden_size", hidden_size)
+    _checks.check_param_sizes(input_size, hidden_size, len(LSTM_GATES), dtype)
+    forget_bias = _checks.check_number("forget_bias", forget_bias, concrete=False)
+    if chrono_t_max is not None:
+        chrono_t_max = _checks.check_number("chrono_t_max", chrono_t_max)
     k_w, k_v, k_b = jax.random.split(key, 3)
     W = glorot_uniform(k_w, input_size, hidden_size, 4, dtype)
     V = orthogonal(k_v, hidden_size, 4, dtype)

@@ -47,10 +47,12 @@ def rnn_init(key: jax.Array, input_size: int, hidden_size: int, *, dtype=jnp.flo
       RNNParams with W (D, H), V (H, H), b (H,).
 
     Raises:
-      ValueError: if a size is not a positive integer.
+      ValueError: if a size is not a positive integer, or so large that a weight array
+        would exceed 2**40 bytes (1 TiB).
     """
     input_size = _checks.check_positive_int("input_size", input_size)
     hidden_size = _checks.check_positive_int("hidden_size", hidden_size)
+    _checks.check_param_sizes(input_size, hidden_size, len(RNN_GATES), dtype)
     k_w, k_v = jax.random.split(key)
     W = glorot_uniform(k_w, input_size, hidden_size, 1, dtype)
     V = orthogonal(k_v, hidden_size, 1, dtype)
