@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnncells import _checks
 from rnncells.cells import step_for
 from rnncells.gru import gru_init
 from rnncells.lstm import lstm_init
@@ -42,9 +43,13 @@ def check_merge(merge: str) -> None:
         raise ValueError(f"merge must be one of {list(MERGES)}, got {merge!r}")
 
 
-def check_dropout_rate(dropout_rate: float) -> None:
+def check_dropout_rate(dropout_rate: float) -> float:
+    """Returns ``dropout_rate`` as a float in [0, 1); it must be known at trace time (it
+    decides whether a mask is drawn at all)."""
+    dropout_rate = float(_checks.check_number("dropout_rate", dropout_rate))
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
+    return dropout_rate
 
 
 def check_layers(layers: Any) -> None:
@@ -88,6 +93,8 @@ def bidirectional_unroll(
       (Bidirectional(forward_carry, backward_carry), ys).
     """
     check_merge(merge)
+    time_major = _checks.check_bool("time_major", time_major)
+    remat = _checks.check_bool("remat", remat)
     if not isinstance(params, Bidirectional):
         raise TypeError(
             f"params must be Bidirectional(forward, backward), got {type(params).__name__}"
@@ -146,6 +153,7 @@ def stack_init(
         cell = INITS[cell]
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+    bidirectional = _checks.check_bool("bidirectional", bidirectional)
     check_merge(merge)
     layers = []
     for depth, layer_key in enumerate(jax.random.split(key, num_layers)):
@@ -192,7 +200,8 @@ def stack_unroll(
       lengths: optional (*batch,) valid lengths.
       merge: how a bidirectional layer's two outputs merge: "concat" or "sum".
       dropout_rate: probability of zeroing each output of every layer but the last
-        (inverted dropout, survivors scaled by 1 / (1 - rate)).
+        (inverted dropout, survivors scaled by 1 / (1 - rate)); a Python float in
+        [0, 1), known at trace time (not a traced value).
       dropout_key: PRNG key, required when dropout_rate > 0.
       time_major: as in ``unroll``.
       unroll: as in ``unroll``.
@@ -212,7 +221,9 @@ def stack_unroll(
         raise ValueError(
             f"carries must have one entry per layer ({len(layers)}), got {len(carries)}"
         )
-    check_dropout_rate(dropout_rate)
+    dropout_rate = check_dropout_rate(dropout_rate)
+    time_major = _checks.check_bool("time_major", time_major)
+    remat = _checks.check_bool("remat", remat)
     if dropout_rate > 0.0 and dropout_key is None:
         raise ValueError("dropout_key is required when dropout_rate > 0 (dropout_key=None given)")
     check_merge(merge)

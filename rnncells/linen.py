@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rnncells import _checks
 from rnncells import modules_common as common
 from rnncells.cells import step_for
 from rnncells.layers import check_dropout_rate
@@ -141,7 +142,12 @@ class _LayerMethods:
         raise NotImplementedError
 
     def _run(self, xs, carries, lengths, time_major, deterministic):
-        check_dropout_rate(self.dropout_rate)
+        dropout_rate = check_dropout_rate(self.dropout_rate)
+        for name in ("bidirectional", "reverse", "remat"):
+            _checks.check_bool(name, getattr(self, name))
+        for value in (self.deterministic, deterministic):  # None: given at the other place
+            if value is not None:
+                _checks.check_bool("deterministic", value)
         options = self._options()
         input_size = xs.shape[-1]
         layers = self.param(
@@ -158,7 +164,7 @@ class _LayerMethods:
             ),
         )
         dropout_key = None
-        if self.dropout_rate > 0.0:
+        if dropout_rate > 0.0:
             deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
             if not deterministic:
                 dropout_key = self.make_rng("dropout")
@@ -169,7 +175,7 @@ class _LayerMethods:
             lengths=lengths,
             reverse=self.reverse,
             merge=self.merge,
-            dropout_rate=0.0 if dropout_key is None else self.dropout_rate,
+            dropout_rate=0.0 if dropout_key is None else dropout_rate,
             dropout_key=dropout_key,
             time_major=time_major,
             unroll=self.unroll,

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from rnncells import _checks
 from rnncells.gru import GRUState, gru_init
-from rnncells.layers import Bidirectional, stack_init, stack_unroll
+from rnncells.layers import Bidirectional, check_dropout_rate, stack_init, stack_unroll
 from rnncells.lstm import LSTMState, lstm_init
 from rnncells.rnn import RNNState, rnn_init
 
@@ -56,12 +56,14 @@ def init_kwargs(cell: str, options: CellOptions) -> dict[str, Any]:
     Raises:
       ValueError: an option that does not apply to ``cell`` differs from its default
         (chrono_t_max for the RNN, reset_after for a non-GRU cell).
+      TypeError: reset_after is not a bool (the init functions check the numbers).
     """
     check_cell(cell)
+    reset_after = _checks.check_bool("reset_after", options.reset_after)
     dtype = jnp.dtype(options.dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-    if cell != "gru" and options.reset_after:
+    if cell != "gru" and reset_after:
         raise ValueError(f"reset_after applies to the GRU only, got reset_after=True for {cell!r}")
     if cell == "rnn" and options.chrono_t_max is not None:
         raise ValueError(
@@ -71,9 +73,7 @@ def init_kwargs(cell: str, options: CellOptions) -> dict[str, Any]:
     if cell == "lstm":
         return dict(forget_bias=options.forget_bias, chrono_t_max=options.chrono_t_max, dtype=dtype)
     if cell == "gru":
-        return dict(
-            reset_after=bool(options.reset_after), chrono_t_max=options.chrono_t_max, dtype=dtype
-        )
+        return dict(reset_after=reset_after, chrono_t_max=options.chrono_t_max, dtype=dtype)
     return dict(dtype=dtype)
 
 
@@ -192,7 +192,12 @@ def layer_apply(
     Raises:
       ValueError: ``reverse`` with bidirectional layers (they already run both ways), or
         anything ``rnncells.stack_unroll`` rejects.
+      TypeError: reverse or time_major not a bool, dropout_rate not a number known at
+        trace time.
     """
+    reverse = _checks.check_bool("reverse", reverse)
+    time_major = _checks.check_bool("time_major", time_major)
+    dropout_rate = check_dropout_rate(dropout_rate)
     if reverse and any(isinstance(layer, Bidirectional) for layer in layers):
         raise ValueError("reverse=True does not apply to bidirectional layers (got both)")
     if dropout_rate == 0.0:

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from rnncells import _checks
 from rnncells import modules_common as common
 from rnncells.cells import cell_spec, init_carry, step_for
 from rnncells.layers import Bidirectional, check_dropout_rate, check_layers, check_merge
@@ -218,16 +219,19 @@ class Layer(nnx.Module):
     ):
         check_layers(layers)
         check_merge(merge)
-        check_dropout_rate(dropout_rate)
+        dropout_rate = check_dropout_rate(dropout_rate)
+        reverse = _checks.check_bool("reverse", reverse)
+        deterministic = _checks.check_bool("deterministic", deterministic)
+        remat = _checks.check_bool("remat", remat)
         if reverse and any(isinstance(layer, Bidirectional) for layer in layers):
             raise ValueError("reverse=True does not apply to bidirectional layers (got both)")
         self.layers = nnx.List([_Params(layer) for layer in layers])
         self.merge = merge
-        self.dropout_rate = float(dropout_rate)
-        self.reverse = bool(reverse)
-        self.deterministic = bool(deterministic)
+        self.dropout_rate = dropout_rate
+        self.reverse = reverse
+        self.deterministic = deterministic
         self.unroll = unroll
-        self.remat = bool(remat)
+        self.remat = remat
         use_rngs = rngs is not None and self.dropout_rate > 0.0
         self.rngs = rngs.dropout.fork() if use_rngs else nnx.data(None)
 
@@ -272,7 +276,9 @@ class Layer(nnx.Module):
         Raises:
           ValueError: dropout is active but no rngs were given here or at construction.
         """
-        deterministic = self.deterministic if deterministic is None else deterministic
+        if deterministic is None:
+            deterministic = self.deterministic
+        deterministic = _checks.check_bool("deterministic", deterministic)
         dropout_rate = 0.0 if deterministic else self.dropout_rate
         dropout_key = None
         if dropout_rate > 0.0:
@@ -300,7 +306,7 @@ class Layer(nnx.Module):
     def set_view(self, deterministic: bool | None = None):
         """Used by ``nnx.view(module, deterministic=...)``."""
         if deterministic is not None:
-            self.deterministic = deterministic
+            self.deterministic = _checks.check_bool("deterministic", deterministic)
 
 
 def _make_layer(
