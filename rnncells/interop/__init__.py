@@ -13,6 +13,9 @@ Each converter lives in its own module and imports its framework only when calle
   ``from_equinox_carry``, ``to_equinox_carry``.
 - Haiku ``hk.LSTM`` / ``hk.GRU`` params: ``from_haiku``, ``to_haiku``,
   ``from_haiku_carry``, ``to_haiku_carry`` (``hk.VanillaRNN`` is relu: refused).
+- Keras 3 (JAX backend) ``keras.layers.LSTM`` / ``GRU`` (both ``reset_after``) /
+  ``SimpleRNN``: ``from_keras``, ``to_keras``; states ``from_keras_carry``,
+  ``to_keras_carry``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ _CONVERTERS = {
     "to_haiku": "rnncells.interop._haiku",
     "from_haiku_carry": "rnncells.interop._haiku",
     "to_haiku_carry": "rnncells.interop._haiku",
+    "from_keras": "rnncells.interop._keras",
+    "to_keras": "rnncells.interop._keras",
+    "from_keras_carry": "rnncells.interop._keras",
+    "to_keras_carry": "rnncells.interop._keras",
 }
 
 __all__ = sorted(_CONVERTERS)
