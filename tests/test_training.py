@@ -12,12 +12,14 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 from jax._src import dispatch, monitoring
 
 from configs.common import base_config
 from rnncells.training import (
+    ConfigError,
     NonFiniteLossError,
     build,
     cell_init_kwargs,
@@ -192,6 +194,60 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "summary.json")
 
 
+def _nan_update_at(step):
+    """An Optax transform that turns the update of optimiser step ``step`` (1-based) into NaN."""
+
+    def update(updates, count, params=None):
+        del params
+        scale = jnp.where(count == step - 1, jnp.nan, 1.0).astype(jnp.float32)
+        return jax.tree.map(lambda u: u * scale, updates), count + 1
+
+    return optax.GradientTransformation(lambda params: jnp.zeros((), jnp.int32), update)
+
+
+def test_state_blown_up_in_the_last_step_of_a_chunk_is_not_saved(tmp_path, monkeypatch):
+    # Step 10 ends a chunk and is a checkpoint step; its loss is finite (computed before the
+    # update) but its update makes the params NaN. Nothing non-finite may be saved, and the
+    # message may not claim a checkpoint that does not exist.
+    real = loop_lib.make_optimizer
+    monkeypatch.setattr(
+        loop_lib,
+        "make_optimizer",
+        lambda *args, **kwargs: optax.chain(_nan_update_at(10), real(*args, **kwargs)),
+    )
+    config = tiny_config(num_seeds=1, num_steps=40, log_every=10, checkpoint_every=10)
+    with pytest.raises(NonFiniteLossError, match=r"step 10\b.*no checkpoint was saved yet"):
+        train(config, str(tmp_path))
+    assert not [d for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
+    assert not os.path.exists(tmp_path / "summary.json")
+
+
+def _nan_eval_get_task(name, **kwargs):
+    """The real task, but the evaluation batch (size 32; training uses 16) is all NaN."""
+    task = loop_lib.get_task.__wrapped__(name, **kwargs)
+
+    def make_batch(key, batch_size):
+        batch = task.make_batch(key, batch_size)
+        if batch_size == 32:
+            batch = batch._replace(inputs=jnp.full_like(batch.inputs, jnp.nan))
+        return batch
+
+    return dataclasses.replace(task, make_batch=make_batch)
+
+
+def test_nonfinite_eval_metric_stops_the_run(tmp_path, monkeypatch):
+    _nan_eval_get_task.__wrapped__ = loop_lib.get_task
+    monkeypatch.setattr(loop_lib, "get_task", _nan_eval_get_task)
+    config = tiny_config(num_seeds=1, eval_batch_size=32, checkpoint_every=10)
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"held-out loss became nan at step 20 .*checkpoint step 10 ",
+    ):
+        train(config, str(tmp_path))
+    assert sorted(d for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == ["10"]
+    assert not os.path.exists(tmp_path / "summary.json")
+
+
 def test_model_shapes_and_inits(key):
     @jax.jit
     def forward(key):  # one compiled program instead of many eager ops
@@ -247,6 +303,54 @@ def test_config_values_are_checked():
         build(tiny_config(**{"model.init": "xavier"}))
 
 
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        (
+            "seed",
+            -1,
+            r"config.seed must be an integer in \[0, 2147483646\] \(num_seeds=2\), got -1",
+        ),
+        ("seed", 2**31, r"config.seed must be an integer in \[0, 2147483646\]"),
+        ("optim.learning_rate", float("inf"), r"config.optim.learning_rate must be a finite"),
+        ("optim.learning_rate", float("nan"), r"config.optim.learning_rate must be a finite"),
+        ("optim.learning_rate", 0.0, r"config.optim.learning_rate must be a finite number > 0"),
+        ("optim.clip_norm", float("inf"), r"config.optim.clip_norm must be a finite number >= 0"),
+        ("optim.rmsprop_decay", 1.0, r"config.optim.rmsprop_decay must be a number in \[0, 1\)"),
+        ("optim.warmup_steps", -1, r"config.optim.warmup_steps must be an integer >= 0"),
+        ("optim.optimizer", "sgd", r"config.optim.optimizer must be one of \['adam', 'rmsprop'\]"),
+        ("optim.schedule", "step", r"config.optim.schedule must be one of"),
+        (
+            "model.cell",
+            "foo",
+            r"config.model.cell must be one of \['rnn', 'gru', 'gru_reset_after', 'lstm'\], "
+            r"got 'foo'",
+        ),
+        ("model.hidden_size", 0, r"config.model.hidden_size must be a positive integer"),
+        ("model.num_layers", 0, r"config.model.num_layers must be a positive integer"),
+        ("model.forget_bias", float("nan"), r"config.model.forget_bias must be a finite number"),
+        ("model.chrono_t_max", -1.0, r"config.model.chrono_t_max must be a finite number >= 0"),
+        ("model.unroll", -1, r"config.model.unroll must be an integer >= 0"),
+        ("model.embedding", "bag", r"config.model.embedding must be one of"),
+        ("task.name", "sorting", r"config.task.name must be one of"),
+        ("task.kwargs.T", 1, r"config.task.kwargs: T must be"),
+        ("time_limit_s", float("nan"), r"config.time_limit_s must be a finite number >= 0"),
+        ("time_limit_s", float("inf"), r"config.time_limit_s must be a finite number >= 0"),
+        ("model.hidden_sise", 3, r"config.model.hidden_sise is not a key of the training config"),
+    ],
+)
+def test_every_config_value_is_validated(key, value, expected):
+    with pytest.raises(ConfigError, match=expected):
+        build(tiny_config(**{key: value}))
+
+
+def test_a_bad_config_leaves_no_workdir_behind(tmp_path):
+    workdir = tmp_path / "new"
+    with pytest.raises(ConfigError, match=r"config.model.cell must be one of"):
+        train(tiny_config(**{"model.cell": "foo"}), str(workdir))
+    assert not os.path.exists(workdir)
+
+
 def test_time_limit_stops_checkpointed_and_the_same_call_resumes(tmp_path):
     limited, straight = str(tmp_path / "limited"), str(tmp_path / "straight")
     # A limit shorter than one chunk: the run stops after its first chunk of 10 steps.
@@ -262,7 +366,9 @@ def test_time_limit_stops_checkpointed_and_the_same_call_resumes(tmp_path):
     assert not resumed["stopped_at_time_limit"]
     reference = train(tiny_config(), straight)
     assert resumed["eval"] == reference["eval"]
-    with pytest.raises(ValueError, match=r"time_limit_s must be >= 0 \(0: no limit\), got -1.0"):
+    with pytest.raises(
+        ValueError, match=r"time_limit_s must be a finite number >= 0 \(0: no limit\), got -1.0"
+    ):
         train(tiny_config(time_limit_s=-1.0), str(tmp_path / "bad"))
 
 

@@ -13,8 +13,14 @@ together as one program (``jax.vmap`` over a leading seed axis of the state), an
 
 Files in ``workdir``: ``config.json`` (resolved config), ``metrics.jsonl`` (one line per
 step: loss, task metric, grad norm, learning rate, steps/s, per seed and mean),
-``eval.jsonl`` (held-out metrics every ``eval_every`` steps), ``checkpoints/`` (Orbax),
-``summary.json`` (final metrics, mean and spread over seeds).
+``eval.jsonl`` (held-out metrics every ``eval_every`` steps), ``checkpoints/`` (Orbax, each
+with a copy of the config and a digest of its files), ``summary.json`` (final metrics,
+mean and spread over seeds), ``.lock`` (the pid of the run holding the workdir).
+
+A run's data is never damaged (DESIGN.md): one run per workdir (`lock`); every file is
+checked before any is changed; nothing non-finite is saved (a NaN or inf loss, state or
+held-out metric stops the run, `NonFiniteLossError`); a resume uses the newest intact
+checkpoint (`checkpoint.restore_newest_intact`) and says when it passed over one.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -33,10 +40,17 @@ import optax
 import tqdm
 
 from rnncells.tasks import Task, get_task
-from rnncells.training import checkpoint, metrics, parallel
-from rnncells.training.errors import NonFiniteLossError
+from rnncells.training import checkpoint, lock, metrics, parallel
+from rnncells.training.errors import (
+    ConfigError,
+    MissingCheckpointError,
+    NonFiniteLossError,
+    ResumeError,
+    RunWarning,
+)
 from rnncells.training.model import ModelParams, model_apply, model_init
 from rnncells.training.optim import make_optimizer, make_schedule
+from rnncells.training.validation import validate
 
 
 class TrainState(NamedTuple):
@@ -67,32 +81,6 @@ def chrono_t_max_for(task: Task, task_kwargs: dict, value: float) -> float:
     return 1.5 * T if task.name == "copy" else float(T)
 
 
-def _check_multiple(config: ml_collections.ConfigDict, name: str) -> None:
-    value, log_every = config[name], config.log_every
-    if value % log_every:
-        raise ValueError(
-            f"config.{name} must be a multiple of config.log_every={log_every}, got {value}"
-        )
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Checks the values `build` cannot check by itself (ValueError naming the key)."""
-    for name in (
-        "batch_size",
-        "num_steps",
-        "num_seeds",
-        "log_every",
-        "eval_every",
-        "checkpoint_every",
-        "eval_batch_size",
-    ):
-        value = config[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"config.{name} must be a positive integer, got {value!r}")
-    for name in ("num_steps", "eval_every", "checkpoint_every"):
-        _check_multiple(config, name)
-
-
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None) -> Setup:
     """Builds the task, initial state, jitted chunk of training steps and evaluation.
 
@@ -105,14 +93,20 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
         Setup.
 
     Raises:
-        ValueError: a config value out of range, naming the key.
+        ConfigError: a config value out of range, naming the key (also a ValueError).
     """
     validate(config)
     task_kwargs = dict(config.task.kwargs)
-    task = get_task(config.task.name, **task_kwargs)
+    try:
+        task = get_task(config.task.name, **task_kwargs)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"config.task.kwargs: {error}") from None
     if mesh is None:
         mesh = parallel.make_mesh(None if config.data_parallel else jax.devices()[:1])
-    parallel.check_batch_divisible(config.batch_size, mesh)
+    try:
+        parallel.check_batch_divisible(config.batch_size, mesh)
+    except ValueError as error:
+        raise ConfigError(f"config.{error}") from None
     m = config.model
     model_kwargs = dict(
         cell=m.cell,
@@ -134,8 +128,12 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
     )
     vocab, batch_size, num_seeds = task.vocab_size, config.batch_size, config.num_seeds
     replicated = parallel.replicated(mesh)
-    # Raises config errors (cell, init, sizes) now, without computing anything.
-    jax.eval_shape(lambda: model_init(jax.random.PRNGKey(0), **model_kwargs))
+    # Raises what validate cannot see (e.g. a learned embedding of size 0 for a token
+    # task) now, without computing anything.
+    try:
+        jax.eval_shape(lambda: model_init(jax.random.PRNGKey(0), **model_kwargs))
+    except ValueError as error:
+        raise ConfigError(f"config.model: {error}") from None
 
     def init_one(seed_key):
         k_init, k_data = jax.random.split(seed_key)
@@ -225,28 +223,82 @@ constant schedule: the others decay over num_steps, so a new total would change 
 learning rate of the steps to come and of none already run)."""
 
 
-def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    path = os.path.join(workdir, "config.json")
-    current = json.loads(config.to_json_best_effort())
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as file:
-            saved = json.load(file)
-        resumable = set(RESUMABLE_CHANGES)
-        if config.optim.schedule != "constant":
-            resumable.discard("num_steps")
-        diff = [d for d in _config_diff(saved, current) if d.split(":")[0] not in resumable]
-        if diff:
-            hint = (
-                " (num_steps can change only with optim.schedule='constant')"
-                if any(d.startswith("num_steps:") for d in diff)
-                else ""
+def _check_config(saved: dict, current: dict, config: ml_collections.ConfigDict, workdir: str):
+    """ConfigError unless ``current`` equals the config ``saved`` with the run in ``workdir``
+    (but for RESUMABLE_CHANGES)."""
+    resumable = set(RESUMABLE_CHANGES)
+    if config.optim.schedule != "constant":
+        resumable.discard("num_steps")
+    diff = [d for d in _config_diff(saved, current) if d.split(":")[0] not in resumable]
+    if diff:
+        hint = (
+            " (num_steps can change only with optim.schedule='constant')"
+            if any(d.startswith("num_steps:") for d in diff)
+            else ""
+        )
+        raise ConfigError(
+            f"workdir {workdir} holds a run with a different config ({'; '.join(diff)}){hint}",
+            hint="use a new --workdir, or the saved run's config",
+        )
+
+
+CONFIG_FILE = "config.json"
+"""The run's resolved config: in the workdir, and a copy in every checkpoint."""
+
+
+def _recover_config(manager, workdir: str, found: list[str]) -> dict:
+    """The config saved in the newest verified checkpoint, for a run whose config.json is
+    lost (warning that it was); ResumeError when no checkpoint holds one."""
+    for step in reversed(checkpoint.all_steps(manager)):
+        text = checkpoint.read_file(manager, step, CONFIG_FILE)
+        if text is not None and checkpoint.verify(manager, step) is None:
+            warnings.warn(
+                f"{CONFIG_FILE} was missing from {workdir}; recovered the run's config from "
+                f"checkpoint step {step}",
+                RunWarning,
+                stacklevel=3,
             )
-            raise ValueError(
-                f"workdir {workdir} holds a run with a different config "
-                f"({'; '.join(diff)}){hint}; use a new --workdir"
+            saved = json.loads(text)  # verified: the text is what was saved
+            metrics.write_json(os.path.join(workdir, CONFIG_FILE), saved, sort_keys=True)
+            return saved
+    raise ResumeError(
+        f"workdir {workdir} holds a run ({', '.join(found)}) but no {CONFIG_FILE} and no "
+        "intact checkpoint holding a copy of it, so its config cannot be checked against "
+        "this one",
+        hint=f"put back its {CONFIG_FILE}, or use a new --workdir",
+    )
+
+
+def _ranges(ranges: list[tuple[int, int]]) -> str:
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
+
+
+def _nothing_saved_or_kept(manager) -> str:
+    """Where the run stands after a non-finite value, truly: its newest intact checkpoint."""
+    last = checkpoint.latest_step(manager)
+    if last is None:
+        return "no checkpoint was saved yet"
+    return f"kept the last good checkpoint step {last} in {manager.directory}"
+
+
+NON_FINITE_HINT = (
+    "resuming repeats the same steps and fails the same way; start a new --workdir with a "
+    "lower config.optim.learning_rate or a config.optim.clip_norm"
+)
+
+
+def _check_eval(eval_metrics: dict, step: int, config, manager) -> None:
+    """NonFiniteLossError when a held-out metric of any seed is NaN or infinite."""
+    for name, values in eval_metrics.items():
+        values = np.ravel(np.asarray(values))
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise NonFiniteLossError(
+                f"held-out {name} became {values[bad[0]]} at step {step} (seed "
+                f"{config.seed + int(bad[0])}); training stopped; "
+                f"{_nothing_saved_or_kept(manager)}",
+                hint=NON_FINITE_HINT,
             )
-    with open(path, "w", encoding="utf-8") as file:
-        json.dump(current, file, indent=2, sort_keys=True)
 
 
 def solved_by_every_seed(task, metrics: dict[str, Any]) -> bool:
@@ -285,35 +337,95 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         solves the task at a scheduled evaluation (every ``eval_every`` steps), so a run
         interrupted anywhere and resumed stops at the same step as an uninterrupted one.
 
+    The run's data is never damaged: the config is checked before the workdir is created;
+    the workdir is locked for the whole call (one run per workdir); every file is read and
+    checked before any is changed; a checkpoint is saved only when the whole state is
+    finite, and resuming uses the newest intact one (a `RunWarning` names any newer one
+    passed over, and the steps after it are run again, with the same result). A
+    ``config.json`` lost from a resumable run is recovered from its checkpoint (with a
+    `RunWarning`); records missing from ``metrics.jsonl`` are named in a `RunWarning`.
+
     Raises:
-        NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
-        ValueError: bad config value, a workdir of another config, or an unreadable
-            checkpoint (naming its path).
-        FileNotFoundError: a checkpoint listed but missing (naming its path).
+        ConfigError: a bad config value, or a workdir holding a run of another config.
+        WorkdirLockedError: another process is running in ``workdir`` (naming its pid).
+        CorruptFileError: a damaged line in a JSON or JSON-lines file (naming file and line).
+        CheckpointError: checkpoints exist but none is intact (naming the folder).
+        ResumeError: a run's files without its config.
+        NonFiniteLossError: the loss, the training state or a held-out metric became NaN or
+            infinite; nothing non-finite was saved, and the message names the checkpoint
+            kept (or says none was saved yet).
+        All of these are `RunError`s.
     """
-    time_limit_s = float(config.get("time_limit_s", 0.0))
-    if time_limit_s < 0:
-        raise ValueError(f"time_limit_s must be >= 0 (0: no limit), got {time_limit_s}")
+    setup = build(config)  # every config error before the workdir is created
     os.makedirs(workdir, exist_ok=True)
-    setup = build(config)
-    _save_config(config, workdir)
+    with lock.workdir_lock(workdir):
+        return _train_locked(config, setup, workdir)
+
+
+def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str) -> dict:
+    time_limit_s = float(config.get("time_limit_s", 0.0))
+    config_path = os.path.join(workdir, CONFIG_FILE)
     summary_path = os.path.join(workdir, "summary.json")
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     eval_path = os.path.join(workdir, "eval.jsonl")
-    if os.path.exists(summary_path):
-        with open(summary_path, encoding="utf-8") as file:
-            summary = json.load(file)
+    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
+
+    # Every file is read and checked before any is changed.
+    saved_config = metrics.read_json(config_path)
+    summary = metrics.read_json(summary_path)
+    metric_records = metrics.read_steps(metrics_path)
+    eval_records = metrics.read_steps(eval_path)
+    current = json.loads(config.to_json_best_effort())
+    if saved_config is None:
+        found = [
+            name
+            for name, present in (
+                ("summary.json", summary is not None),
+                ("metrics.jsonl", bool(metric_records)),
+                ("eval.jsonl", bool(eval_records)),
+                ("checkpoints", bool(checkpoint.all_steps(manager))),
+            )
+            if present
+        ]
+        if found:
+            saved_config = _recover_config(manager, workdir, found)
+    if saved_config is not None:
+        _check_config(saved_config, current, config, workdir)
+    if isinstance(summary, dict):
         if summary.get("finished") and summary.get("num_steps") == config.num_steps:
             return summary
 
-    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     state = setup.init_state()
     start = 0
-    if checkpoint.latest_step(manager) is not None:
-        state = jax.block_until_ready(checkpoint.restore(manager, state))
-        start = int(np.asarray(state.step)[0])
-    metrics.truncate_jsonl(metrics_path, start)
-    metrics.truncate_jsonl(eval_path, start)
+    found_checkpoint = checkpoint.restore_newest_intact(manager, state)
+    passed_over: list[int] = []
+    if found_checkpoint is not None:
+        state, start, skipped = found_checkpoint
+        state = jax.block_until_ready(state)
+        passed_over = [step for step, _ in skipped]
+        if skipped:
+            unusable = "; ".join(f"checkpoint step {s} is unusable ({why})" for s, why in skipped)
+            warnings.warn(
+                f"{unusable}; resuming from step {start}, the newest intact checkpoint in "
+                f"{manager.directory}: steps {start + 1}-{skipped[0][0]} are run again, and "
+                "the unusable checkpoints are deleted",
+                RunWarning,
+                stacklevel=3,
+            )
+    checkpoint.discard(manager, passed_over)  # and Orbax's leftovers of killed saves
+    gaps = metrics.missing_steps([r for r in metric_records if r["step"] <= start], start)
+    if gaps:
+        warnings.warn(
+            f"{metrics_path} lacks the records of steps {_ranges(gaps)} (before step {start}, "
+            "where this run resumes); they are not written again",
+            RunWarning,
+            stacklevel=3,
+        )
+    config_text = json.dumps(current, indent=2, sort_keys=True)
+    metrics.write_json(config_path, current, sort_keys=True)
+    for path, records in ((metrics_path, metric_records), (eval_path, eval_records)):
+        if os.path.exists(path):  # drops what was written after the checkpoint
+            metrics.write_records(path, [r for r in records if r["step"] <= start])
 
     task = setup.task
     t0 = time.perf_counter()
@@ -324,6 +436,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         # written: the held-out evaluation of the restored params decides again, with the
         # same result (its batch is fixed), so the run stops where it stopped.
         eval_metrics = jax.device_get(setup.evaluate(state.params))
+        _check_eval(eval_metrics, start, config, manager)
         solved = solved_by_every_seed(task, eval_metrics)
         stopped_early = solved
     bar = tqdm.tqdm(
@@ -353,18 +466,23 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 records = records[: int(bad[0][0]) + 1]
             metrics.write_jsonl(metrics_path, records)
             if bad.size:
-                last = checkpoint.latest_step(manager)
-                where = (
-                    f"checkpoint step {last} in {manager.directory}"
-                    if last is not None
-                    else "no checkpoint (none was saved yet)"
-                )
                 raise NonFiniteLossError(
                     f"loss became {losses[tuple(bad[0])]} at step {step + int(bad[0][0]) + 1} "
-                    f"(seed {config.seed + int(bad[0][1])}); training stopped; kept the last "
-                    f"good {where}"
+                    f"(seed {config.seed + int(bad[0][1])}); training stopped; "
+                    f"{_nothing_saved_or_kept(manager)}",
+                    hint=NON_FINITE_HINT,
                 )
             step += config.log_every
+            # The losses were computed before each update: the last update can still have
+            # made the state non-finite.
+            bad_leaves = checkpoint.nonfinite_leaves(state)
+            if bad_leaves:
+                raise NonFiniteLossError(
+                    f"the training state became non-finite by step {step} (the losses up to "
+                    f"it were finite) in {', '.join(bad_leaves)}; training stopped; "
+                    f"{_nothing_saved_or_kept(manager)}",
+                    hint=NON_FINITE_HINT,
+                )
             bar.update(config.log_every)
             bar.set_postfix(loss=f"{losses[-1].mean():.4f}")
             at_time_limit = (
@@ -385,6 +503,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         }
                     ],
                 )
+                _check_eval(eval_metrics, step, config, manager)
                 solved = solved_by_every_seed(task, eval_metrics)
                 # Only scheduled evaluations stop a run, so where it stops does not depend
                 # on where a time limit interrupted it.
@@ -393,13 +512,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     at_time_limit = False  # finished here, nothing to resume
             at_end = step == config.num_steps or stopped_early or at_time_limit
             if step % config.checkpoint_every == 0 or at_end:
-                checkpoint.save(manager, step, state)
+                checkpoint.save(manager, step, state, files={CONFIG_FILE: config_text})
             if stopped_early or at_time_limit:
                 break
     finally:
         bar.close()
     if eval_metrics is None:
         eval_metrics = jax.device_get(setup.evaluate(state.params))
+        _check_eval(eval_metrics, step, config, manager)
         solved = solved_by_every_seed(task, eval_metrics)
     summary = {
         "task": task.name,
@@ -420,13 +540,28 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "eval": {k: per_seed_stats(np.asarray(v)) for k, v in eval_metrics.items()},
         "finished": not at_time_limit,  # a run stopped at its time limit resumes
     }
-    with open(summary_path, "w", encoding="utf-8") as file:
-        json.dump(summary, file, indent=2)
+    metrics.write_json(summary_path, summary)
     return summary
 
 
 def final_params(config: ml_collections.ConfigDict, workdir: str) -> ModelParams:
-    """The latest checkpointed params of the run in ``workdir`` (leading seed axis)."""
+    """The params of the newest intact checkpoint of the run in ``workdir`` (leading seed
+    axis); a `RunWarning` names any newer checkpoint passed over.
+
+    Raises:
+        MissingCheckpointError: the run has no checkpoint.
+        CheckpointError: it has checkpoints but none is intact.
+    """
     setup = build(config)
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
-    return checkpoint.restore(manager, setup.init_state()).params
+    found = checkpoint.restore_newest_intact(manager, setup.init_state())
+    if found is None:
+        raise MissingCheckpointError(f"no checkpoint found in {manager.directory}")
+    state, step, skipped = found
+    for passed, why in skipped:
+        warnings.warn(
+            f"checkpoint step {passed} is unusable ({why}); read step {step}",
+            RunWarning,
+            stacklevel=2,
+        )
+    return state.params
