@@ -28,18 +28,20 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     from experiments import diagnostics, report, sweep
+    from experiments.run import user_errors
 
     tick = time.perf_counter()
     config = get_config()
     config.task.kwargs.T = _T.value
     config.num_seeds = _SEEDS.value
     config.progress = False
-    sweep.sweep(config, _WORKDIR.value, cells=list(CELLS))
-    print()
-    print(report.write_report(_WORKDIR.value))
-    if _DIAGNOSTICS.value:
-        for path in diagnostics.write_diagnostics(_WORKDIR.value):
-            print("wrote", path)
+    with user_errors():
+        sweep.sweep(config, _WORKDIR.value, cells=list(CELLS))
+        print()
+        print(report.write_report(_WORKDIR.value))
+        if _DIAGNOSTICS.value:
+            for path in diagnostics.write_diagnostics(_WORKDIR.value):
+                print("wrote", path)
     print(f"wall time: {time.perf_counter() - tick:.0f} s")
 
 

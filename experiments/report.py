@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rnncells.training.metrics import read_jsonl  # noqa: E402
+from rnncells.training.metrics import read_json, read_jsonl  # noqa: E402
 
 
 def find_runs(workdir: str) -> list[tuple[str, dict[str, Any]]]:
@@ -34,8 +34,7 @@ def find_runs(workdir: str) -> list[tuple[str, dict[str, Any]]]:
     for root, dirs, files in os.walk(workdir):
         dirs[:] = sorted(d for d in dirs if d != "checkpoints")  # Orbax folders, not runs
         if "summary.json" in files:
-            with open(os.path.join(root, "summary.json"), encoding="utf-8") as file:
-                runs.append((root, json.load(file)))
+            runs.append((root, read_json(os.path.join(root, "summary.json"))))
         elif "config.json" in files and "eval.jsonl" in files:
             summary = summary_from_logs(root)
             if summary is not None:
@@ -53,8 +52,7 @@ def summary_from_logs(folder: str) -> dict[str, Any] | None:
     evals = read_jsonl(os.path.join(folder, "eval.jsonl"))
     if not evals:
         return None
-    with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
-        config = json.load(file)
+    config = read_json(os.path.join(folder, "config.json"))
     last = evals[-1]
     task = get_task(config["task"]["name"], **config["task"]["kwargs"])
     names = [k[: -len("_per_seed")] for k in last if k.endswith("_per_seed")]
@@ -223,10 +221,13 @@ def export(workdir: str, dest: str) -> list[str]:
 
 def main(argv):
     del argv
-    print(write_report(_WORKDIR.value))
-    if _EXPORT.value:
-        for path in export(_WORKDIR.value, _EXPORT.value):
-            print("wrote", path)
+    from experiments.run import user_errors
+
+    with user_errors():  # a damaged log: one line naming the file and line
+        print(write_report(_WORKDIR.value))
+        if _EXPORT.value:
+            for path in export(_WORKDIR.value, _EXPORT.value):
+                print("wrote", path)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,21 @@ unknown key or a value of the wrong type in an override stops with an error nami
 The resolved config is saved as ``workdir/config.json``; the same command on a workdir
 that holds a checkpoint resumes from it. After training, the report (table and plots)
 of the workdir is written.
+
+An error the user can fix (a bad config value, a workdir in use by another run, a config
+unlike the saved run's, a run that cannot be resumed, a non-finite loss) prints one
+``error: ...`` line, and where useful a ``hint: ...`` line, to stderr and exits with
+status 2 (3 for a non-finite loss); damage a run works around prints a ``warning: ...``
+line and the run goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import warnings
+from collections.abc import Iterator
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -29,6 +38,37 @@ def run(config, workdir: str, report: bool = True) -> dict:
 
         report_lib.write_report(workdir)
     return summary
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Runs the block as a command: a `RunError` becomes one ``error:`` line (and a
+    ``hint:`` line) on stderr and ``sys.exit(error.exit_code)``, with no traceback; a
+    `RunWarning` prints as one ``warning:`` line. Other exceptions (bugs) pass through."""
+    from rnncells.training.errors import RunError, RunWarning
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RunWarning):
+            print(f"warning: {_one_line(message)}", file=sys.stderr, flush=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    except RunError as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {_one_line(error.hint)}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    finally:
+        warnings.showwarning = previous
 
 
 def _parse_flags(argv):
@@ -47,13 +87,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-    from rnncells.training import NonFiniteLossError
-
-    try:
+    with user_errors():
         summary = run(_CONFIG.value, _WORKDIR.value, _REPORT.value)
-    except NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(3)
     print(json.dumps({k: summary[k] for k in ("task", "cell", "steps_run", "solved")}))
     print(json.dumps({"eval": summary["eval"]}))
 

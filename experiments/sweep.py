@@ -6,7 +6,10 @@
 
 Each combination runs in ``workdir/<task>_T<T>_<cell>_<init>`` (rerunning the command
 resumes unfinished runs and skips finished ones); then ``report.md`` and the plots of all
-runs are written to ``workdir`` and the table is printed. A combination whose init does
+runs are written to ``workdir`` and the table is printed. Each run locks its own folder
+for as long as it trains, so two sweeps over one workdir never train the same run at
+once; an error a user can fix stops the sweep with one ``error:`` line (see
+``experiments/run.py``). A combination whose init does
 not apply to its cell (chrono or forget_bias for the plain RNN) is skipped, with a line
 that says so.
 """
@@ -68,10 +71,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     from experiments import report
+    from experiments.run import user_errors
 
     tick = time.perf_counter()
-    sweep(_CONFIG.value, _WORKDIR.value, _CELLS.value, _LENGTHS.value, _INITS.value)
-    print(report.write_report(_WORKDIR.value))
+    with user_errors():
+        sweep(_CONFIG.value, _WORKDIR.value, _CELLS.value, _LENGTHS.value, _INITS.value)
+        print(report.write_report(_WORKDIR.value))
     print(f"sweep wall time: {time.perf_counter() - tick:.0f} s")
 
 

@@ -35,14 +35,27 @@ def _run_cli(*args):
         ("--config.model.hidden_sise=3", "hidden_sise"),
         ("--config.model.hidden_size=wide", "hidden_size"),
         ("--config.num_steps=1.5", "num_steps"),
+        (
+            "--config.model.cell=foo",
+            "error: config.model.cell must be one of ['rnn', 'gru', 'gru_reset_after', 'lstm'], "
+            "got 'foo'\n",
+        ),
+        ("--config.optim.learning_rate=inf", "error: config.optim.learning_rate must be a finite"),
     ],
 )
 def test_bad_override_names_the_key(tmp_path, override, expected):
-    proc = _run_cli("--config=configs/adding.py:smoke", f"--workdir={tmp_path}", override)
+    workdir = tmp_path / "run"
+    proc = _run_cli("--config=configs/adding.py:smoke", f"--workdir={workdir}", override)
     assert proc.returncode != 0
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr  # a one-line error, not a crash
-    assert not os.path.exists(tmp_path / "config.json")
+    assert not os.path.exists(workdir)  # checked before anything is written
+    if expected.startswith("error: config."):  # errors of values, found by validate
+        assert proc.returncode == 2
+        assert [line.split(":")[0] for line in proc.stderr.splitlines()] in (
+            ["error"],
+            ["error", "hint"],
+        ), proc.stderr
 
 
 def test_configs_have_smoke_variants():
