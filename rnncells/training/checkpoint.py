@@ -138,7 +138,7 @@ def verify(manager: ocp.CheckpointManager, step: int) -> str | None:
         with open(os.path.join(path, DIGEST), encoding="utf-8") as file:
             expected = json.load(file)["sha256"]
     except FileNotFoundError:
-        return f"incomplete: no {DIGEST} (the save did not finish)"
+        return f"incomplete: no {DIGEST} (its save did not finish, or predates digests)"
     except (ValueError, KeyError, TypeError) as error:
         return f"corrupt: {DIGEST} is unreadable ({type(error).__name__})"
     actual = _file_digests(path)
