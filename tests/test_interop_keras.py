@@ -3,6 +3,7 @@ checked against Keras's own forward pass on its JAX backend."""
 
 import contextlib
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -403,6 +404,12 @@ def test_keras_must_run_on_jax(monkeypatch):
     for call in (lambda: interop.from_keras(layer), lambda: interop.to_keras(_params("rnn"))):
         with pytest.raises(RuntimeError, match=r"'torch' backend.*KERAS_BACKEND=jax"):
             call()
+
+
+def test_missing_keras_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "keras", None)  # what an absent package raises
+    with pytest.raises(ImportError, match=r"pip install 'rnncells\[interop\]'.*KERAS_BACKEND"):
+        interop.to_keras(_params("rnn"))
 
 
 def test_keras_leaves_jax_settings_alone():
