@@ -196,7 +196,12 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tmp_path):
     assert not os.path.exists(os.path.join(killed, "summary.json"))
 
     resumed = subprocess.run(
-        [*CLI, f"--workdir={killed}"], cwd=ROOT, env=env, capture_output=True, text=True
+        [*CLI, f"--workdir={killed}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _, err = reference.communicate(timeout=300)
