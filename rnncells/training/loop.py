@@ -354,7 +354,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         NonFiniteLossError: the loss, the training state or a held-out metric became NaN or
             infinite; nothing non-finite was saved, and the message names the checkpoint
             kept (or says none was saved yet).
-        All of these are `RunError`s.
+
+    All of these are ``RunError``s (``rnncells.training.errors``).
     """
     setup = build(config)  # every config error before the workdir is created
     os.makedirs(workdir, exist_ok=True)
