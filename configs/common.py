@@ -38,3 +38,57 @@ def base_config() -> ml_collections.ConfigDict:
     c.progress = True
     c.data_parallel = True  # shard the batch over all devices
     return c
+
+
+DESCRIPTIONS = {
+    "task.name": "the task: adding | adding_hs | copy | variable_copy | digits",
+    "task.kwargs": "the task's own arguments, e.g. T (sequence length); digits: permute",
+    "model.cell": "the recurrent cell (any registered name: rnn, gru, gru_reset_after, lstm, ...)",
+    "model.hidden_size": "units per layer",
+    "model.num_layers": "stacked recurrent layers",
+    "model.init": "bias init: default (the cell's own) | forget_bias | chrono",
+    "model.forget_bias": "b_f for init=forget_bias (0 gives all-zero biases)",
+    "model.chrono_t_max": "chrono init's T_max; 0: 3T/2 for copy, T otherwise (Tallec & Ollivier)",
+    "model.embedding": "token tasks' input map: onehot | learned",
+    "model.embed_size": "width of a learned embedding (embedding=learned needs it >= 1)",
+    "model.unroll": "lax.scan unroll factor; 0: rnncells.default_unroll (8 on a GPU, 1 on a CPU)",
+    "optim.optimizer": "adam | rmsprop",
+    "optim.learning_rate": "peak learning rate (finite, > 0)",
+    "optim.schedule": "constant | cosine | warmup_cosine (over num_steps)",
+    "optim.warmup_steps": "linear warm-up steps of warmup_cosine",
+    "optim.clip_norm": "global-norm gradient clipping, as in the papers; 0 disables it",
+    "optim.rmsprop_decay": "RMSProp's decay of the squared-gradient average",
+    "batch_size": "sequences per step and seed (divisible by the number of devices)",
+    "num_steps": "optimiser steps (a multiple of log_every)",
+    "num_seeds": "seeds trained at once with vmap; figures are mean and spread over them",
+    "seed": "seed s of num_seeds uses PRNGKey(seed + s): 0 <= seed <= 2**31 - num_seeds",
+    "log_every": "steps per compiled chunk and per metrics flush",
+    "eval_every": "steps between held-out evaluations (a multiple of log_every)",
+    "eval_batch_size": "held-out sequences for tasks without a fixed test set",
+    "checkpoint_every": "steps between checkpoints (a multiple of log_every)",
+    "early_stop": "stop once every seed solves the task at a scheduled evaluation",
+    "time_limit_s": "stop (checkpointed, resumable) after this many seconds; 0: no limit",
+    "progress": "show a progress bar",
+    "data_parallel": "shard the batch over all devices",
+}
+"""What each key means, for ``python -m experiments.run --show_config`` (a test checks that
+every key of ``base_config`` has an entry)."""
+
+
+def describe(config: ml_collections.ConfigDict) -> str:
+    """Every key of ``config`` with its value and meaning, one per line."""
+    lines = []
+
+    def walk(node, prefix):
+        for key in sorted(node.keys()):
+            value, name = node[key], prefix + key
+            if isinstance(value, ml_collections.ConfigDict) and name not in DESCRIPTIONS:
+                walk(value, name + ".")
+                continue
+            if isinstance(value, ml_collections.ConfigDict):
+                value = value.to_dict()
+            lines.append((f"{name} = {value!r}", DESCRIPTIONS.get(name, "")))
+
+    walk(config, "")
+    width = max(len(left) for left, _ in lines)
+    return "\n".join(f"{left:<{width}}  # {m}" if m else left for left, m in lines)

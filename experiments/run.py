@@ -5,9 +5,11 @@
 
 ``--config=FILE:ARG`` passes ARG to the file's ``get_config`` (e.g. ``:smoke``). An
 unknown key or a value of the wrong type in an override stops with an error naming it.
-The resolved config is saved as ``workdir/config.json``; the same command on a workdir
-that holds a checkpoint resumes from it. After training, the report (table and plots)
-of the workdir is written.
+``--show_config`` prints every key with its value (overrides applied) and meaning, and
+exits. The resolved config is saved as ``workdir/config.json``; the same command on a
+workdir that holds a checkpoint resumes from it. After training, the report (table and
+plots) of the workdir is written and a short summary printed; a run stopped by
+``time_limit_s`` says so and prints the command that resumes it.
 
 An error the user can fix (a bad config value, a workdir in use by another run, a config
 unlike the saved run's, a run that cannot be resumed, a non-finite loss) prints one
@@ -19,7 +21,7 @@ line and the run goes on.
 from __future__ import annotations
 
 import contextlib
-import json
+import shlex
 import sys
 import warnings
 from collections.abc import Iterator
@@ -83,14 +85,50 @@ def _parse_flags(argv):
         sys.exit(f"error: a --config.* override names a key the config does not have: {hint}")
 
 
+def format_summary(summary: dict, workdir: str) -> str:
+    """A run's summary as a person reads it: what ran, held-out figures, where the files are."""
+    kwargs = ", ".join(f"{k}={v}" for k, v in sorted(summary.get("task_kwargs", {}).items()))
+    seeds = summary["num_seeds"]
+    lines = [
+        f"{summary['task']} ({kwargs}), {summary['cell']}, init {summary['init']}: "
+        f"{summary['steps_run']} of {summary['num_steps']} steps, {seeds} seed"
+        + ("s" if seeds != 1 else "")
+        + (", stopped early: solved" if summary.get("stopped_early") else "")
+    ]
+    for name, stats in summary["eval"].items():
+        per_seed = ", ".join(f"{v:.4g}" for v in stats["per_seed"])
+        lines.append(f"  held-out {name}: {stats['mean']:.4g} ± {stats['std']:.2g} ({per_seed})")
+    lines.append(f"  baseline loss: {summary['baseline_loss']:.4g}")
+    lines.append(f"  solved by every seed: {'yes' if summary['solved'] else 'no'}")
+    lines.append(f"  files: {workdir} (report.md, metrics.jsonl, eval.jsonl, summary.json)")
+    return "\n".join(lines)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that runs this program again with the same arguments."""
+    return " ".join(shlex.quote(a) for a in [sys.executable, "-m", "experiments.run", *argv])
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _SHOW_CONFIG.value:
+        from configs.common import describe
+
+        print(describe(_CONFIG.value))
+        return
+    if _WORKDIR.value is None:
+        raise app.UsageError("--workdir is required (the folder for the run's files)")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     with user_errors():
         summary = run(_CONFIG.value, _WORKDIR.value, _REPORT.value)
-    print(json.dumps({k: summary[k] for k in ("task", "cell", "steps_run", "solved")}))
-    print(json.dumps({"eval": summary["eval"]}))
+    print(format_summary(summary, _WORKDIR.value))
+    if summary.get("stopped_at_time_limit"):
+        print(
+            f"stopped at the time limit (time_limit_s={_CONFIG.value.time_limit_s}) after "
+            f"{summary['steps_run']} of {summary['num_steps']} steps, checkpointed; resume with:"
+        )
+        print("  " + resume_command(sys.argv[1:]))
 
 
 if __name__ == "__main__":
@@ -100,5 +138,8 @@ if __name__ == "__main__":
     )
     _WORKDIR = flags.DEFINE_string("workdir", None, "folder for metrics, checkpoints, plots")
     _REPORT = flags.DEFINE_bool("report", True, "write the table and plots after training")
-    flags.mark_flags_as_required(["config", "workdir"])
+    _SHOW_CONFIG = flags.DEFINE_bool(
+        "show_config", False, "print every config key with its value and meaning, and exit"
+    )
+    flags.mark_flags_as_required(["config"])
     app.run(main, flags_parser=_parse_flags)
