@@ -121,12 +121,35 @@ def table(runs: list[tuple[str, dict[str, Any]]]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append(
-        "final loss: held-out loss after the last step, mean ± std over seeds (np.std, "
-        "ddof 0); below baseline/2: seeds whose loss is under half the memoryless baseline; "
-        "(stopped): the run stopped before num_steps (time limit or killed), figures at "
-        "its last evaluation."
+        " ".join(
+            COLUMNS.get(c, f"{c}: the task's held-out {c}, mean ± std over seeds.") for c in head
+        )
     )
     return "\n".join(lines) + "\n"
+
+
+COLUMNS = {
+    "run": "run: the run's folder.",
+    "task": "task: the task's name (rnncells.tasks).",
+    "cell": "cell: the recurrent cell.",
+    "T": "T: the task's sequence length (the time lag to bridge).",
+    "init": "init: the bias init (default: the cell's own; forget_bias; chrono).",
+    "seeds": "seeds: independent initialisations and data streams, trained at once.",
+    "steps": "steps: optimiser steps run ((stopped): stopped before num_steps, by a time "
+    "limit or a kill, with figures from its last evaluation).",
+    "baseline": "baseline: the loss of the best memoryless predictor (adding: always 1, "
+    "1/6; copy: 10 ln 8 / (T + 20); digits: ln 10).",
+    "final loss": "final loss: held-out loss after the last step, mean ± std over seeds "
+    "(np.std, ddof 0).",
+    "success_rate": "success_rate: (adding) fraction of held-out sequences predicted within "
+    "0.04 of the target (Hochreiter & Schmidhuber's criterion), mean ± std over seeds.",
+    "accuracy": "accuracy: fraction of held-out symbols (copy: the 10 recalled; digits: the "
+    "labels) predicted exactly, mean ± std over seeds.",
+    "below baseline/2": "below baseline/2: seeds whose final loss is under half the baseline.",
+    "solved": "solved: every seed meets the task's criterion (adding: MSE < 0.01; adding_hs: "
+    "every sequence within 0.04; copy: >= 99% of symbols recalled; digits: accuracy >= 0.9).",
+}
+"""The report's footnote: what each column of the table means."""
 
 
 def plot_learning_curves(runs, path: str) -> None:
@@ -160,29 +183,37 @@ def plot_learning_curves(runs, path: str) -> None:
 
 
 def plot_loss_vs_T(runs, path: str) -> bool:
-    """Final held-out loss against T per (cell, init); False when fewer than two T."""
+    """Final held-out loss against T per (cell, init), the seeds' range as a band; False
+    when fewer than two T."""
     series: dict[str, list] = defaultdict(list)
     for _, s in runs:
         T = s.get("task_kwargs", {}).get("T")
         if T is not None:
             key = label({**s, "task_kwargs": {}})
-            series[key].append(
-                (T, s["eval"]["loss"]["mean"], s["eval"]["loss"]["std"], s["baseline_loss"])
-            )
+            loss = s["eval"]["loss"]
+            per_seed = loss["per_seed"]
+            series[key].append((T, loss["mean"], min(per_seed), max(per_seed), s["baseline_loss"]))
     if len({t for points in series.values() for t, *_ in points}) < 2:
         return False
     fig, ax = plt.subplots(figsize=(5, 3.6))
     baselines = {}
     for name, points in sorted(series.items()):
-        points.sort()
-        ts, means, stds, bases = map(np.array, zip(*points, strict=True))
-        ax.errorbar(ts, means, yerr=stds, marker="o", capsize=3, label=name)
+        points.sort(key=lambda p: p[0])
+        ts, means, lows, highs, bases = (np.array(v) for v in zip(*points, strict=True))
+        # The seeds' range, not mean ± std: it stays positive on the log axis.
+        (line,) = ax.plot(ts, means, marker="o", label=name)
+        ax.fill_between(ts, lows, highs, color=line.get_color(), alpha=0.2)
         baselines.update(zip(ts.tolist(), bases.tolist(), strict=True))
     bt = sorted(baselines)
     ax.plot(bt, [baselines[t] for t in bt], "k--", lw=1, label="baseline")
     ax.set_yscale("log")
     ax.set_xlabel("T")
     ax.set_ylabel("final held-out loss")
+    task = runs[0][1]["task"]
+    ax.set_title(
+        f"{task}: final held-out loss against T\n(line: mean over seeds; band: their min to max)",
+        fontsize=9,
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
