@@ -36,6 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.early_stop = True
     c.time_limit_s = 0.0  # stop (checkpointed, resumable) after this many seconds; 0: none
     c.progress = True
+    c.tensorboard = False  # also write the metrics to workdir/tensorboard (tensorboardX)
     c.data_parallel = True  # shard the batch over all devices
     return c
 
@@ -69,6 +70,7 @@ DESCRIPTIONS = {
     "early_stop": "stop once every seed solves the task at a scheduled evaluation",
     "time_limit_s": "stop (checkpointed, resumable) after this many seconds; 0: no limit",
     "progress": "show a progress bar",
+    "tensorboard": "also write the metrics to workdir/tensorboard (needs tensorboardX)",
     "data_parallel": "shard the batch over all devices",
 }
 """What each key means, for ``python -m experiments.run --show_config`` (a test checks that

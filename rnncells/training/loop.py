@@ -40,7 +40,7 @@ import optax
 import tqdm
 
 from rnncells.tasks import Task, get_task
-from rnncells.training import checkpoint, lock, metrics, parallel
+from rnncells.training import checkpoint, lock, metrics, parallel, tensorboard
 from rnncells.training.errors import (
     ConfigError,
     MissingCheckpointError,
@@ -217,7 +217,14 @@ def _config_diff(saved: dict, current: dict, prefix: str = "") -> list[str]:
     return out
 
 
-RESUMABLE_CHANGES = ("num_steps", "progress", "eval_every", "early_stop", "time_limit_s")
+RESUMABLE_CHANGES = (
+    "num_steps",
+    "progress",
+    "eval_every",
+    "early_stop",
+    "time_limit_s",
+    "tensorboard",
+)
 """Config keys that may change between a run and its resumption (num_steps only under the
 constant schedule: the others decay over num_steps, so a new total would change the
 learning rate of the steps to come and of none already run)."""
@@ -440,6 +447,7 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
         _check_eval(eval_metrics, start, config, manager)
         solved = solved_by_every_seed(task, eval_metrics)
         stopped_early = solved
+    board = tensorboard.open_writer(bool(config.get("tensorboard", False)), workdir, start)
     bar = tqdm.tqdm(
         total=config.num_steps,
         initial=start,
@@ -466,6 +474,8 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
             if bad.size:
                 records = records[: int(bad[0][0]) + 1]
             metrics.write_jsonl(metrics_path, records)
+            if board is not None:
+                board.write("train", records)
             if bad.size:
                 raise NonFiniteLossError(
                     f"loss became {losses[tuple(bad[0])]} at step {step + int(bad[0][0]) + 1} "
@@ -494,16 +504,14 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
             scheduled_eval = step % config.eval_every == 0 or step == config.num_steps
             if scheduled_eval or at_time_limit:
                 eval_metrics = jax.device_get(setup.evaluate(state.params))
-                metrics.write_jsonl(
-                    eval_path,
-                    [
-                        {
-                            "step": step,
-                            **{k: float(np.mean(v)) for k, v in eval_metrics.items()},
-                            **{f"{k}_per_seed": v for k, v in eval_metrics.items()},
-                        }
-                    ],
-                )
+                eval_record = {
+                    "step": step,
+                    **{k: float(np.mean(v)) for k, v in eval_metrics.items()},
+                    **{f"{k}_per_seed": v for k, v in eval_metrics.items()},
+                }
+                metrics.write_jsonl(eval_path, [eval_record])
+                if board is not None:
+                    board.write("eval", [eval_record])
                 _check_eval(eval_metrics, step, config, manager)
                 solved = solved_by_every_seed(task, eval_metrics)
                 # Only scheduled evaluations stop a run, so where it stops does not depend
@@ -518,6 +526,8 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
                 break
     finally:
         bar.close()
+        if board is not None:
+            board.close()
     if eval_metrics is None:
         eval_metrics = jax.device_get(setup.evaluate(state.params))
         _check_eval(eval_metrics, step, config, manager)

@@ -15,13 +15,13 @@ import ml_collections
 
 from rnncells.tasks import TASK_NAMES
 from rnncells.training.errors import ConfigError
-from rnncells.training.model import CELLS, EMBEDDINGS, INITS, init_mismatch
+from rnncells.training.model import EMBEDDINGS, INITS, cell_names, init_mismatch
 from rnncells.training.optim import OPTIMIZERS, SCHEDULES
 
 SEED_LIMIT = 2**31
 """Seeds ``seed .. seed + num_seeds - 1`` must be below this (PRNG keys from int32 seeds)."""
 
-OPTIONAL = {"model.unroll": 0, "time_limit_s": 0.0}
+OPTIONAL = {"model.unroll": 0, "time_limit_s": 0.0, "tensorboard": False}
 """Keys older configs may lack, with the value that stands for them."""
 
 
@@ -134,7 +134,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not _is_int(seed) or not 0 <= seed <= SEED_LIMIT - num_seeds:
         c.fail("seed", f"an integer in [0, {SEED_LIMIT - num_seeds}] (num_seeds={num_seeds})", seed)
     c.number("time_limit_s", minimum=0, note=" (0: no limit)")
-    for key in ("early_stop", "progress", "data_parallel"):
+    for key in ("early_stop", "progress", "data_parallel", "tensorboard"):
         c.boolean(key)
 
     c.choice("task.name", TASK_NAMES)
@@ -143,7 +143,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not isinstance(kwargs, ml_collections.ConfigDict | dict):
         c.fail("task.kwargs", "a dict of the task's arguments", kwargs)
 
-    cell = c.choice("model.cell", CELLS)
+    cell = c.choice("model.cell", cell_names())
     init = c.choice("model.init", INITS)
     mismatch = init_mismatch(cell, init)
     if mismatch is not None:
