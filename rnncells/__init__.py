@@ -6,7 +6,17 @@ carry, ys = rc.unroll(rc.lstm_step, params, xs)          # xs: (batch, time, 2)
 """
 
 from rnncells._gates import GateWeights
-from rnncells.cells import CellSpec, cell_spec, gate, init_carry, step_for
+from rnncells.cells import (
+    CellSpec,
+    cell_names,
+    cell_spec,
+    cell_spec_by_name,
+    gate,
+    init_carry,
+    register_cell,
+    standard_spec,
+    step_for,
+)
 from rnncells.gru import (
     GRUParams,
     GRUResetAfterParams,
@@ -36,7 +46,9 @@ __all__ = [
     "RNNState",
     "bidirectional_unroll",
     "default_unroll",
+    "cell_names",
     "cell_spec",
+    "cell_spec_by_name",
     "gate",
     "gru_cell",
     "gru_gate",
@@ -47,12 +59,14 @@ __all__ = [
     "lstm_gate",
     "lstm_init",
     "lstm_step",
+    "register_cell",
     "rnn_cell",
     "rnn_gate",
     "rnn_init",
     "rnn_step",
     "stack_init",
     "stack_unroll",
+    "standard_spec",
     "step_for",
     "unroll",
 ]

@@ -182,9 +182,13 @@ def check_params_type(name: str, params, expected_types: tuple[type, ...]) -> No
         raise TypeError(f"{name} must be {names}, got {type(params).__name__}")
 
 
-def check_params(params, num_gates: int) -> None:
-    """Checks a built-in cell's params: W (D, G*H), V (H, G*H), b (G*H,) and, for the
-    reset-after GRU, b_hn (H,), all of one floating dtype (G = ``num_gates``)."""
+def check_params(params, num_gates: int, vectors: dict[str, int] | None = None) -> None:
+    """Checks params in the seed's layout: W (D, G*H), V (H, G*H), b (G*H,) and, for the
+    reset-after GRU, b_hn (H,), all of one floating dtype (G = ``num_gates``).
+
+    ``vectors`` gives, for a cell with other fields after W and V, each field's length
+    in units of H (e.g. ``{"b": 4, "p_i": 1}``); None means b (G*H,) and b_hn (H,).
+    """
     for field, value in zip(params._fields, params, strict=True):
         check_array(f"params.{field}", value)
     W, V = params.W, params.V
@@ -200,9 +204,9 @@ def check_params(params, num_gates: int) -> None:
             f"params.W must have shape (input_size, {width}) ({num_gates} gates of "
             f"hidden_size {hidden_size}, from params.V), got shape {shape_str(W.shape)}"
         )
-    expected = {"b": (width,), "b_hn": (hidden_size,)}
+    sizes = {"b": num_gates, "b_hn": 1} if vectors is None else vectors
     for field in params._fields[2:]:
-        check_shape(f"params.{field}", getattr(params, field), expected[field])
+        check_shape(f"params.{field}", getattr(params, field), (sizes[field] * hidden_size,))
     check_floating("params.W", W)
     for field, value in zip(params._fields[1:], params[1:], strict=True):
         if value.dtype != W.dtype:
@@ -212,10 +216,17 @@ def check_params(params, num_gates: int) -> None:
 
 
 def check_step_inputs(
-    params, carry, x, state_type: type, num_gates: int, x_name: str = "x"
+    params,
+    carry,
+    x,
+    state_type: type,
+    num_gates: int,
+    x_name: str = "x",
+    vectors: dict[str, int] | None = None,
 ) -> None:
-    """Checks ``params`` (see ``check_params``), then one step's ``carry`` and ``x``."""
-    check_params(params, num_gates)
+    """Checks ``params`` (see ``check_params``), then one step's ``carry`` and ``x``: the
+    carry of ``state_type`` with every field (*batch, H), x (*batch, D), one dtype."""
+    check_params(params, num_gates, vectors)
     input_size, hidden_size = params.W.shape[0], params.V.shape[0]
     check_array(x_name, x)
     check_floating(x_name, x, params.W.dtype)

@@ -1,44 +1,201 @@
-"""What each built-in cell is made of, looked up from its params type.
+"""The cell registry: every cell is one ``CellSpec``, looked up by params type or by name.
 
-Every params NamedTuple tells which step, cell body, carry type and gate names belong
-to it, so no flag is repeated at call time.
+A cell is a unit: its params and carry NamedTuples, its step, its init, its gate names,
+its input checks and its zero carry, described by one ``CellSpec`` and registered once
+with ``register_cell``. Everything generic (``unroll``, ``init_carry``, ``gate``,
+``step_for``, ``stack_init`` / ``stack_unroll``, the Flax modules, the training model)
+looks the cell up here, by the type of its params or by its name, and never branches on
+a cell's name. Adding a cell is a module of its own that ends with one call::
+
+    register_cell(standard_spec("my_rnn", MyParams, RNNState, my_step, my_init, ("h",)))
+
+The seed's four cells (``lstm``, ``gru``, ``gru_reset_after``, ``rnn``) are registered
+below; the others register themselves when their module is imported, and
+``import rnncells`` imports all of them.
+
+Which cells have a fused layer (``rnncells._fused``, a whole-layer forward and backward
+pass) is recorded in ``CellSpec.fused``; the fused driver keeps its own registry of the
+fused units. Every other cell runs through ``jax.lax.scan`` of its step, or through its
+``parallel_unroll`` when it is parallel in time.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
 from rnncells._gates import GateWeights, gate_slice
 from rnncells.gru import GRU_GATES, GRUParams, GRUResetAfterParams, GRUState, gru_cell, gru_step
-from rnncells.lstm import LSTM_GATES, LSTMParams, LSTMState, lstm_cell, lstm_step
-from rnncells.rnn import RNN_GATES, RNNParams, RNNState, rnn_cell, rnn_step
+from rnncells.gru import gru_init as _gru_init
+from rnncells.lstm import LSTM_GATES, LSTMParams, LSTMState, lstm_cell, lstm_init, lstm_step
+from rnncells.rnn import RNN_GATES, RNNParams, RNNState, rnn_cell, rnn_init, rnn_step
+
+
+def _w_rows(params: Any) -> int | None:
+    """D of params whose W is (D, ...); None when there is no such W."""
+    W = getattr(params, "W", None)
+    return W.shape[0] if getattr(W, "ndim", 0) == 2 else None
+
+
+def _v_rows(params: Any) -> int | None:
+    """The output size of params whose V is (H, ...) and whose output is h; else None."""
+    V = getattr(params, "V", None)
+    return V.shape[0] if getattr(V, "ndim", 0) == 2 else None
 
 
 class CellSpec(NamedTuple):
-    """The parts of a built-in cell."""
+    """The parts of a cell, as the generic code (unroll, layers, modules, training) uses them.
+
+    Every callable receives the cell's own params NamedTuple. Hooks that only read
+    shapes and dtypes (``zero_carry``, ``input_size``, ``output_size``) are also called
+    with abstract params (``jax.ShapeDtypeStruct`` leaves), e.g. by the linen modules to
+    build a carry before any params exist.
+
+    Attributes:
+      name: the registry name (``"lstm"``, ``"peephole_lstm"``, ...): what ``stack_init``,
+        the Flax modules and ``model.cell=NAME`` accept.
+      params: the params NamedTuple type; the registry's key (one cell per type).
+      state: the carry NamedTuple type (several cells may share one, e.g. ``LSTMState``).
+      step: ``step(params, carry, x) -> (carry, y)``, checking its inputs.
+      init: ``init(key, input_size, hidden_size, **options) -> params``.
+      gates: gate names in the fused order of the params' blocks.
+      check_params: ``check_params(params)``: raises ValueError / TypeError naming the
+        field (``params.W``) when the params are not this cell's shapes and one dtype.
+      check_inputs: ``check_inputs(params, carry, x, x_name="x")``: ``check_params``,
+        then the carry's type, shapes and dtype and x's last dimension and dtype; what
+        the step checks. ``unroll`` calls it with ``x_name="xs"``.
+      zero_carry: ``zero_carry(params, batch_shape) -> carry`` of zeros, ``batch_shape``
+        a tuple of ints. Fields may differ in size.
+      options: the keyword options ``init`` takes besides ``dtype`` (e.g.
+        ``("forget_bias", "chrono_t_max")``); the Flax modules and the training model
+        pass only these.
+      input_size: ``input_size(params) -> D``, the last dimension of x_t.
+      output_size: ``output_size(params)``, the last dimension of the step's output y_t
+        (the next layer's input size in a stack).
+      gate: ``gate(params, name) -> GateWeights``; None slices the fused (W, V, b)
+        blocks of ``gates`` (``rnncells.gate``).
+      cell: the step's body given the input projection ``gx = x @ W + b``
+        (``cell(params, carry, gx) -> (carry, y)``); None when the cell has none.
+      fused: whether ``rnncells._fused`` has a fused layer for this params type, which
+        ``unroll`` then runs (only the seed's four cells).
+      parallel_unroll: for a cell whose recurrence is parallel in time (gates from x_t
+        only, e.g. minGRU, minLSTM), ``parallel_unroll(params, carry, xs, lengths) ->
+        (final_carry, ys)``, run by ``unroll`` instead of the scan (``unroll(...,
+        fused=False)`` runs the sequential step, which stays its reference). ``xs`` is
+        time-major (T, *batch, D) with the steps past each length already set to 0;
+        ``lengths`` is None or an int32 (*batch,) array; it runs forwards (``unroll``
+        reverses each valid prefix around it) and must freeze each carry and zero each
+        output past its length, like the scan. None for a sequential cell.
+    """
 
     name: str
-    step: Callable  # step(params, carry, x) -> (carry, y), with input checks
-    cell: Callable  # cell(params, carry, gx) -> (carry, y), gx = x @ W + b precomputed
-    state: type  # the carry NamedTuple
-    gates: tuple[str, ...]  # gate names in fused order
+    params: type
+    state: type
+    step: Callable
+    init: Callable
+    gates: tuple[str, ...]
+    check_params: Callable
+    check_inputs: Callable
+    zero_carry: Callable
+    options: tuple[str, ...] = ()
+    input_size: Callable = _w_rows
+    output_size: Callable = _v_rows
+    gate: Callable | None = None
+    cell: Callable | None = None
+    fused: bool = False
+    parallel_unroll: Callable | None = None
 
 
-_SPECS: dict[type, CellSpec] = {
-    LSTMParams: CellSpec("lstm", lstm_step, lstm_cell, LSTMState, LSTM_GATES),
-    GRUParams: CellSpec("gru", gru_step, gru_cell, GRUState, GRU_GATES),
-    GRUResetAfterParams: CellSpec("gru_reset_after", gru_step, gru_cell, GRUState, GRU_GATES),
-    RNNParams: CellSpec("rnn", rnn_step, rnn_cell, RNNState, RNN_GATES),
-}
-BUILTIN_STEPS = frozenset(spec.step for spec in _SPECS.values())
+_SPECS: dict[type, CellSpec] = {}  # params type -> spec, in registration order
+_BY_NAME: dict[str, CellSpec] = {}
+
+
+def _is_namedtuple_type(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, tuple) and hasattr(value, "_fields")
+
+
+def register_cell(spec: CellSpec) -> CellSpec:
+    """Registers a cell, so that every generic part of rnncells knows it.
+
+    After this, ``unroll(spec.step, params, xs)`` checks and runs it (the carry defaults
+    to ``spec.zero_carry``), ``init_carry``, ``gate`` and ``step_for`` take its params,
+    ``stack_init(key, spec.name, ...)``, the Flax modules (``rnncells.nnx.make_layer``,
+    ``rnncells.linen.Layer``) and the training config's ``model.cell`` take its name.
+
+    Args:
+      spec: the cell's CellSpec (see ``standard_spec`` for cells in the seed's W, V, b
+        layout).
+
+    Returns:
+      ``spec``, unchanged.
+
+    Raises:
+      TypeError: ``spec`` is not a CellSpec, its params or state is not a NamedTuple
+        type, or a hook is not callable.
+      ValueError: its name is empty or taken, or its params type is registered already.
+
+    Example:
+      >>> register_cell(standard_spec("tanh2", Tanh2Params, RNNState, tanh2_step,
+      ...                             tanh2_init, ("h",)))
+    """
+    if not isinstance(spec, CellSpec):
+        raise TypeError(f"spec must be a CellSpec, got {type(spec).__name__}")
+    if not isinstance(spec.name, str) or not spec.name:
+        raise ValueError(f"spec.name must be a non-empty string, got {spec.name!r}")
+    for field in ("params", "state"):
+        if not _is_namedtuple_type(getattr(spec, field)):
+            raise TypeError(f"spec.{field} must be a NamedTuple type, got {getattr(spec, field)!r}")
+    for field in ("step", "init", "check_params", "check_inputs", "zero_carry"):
+        if not callable(getattr(spec, field)):
+            raise TypeError(f"spec.{field} must be callable, got {getattr(spec, field)!r}")
+    for field in ("input_size", "output_size", "gate", "cell", "parallel_unroll"):
+        value = getattr(spec, field)
+        if value is not None and not callable(value):
+            raise TypeError(f"spec.{field} must be callable or None, got {value!r}")
+    if not isinstance(spec.gates, tuple) or not all(isinstance(g, str) for g in spec.gates):
+        raise TypeError(f"spec.gates must be a tuple of gate names, got {spec.gates!r}")
+    if not isinstance(spec.options, tuple) or not all(isinstance(o, str) for o in spec.options):
+        raise TypeError(f"spec.options must be a tuple of option names, got {spec.options!r}")
+    if spec.name in _BY_NAME:
+        raise ValueError(f"a cell named {spec.name!r} is registered already")
+    if spec.params in _SPECS:
+        raise ValueError(
+            f"{spec.params.__name__} is registered already, as the "
+            f"{_SPECS[spec.params].name!r} cell"
+        )
+    _SPECS[spec.params] = spec
+    _BY_NAME[spec.name] = spec
+    return spec
+
+
+def _unregister(name: str) -> None:
+    """Removes a registered cell (for tests that register a cell of their own)."""
+    spec = _BY_NAME.pop(name)
+    del _SPECS[spec.params]
+
+
+def cell_names() -> tuple[str, ...]:
+    """The names of the registered cells, in registration order."""
+    return tuple(_BY_NAME)
+
+
+def registered_steps() -> frozenset:
+    """The step functions of the registered cells."""
+    return frozenset(spec.step for spec in _SPECS.values())
+
+
+def specs_of_step(step: Callable) -> tuple[CellSpec, ...]:
+    """The specs of the registered cells whose step is ``step`` (the GRU has two)."""
+    return tuple(spec for spec in _SPECS.values() if spec.step is step)
 
 
 def cell_spec(params: Any) -> CellSpec:
-    """The CellSpec of a built-in params object; TypeError for anything else."""
+    """The CellSpec of a registered cell's params object; TypeError for anything else."""
     spec = _SPECS.get(type(params))
     if spec is None:
         names = ", ".join(t.__name__ for t in _SPECS)
@@ -46,21 +203,160 @@ def cell_spec(params: Any) -> CellSpec:
     return spec
 
 
+def cell_spec_by_name(name: str) -> CellSpec:
+    """The CellSpec of the registered cell called ``name``.
+
+    Raises:
+      ValueError: no registered cell has that name (the message lists them).
+    """
+    spec = _BY_NAME.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise ValueError(f"cell must be one of {list(cell_names())}, got {name!r}")
+    return spec
+
+
+def params_dtype(params: Any) -> Any:
+    """The dtype of a checked params object (every field has the first field's dtype)."""
+    return jax.tree.leaves(params)[0].dtype
+
+
+def same_size_zeros(state: type) -> Callable:
+    """A ``zero_carry`` for carries whose fields are all (*batch, H), H = params.V.shape[0],
+    in the dtype of params.W (the seed's cells and the cells in their layout)."""
+
+    def zero_carry(params: Any, batch_shape: tuple[int, ...]) -> Any:
+        zeros = jnp.zeros(tuple(batch_shape) + (params.V.shape[0],), params.W.dtype)
+        return state(*([zeros] * len(state._fields)))
+
+    zero_carry.__name__ = f"zero_{state.__name__}"
+    return zero_carry
+
+
+def standard_spec(
+    name: str,
+    params: type,
+    state: type,
+    step: Callable,
+    init: Callable,
+    gates: Sequence[str],
+    *,
+    vectors: dict[str, int] | None = None,
+    **fields: Any,
+) -> CellSpec:
+    """The CellSpec of a cell in the seed's layout.
+
+    Its params are W (D, G*H), V (H, G*H) and vectors whose lengths are multiples of H
+    (``vectors``: field name -> multiple, the bias ``b`` included; None means
+    ``{"b": G}``), all of one floating dtype; its carry fields are all (*batch, H); its
+    output is h (H,). The checks are ``_checks.check_params`` and
+    ``_checks.check_step_inputs``, so the messages are the seed cells'.
+
+    Args:
+      name, params, state, step, init: as in CellSpec.
+      gates: gate names in fused order (G = len(gates)).
+      vectors: the params' fields after W and V with their lengths in units of H.
+      **fields: further CellSpec fields (options, cell, gate, fused, ...).
+    """
+    gates = tuple(gates)
+    num_gates = len(gates)
+    check_params = functools.partial(_checks.check_params, num_gates=num_gates, vectors=vectors)
+    check_inputs = functools.partial(
+        _checks.check_step_inputs, state_type=state, num_gates=num_gates, vectors=vectors
+    )
+    return CellSpec(
+        name=name,
+        params=params,
+        state=state,
+        step=step,
+        init=init,
+        gates=gates,
+        check_params=check_params,
+        check_inputs=check_inputs,
+        zero_carry=same_size_zeros(state),
+        **fields,
+    )
+
+
+def _gru_reset_after_init(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    chrono_t_max: float | None = None,
+    dtype=jnp.float32,
+) -> GRUResetAfterParams:
+    """``gru_init(..., reset_after=True)``: the init of the "gru_reset_after" cell."""
+    return _gru_init(
+        key, input_size, hidden_size, reset_after=True, chrono_t_max=chrono_t_max, dtype=dtype
+    )
+
+
+_GRU_VECTORS = {"b": 3, "b_hn": 1}  # the reset-after GRU's b (3H,) and b_hn (H,)
+
+register_cell(
+    standard_spec(
+        "lstm",
+        LSTMParams,
+        LSTMState,
+        lstm_step,
+        lstm_init,
+        LSTM_GATES,
+        options=("forget_bias", "chrono_t_max"),
+        cell=lstm_cell,
+        fused=True,
+    )
+)
+register_cell(
+    standard_spec(
+        "gru",
+        GRUParams,
+        GRUState,
+        gru_step,
+        _gru_init,
+        GRU_GATES,
+        options=("reset_after", "chrono_t_max"),
+        cell=gru_cell,
+        fused=True,
+    )
+)
+register_cell(
+    standard_spec(
+        "gru_reset_after",
+        GRUResetAfterParams,
+        GRUState,
+        gru_step,
+        _gru_reset_after_init,
+        GRU_GATES,
+        vectors=_GRU_VECTORS,
+        options=("chrono_t_max",),
+        cell=gru_cell,
+        fused=True,
+    )
+)
+register_cell(
+    standard_spec(
+        "rnn", RNNParams, RNNState, rnn_step, rnn_init, RNN_GATES, cell=rnn_cell, fused=True
+    )
+)
+
+
 def step_for(params: Any) -> Callable:
-    """The step function that belongs to a built-in params object."""
+    """The step function that belongs to a registered cell's params object."""
     return cell_spec(params).step
 
 
 def init_carry(params: Any, batch_shape: Sequence[int] | int = ()) -> Any:
-    """The zero carry of a built-in cell.
+    """The zero carry of a registered cell.
 
     Args:
-      params: LSTMParams, GRUParams, GRUResetAfterParams or RNNParams.
+      params: a registered cell's params (LSTMParams, GRUParams, GRUResetAfterParams,
+        RNNParams, PeepholeLSTMParams, ...).
       batch_shape: leading batch dimensions of the carry (an int is one dimension).
 
     Returns:
-      LSTMState(h, c), GRUState(h) or RNNState(h), each field zeros of shape
-      (*batch_shape, hidden_size) in the parameters' dtype.
+      The cell's carry of zeros in the parameters' dtype: LSTMState(h, c), GRUState(h)
+      or RNNState(h) for the seed's cells, each field of shape (*batch_shape,
+      hidden_size).
 
     Example:
       >>> carry = init_carry(lstm_init(jax.random.key(0), 2, 8), batch_shape=(4,))
@@ -69,16 +365,19 @@ def init_carry(params: Any, batch_shape: Sequence[int] | int = ()) -> Any:
     """
     spec = cell_spec(params)
     batch_shape = _checks.check_batch_shape(batch_shape)
-    zeros = jnp.zeros(batch_shape + (params.V.shape[0],), params.W.dtype)
-    return spec.state(*([zeros] * len(spec.state._fields)))
+    return spec.zero_carry(params, batch_shape)
 
 
 def gate(params: Any, name: str) -> GateWeights:
-    """The seed's per-gate weights W, V, b of one gate of a built-in cell, by name.
+    """The seed's per-gate weights W, V, b of one gate of a registered cell, by name.
 
-    Gate names: LSTM i, f, g, o; GRU r, z, h (h is the candidate h~); RNN h.
+    Gate names: LSTM i, f, g, o; GRU r, z, h (h is the candidate h~); RNN h; each other
+    cell's in its module docstring.
 
     Raises:
       ValueError: unknown gate name for this cell.
     """
-    return gate_slice(params, cell_spec(params).gates, name)
+    spec = cell_spec(params)
+    if spec.gate is not None:
+        return spec.gate(params, name)
+    return gate_slice(params, spec.gates, name)

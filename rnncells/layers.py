@@ -14,15 +14,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnncells import _checks
+from rnncells import _checks, cells
 from rnncells.cells import step_for
-from rnncells.gru import gru_init
-from rnncells.lstm import lstm_init
-from rnncells.rnn import rnn_init
 from rnncells.unrolling import unroll as _unroll
 
 MERGES = ("concat", "sum")
-INITS: dict[str, Callable] = {"lstm": lstm_init, "gru": gru_init, "rnn": rnn_init}
 
 
 class Bidirectional(NamedTuple):
@@ -32,10 +28,26 @@ class Bidirectional(NamedTuple):
     backward: Any
 
 
+def _registered(params: Any) -> cells.CellSpec | None:
+    try:
+        return cells.cell_spec(params)
+    except TypeError:
+        return None
+
+
 def _input_size(params: Any) -> int | None:
-    """D of a built-in cell's params (W is (D, G*H)); None for anything else."""
-    W = getattr(params, "W", None)
-    return W.shape[0] if getattr(W, "ndim", 0) == 2 else None
+    """D of a registered cell's params (for the seed's, W is (D, G*H)); None for
+    anything else, or when the params are too malformed to tell."""
+    spec = _registered(params)
+    return None if spec is None else spec.input_size(params)
+
+
+def _output_size(params: Any, default: int) -> int:
+    """The output width of one direction of a layer: the registered cell's (h for the
+    seed's cells), or ``default`` (the hidden size) for params of an unregistered cell."""
+    spec = _registered(params)
+    size = None if spec is None else spec.output_size(params)
+    return default if size is None else size
 
 
 def check_merge(merge: str) -> None:
@@ -78,7 +90,7 @@ def bidirectional_unroll(
     """Runs a forward and a reversed unroll over ``xs`` and merges their outputs.
 
     Args:
-      step: the step function, or None for the built-in step of ``params.forward``.
+      step: the step function, or None for the registered step of ``params.forward``.
       params: Bidirectional(forward, backward) params.
       xs: inputs (*batch, T, D), or (T, *batch, D) with ``time_major``.
       carry: optional Bidirectional of initial carries.
@@ -134,34 +146,34 @@ def stack_init(
 
     Args:
       key: PRNG key.
-      cell: "lstm", "gru" or "rnn", or an init function ``init(key, input_size,
+      cell: a registered cell's name ("lstm", "gru", "rnn", "peephole_lstm", ...; see
+        ``rnncells.cells.cell_names()``), or an init function ``init(key, input_size,
         hidden_size, **init_kwargs)``.
-      input_size: D of the first layer; later layers take the previous layer's output.
+      input_size: D of the first layer; later layers take the previous layer's output
+        (its cell's output size, H for the seed's cells; twice that for concatenated
+        bidirectional outputs).
       hidden_size: H of every layer.
       num_layers: depth.
       bidirectional: each layer is Bidirectional(forward, backward).
       merge: how bidirectional outputs merge ("concat" makes the next input 2H).
       **init_kwargs: passed to the init function (forget_bias, chrono_t_max,
-        reset_after, dtype, ...).
+        reset_after, dtype, ...; a cell's options are in its ``CellSpec.options``).
 
     Returns:
       A tuple of ``num_layers`` params (or Bidirectional params).
     """
     if isinstance(cell, str):
-        if cell not in INITS:
-            raise ValueError(f"cell must be one of {list(INITS)} or an init function, got {cell!r}")
-        cell = INITS[cell]
+        names = cells.cell_names()
+        if cell not in names:
+            raise ValueError(f"cell must be one of {list(names)} or an init function, got {cell!r}")
+        cell = cells.cell_spec_by_name(cell).init
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
     bidirectional = _checks.check_bool("bidirectional", bidirectional)
     check_merge(merge)
     layers = []
-    for depth, layer_key in enumerate(jax.random.split(key, num_layers)):
-        width = (
-            input_size
-            if depth == 0
-            else hidden_size * (2 if bidirectional and merge == "concat" else 1)
-        )
+    width = input_size
+    for layer_key in jax.random.split(key, num_layers):
         if bidirectional:
             k_f, k_b = jax.random.split(layer_key)
             layers.append(
@@ -172,6 +184,8 @@ def stack_init(
             )
         else:
             layers.append(cell(layer_key, width, hidden_size, **init_kwargs))
+        last = layers[-1].forward if bidirectional else layers[-1]
+        width = _output_size(last, hidden_size) * (2 if bidirectional and merge == "concat" else 1)
     return tuple(layers)
 
 
@@ -196,7 +210,7 @@ def stack_unroll(
       xs: inputs (*batch, T, D), or (T, *batch, D) with ``time_major``.
       carries: optional tuple of initial carries, one per layer (Bidirectional for a
         bidirectional layer; None entries give zero carries).
-      step: the step function for every layer; None uses each params' built-in step.
+      step: the step function for every layer; None uses each params' registered step.
       lengths: optional (*batch,) valid lengths.
       merge: how a bidirectional layer's two outputs merge: "concat" or "sum".
       dropout_rate: probability of zeroing each output of every layer but the last

@@ -7,7 +7,9 @@ layer stores the tuple of ``rnncells.stack_init`` as one param named ``"layers"`
 The cells follow flax's ``RNNCellBase`` contract (``__call__(carry, x) -> (carry, y)``,
 ``initialize_carry(rng, input_shape)``, ``num_feature_axes``), so they run inside
 ``flax.linen.RNN`` and ``flax.linen.Bidirectional``; their carries are the core's
-(``LSTMState(h, c)``, not Flax's ``(c, h)``).
+(``LSTMState(h, c)``, not Flax's ``(c, h)``). ``Cell`` and ``Layer`` build any
+registered cell by name (``Cell(cell="ln_lstm", hidden_size=16)``); the seed's cells
+also have their own classes.
 
 Example:
   >>> import flax.linen as nn
@@ -54,7 +56,11 @@ class _CellMethods:
         """Zero carry for inputs of shape ``input_shape`` = (*batch, D); ``rng`` is unused."""
         del rng
         return common.zero_carry(
-            self.cell_name, input_shape[:-1], self.hidden_size, jnp.dtype(self.dtype)
+            self.cell_name,
+            input_shape[:-1],
+            self.hidden_size,
+            jnp.dtype(self.dtype),
+            self._options(),
         )
 
     @property
@@ -130,6 +136,46 @@ class RNNCell(_CellMethods, nn.RNNCellBase):
     @nn.compact
     def __call__(self, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
         """One step; x (*batch, D), carry.h (*batch, H); returns (carry, h_t)."""
+        return self._step(carry, x)
+
+
+class Cell(_CellMethods, nn.RNNCellBase):
+    """Any registered cell, by name: ``Cell(cell="peephole_lstm", hidden_size=16)``.
+
+    Its step is the cell's registered step and its carry the cell's (``LSTMState(h, c)``
+    for the LSTM family, ``GRUState(h)``, ``RNNState(h)``); the params are stored as one
+    linen param ``"cell"``, the cell's params NamedTuple.
+
+    Attributes:
+      cell: a registered cell's name (``rnncells.cells.cell_names()``).
+      hidden_size: H.
+      forget_bias, chrono_t_max, reset_after: passed to the cell's init when it takes
+        them (``CellSpec.options``); a non-default value it does not take raises
+        (forget_bias is ignored, as by the seed's GRU and RNN).
+      dtype: params dtype (inputs and carries must match it).
+      cell_options: the cell's own further init options, a mapping, or None.
+    """
+
+    cell: str
+    hidden_size: int
+    forget_bias: float = 1.0
+    chrono_t_max: float | None = None
+    reset_after: bool = False
+    dtype: Any = jnp.float32
+    cell_options: Any = None
+
+    @property
+    def cell_name(self) -> str:
+        return self.cell
+
+    def _options(self) -> common.CellOptions:
+        return common.CellOptions(
+            self.forget_bias, self.chrono_t_max, self.reset_after, self.dtype, self.cell_options
+        )
+
+    @nn.compact
+    def __call__(self, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
+        """One step; x (*batch, D), carry fields (*batch, H); returns (carry, y_t)."""
         return self._step(carry, x)
 
 
@@ -277,6 +323,45 @@ class RNN(_LayerMethods, nn.Module):
 
     def _options(self) -> common.CellOptions:
         return common.CellOptions(dtype=self.dtype)
+
+    @nn.compact
+    def __call__(self, xs, carries=None, *, lengths=None, time_major=False, deterministic=None):
+        return self._run(xs, carries, lengths, time_major, deterministic)
+
+
+class Layer(_LayerMethods, nn.Module):
+    __doc__ = (
+        "Stacked layers of any registered cell, by name, running "
+        "``rnncells.stack_unroll``: ``Layer(cell=\"ln_lstm\", hidden_size=16)``.\n\n"
+        "    ``cell`` is a registered cell's name; forget_bias, chrono_t_max, reset_after "
+        "and cell_options (a mapping of the cell's own init options) as for ``Cell``."
+        + _LAYER_DOC
+    )
+
+    cell: str
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    merge: str = "concat"
+    dropout_rate: float = 0.0
+    deterministic: bool | None = None
+    reverse: bool = False
+    unroll: int | None = None
+    remat: bool = False
+    forget_bias: float = 1.0
+    chrono_t_max: float | None = None
+    reset_after: bool = False
+    dtype: Any = jnp.float32
+    cell_options: Any = None
+
+    @property
+    def cell_name(self) -> str:
+        return self.cell
+
+    def _options(self) -> common.CellOptions:
+        return common.CellOptions(
+            self.forget_bias, self.chrono_t_max, self.reset_after, self.dtype, self.cell_options
+        )
 
     @nn.compact
     def __call__(self, xs, carries=None, *, lengths=None, time_major=False, deterministic=None):

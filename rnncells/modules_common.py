@@ -3,7 +3,7 @@
 Both wrappers are bookkeeping around these pure functions: they hold the arrays these
 functions create and pass them back in. Nothing here imports Flax.
 
-- ``cell_init`` makes one cell's params from a cell name and its options.
+- ``cell_init`` makes one cell's params from a registered cell's name and its options.
 - ``zero_carry`` makes a zero carry before any params exist (linen's
   ``initialize_carry`` contract).
 - ``layer_init`` / ``layer_apply`` make and run a stack (``rnncells.stack_init`` /
@@ -12,98 +12,128 @@ functions create and pass them back in. Nothing here imports Flax.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from rnncells import _checks
-from rnncells.gru import GRUState, gru_init
+from rnncells import _checks, cells
 from rnncells.layers import Bidirectional, check_dropout_rate, stack_init, stack_unroll
-from rnncells.lstm import LSTMState, lstm_init
-from rnncells.rnn import RNNState, rnn_init
 
-CELLS = ("lstm", "gru", "rnn")
-_STATES = {"lstm": LSTMState, "gru": GRUState, "rnn": RNNState}
+# The options every module takes, and the value that means "not used".
+_COMMON = {"forget_bias": 1.0, "chrono_t_max": None, "reset_after": False}
 
 
 class CellOptions(NamedTuple):
     """A cell's options; each is passed only to the init functions that take it.
 
-    forget_bias: LSTM constant forget-gate bias b_f (ignored with chrono_t_max).
-    chrono_t_max: LSTM/GRU chrono initialisation (Tallec & Ollivier 2018); None for off.
+    forget_bias: constant forget-gate bias b_f of the LSTM family (ignored with
+        chrono_t_max, and by cells without a forget gate).
+    chrono_t_max: chrono initialisation (Tallec & Ollivier 2018) of gated cells; None
+        for off.
     reset_after: GRU reset placement (False: the seed's reset-before form).
     dtype: floating dtype of the params, and of the inputs and carries they accept.
+    extra: further keyword options of one cell's init, as a mapping (e.g. a projection
+        size); each must be one of the cell's ``CellSpec.options``.
     """
 
     forget_bias: float = 1.0
     chrono_t_max: float | None = None
     reset_after: bool = False
     dtype: Any = jnp.float32
+    extra: Mapping[str, Any] | None = None
 
 
 def check_cell(cell: str) -> str:
-    """Returns ``cell`` if it names a built-in cell, else raises ValueError."""
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {list(CELLS)}, got {cell!r}")
+    """Returns ``cell`` if it names a registered cell, else raises ValueError."""
+    cells.cell_spec_by_name(cell)
     return cell
+
+
+def _cells_with(option: str) -> str:
+    return ", ".join(n for n in cells.cell_names() if option in cells.cell_spec_by_name(n).options)
 
 
 def init_kwargs(cell: str, options: CellOptions) -> dict[str, Any]:
     """The keyword arguments of ``cell``'s init function for ``options``.
 
+    Only the options the cell's init takes (``CellSpec.options``) are passed, and dtype.
+
     Raises:
       ValueError: an option that does not apply to ``cell`` differs from its default
-        (chrono_t_max for the RNN, reset_after for a non-GRU cell).
+        (chrono_t_max for the RNN, reset_after for a non-GRU cell, an ``extra`` key the
+        cell does not take). forget_bias is ignored by cells without it.
       TypeError: reset_after is not a bool (the init functions check the numbers).
     """
-    check_cell(cell)
+    spec = cells.cell_spec_by_name(cell)
     reset_after = _checks.check_bool("reset_after", options.reset_after)
     dtype = jnp.dtype(options.dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-    if cell != "gru" and reset_after:
+    if "reset_after" not in spec.options and reset_after:
         raise ValueError(f"reset_after applies to the GRU only, got reset_after=True for {cell!r}")
-    if cell == "rnn" and options.chrono_t_max is not None:
+    if "chrono_t_max" not in spec.options and options.chrono_t_max is not None:
         raise ValueError(
-            f"chrono_t_max applies to gated cells (lstm, gru), got {options.chrono_t_max!r} "
-            "for 'rnn'"
+            f"chrono_t_max applies to gated cells ({_cells_with('chrono_t_max')}), got "
+            f"{options.chrono_t_max!r} for {cell!r}"
         )
-    if cell == "lstm":
-        return dict(forget_bias=options.forget_bias, chrono_t_max=options.chrono_t_max, dtype=dtype)
-    if cell == "gru":
-        return dict(reset_after=reset_after, chrono_t_max=options.chrono_t_max, dtype=dtype)
-    return dict(dtype=dtype)
-
-
-_INITS = {"lstm": lstm_init, "gru": gru_init, "rnn": rnn_init}
+    kwargs: dict[str, Any] = {}
+    for name in spec.options:
+        if name in _COMMON:
+            kwargs[name] = reset_after if name == "reset_after" else getattr(options, name)
+    for name, value in dict(options.extra or {}).items():
+        if name not in spec.options or name in _COMMON:
+            takes = [n for n in spec.options if n not in _COMMON]
+            raise ValueError(
+                f"option {name!r} does not apply to the {cell!r} cell (its init's own "
+                f"options: {takes})"
+            )
+        kwargs[name] = value
+    kwargs["dtype"] = dtype
+    return kwargs
 
 
 def cell_init(
     key: jax.Array, cell: str, input_size: int, hidden_size: int, options: CellOptions
 ) -> Any:
-    """One cell's params: ``lstm_init`` / ``gru_init`` / ``rnn_init`` with ``options``."""
-    return _INITS[check_cell(cell)](key, input_size, hidden_size, **init_kwargs(cell, options))
+    """One cell's params: the registered cell's init (``lstm_init``, ...) with ``options``."""
+    spec = cells.cell_spec_by_name(cell)
+    return spec.init(key, input_size, hidden_size, **init_kwargs(cell, options))
 
 
-def zero_carry(cell: str, batch_shape: Sequence[int], hidden_size: int, dtype) -> Any:
-    """The zero carry of ``cell`` (LSTMState(h, c), GRUState(h) or RNNState(h)).
+def zero_carry(
+    cell: str,
+    batch_shape: Sequence[int],
+    hidden_size: int,
+    dtype,
+    options: CellOptions | None = None,
+) -> Any:
+    """The zero carry of ``cell`` before its params exist (linen's ``initialize_carry``).
+
+    The carry is the cell's ``zero_carry`` of the params ``cell_init`` would make, built
+    from their shapes only (``jax.eval_shape``: nothing is drawn or allocated but the
+    zeros).
 
     Args:
-      cell: "lstm", "gru" or "rnn".
+      cell: a registered cell's name.
       batch_shape: leading batch dimensions.
       hidden_size: H.
       dtype: the carry's dtype (the params' dtype).
+      options: the cell's other options (some cells' carry sizes depend on them).
 
     Returns:
-      The carry NamedTuple with zeros of shape (*batch_shape, H) in every field.
+      The carry NamedTuple of zeros (*batch_shape, size) in every field: LSTMState(h, c),
+      GRUState(h) or RNNState(h), each field (*batch_shape, H), for the seed's cells.
     """
-    state = _STATES[check_cell(cell)]
+    spec = cells.cell_spec_by_name(cell)
     batch_shape = _checks.check_batch_shape(batch_shape)
     hidden_size = _checks.check_positive_int("hidden_size", hidden_size)
-    zeros = jnp.zeros(batch_shape + (hidden_size,), dtype)
-    return state(*([zeros] * len(state._fields)))
+    options = CellOptions(dtype=dtype) if options is None else options._replace(dtype=dtype)
+    kwargs = init_kwargs(cell, options)
+    # The carry does not depend on the input size; 1 keeps the abstract params small.
+    shapes = jax.eval_shape(lambda key: spec.init(key, 1, hidden_size, **kwargs), jax.random.key(0))
+    return spec.zero_carry(shapes, batch_shape)
 
 
 def layer_init(

@@ -1,7 +1,8 @@
 """Flax NNX modules over the pure cells: they hold params and call the pure functions.
 
 ``pip install rnncells[flax]``. Each module keeps a core params NamedTuple as one
-``nnx.Param`` per field (W, V, b, and b_hn for a reset-after GRU) and rebuilds the
+``nnx.Param`` per field (W, V, b, and b_hn for a reset-after GRU; each registered
+cell's own fields) and rebuilds the
 NamedTuple, with no arithmetic, when called. (An ``nnx.Param`` holding the whole
 NamedTuple does not survive ``nnx.Optimizer``: its state is split per leaf.) So
 ``module.params`` is exactly what ``rnncells.lstm_init`` & co. return, and
@@ -10,12 +11,15 @@ NamedTuple does not survive ``nnx.Optimizer``: its state is split per leaf.) So
 
 Cells follow the scan contract ``(carry, x) -> (carry, y)`` with the core's carries
 (``LSTMState(h, c)``, not Flax's ``(c, h)``). Layers run ``rnncells.stack_unroll``.
+Any registered cell is built by name with ``make_cell`` and ``make_layer`` (the seed's
+cells also have their own classes, ``LSTMCell``, ``LSTM``, ...).
 
 Example:
   >>> from flax import nnx
   >>> import rnncells.nnx as rcnn
   >>> layer = rcnn.LSTM(2, 16, num_layers=2, rngs=nnx.Rngs(0))
   >>> carries, ys = layer(jnp.ones((4, 10, 2)))          # ys: (4, 10, 16)
+  >>> ln = rcnn.make_layer("ln_lstm", 2, 16, rngs=nnx.Rngs(0))
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class _Params(nnx.Module):
             self.backward = _Params(params.backward)
             self.kind = Bidirectional
             return
-        cell_spec(params)  # TypeError for anything but a built-in params NamedTuple
+        cell_spec(params)  # TypeError for anything but a registered cell's params
         self.kind = type(params)
         for name, value in zip(params._fields, params, strict=True):
             setattr(self, name, nnx.Param(value))
@@ -57,10 +61,11 @@ class Cell(nnx.RNNCellBase):
     """An NNX cell holding given core params; ``__call__`` is the pure step.
 
     Args:
-      params: LSTMParams, GRUParams, GRUResetAfterParams or RNNParams.
+      params: a registered cell's params (LSTMParams, GRUParams, GRUResetAfterParams,
+        RNNParams, PeepholeLSTMParams, ...).
 
     Raises:
-      TypeError: params is not a built-in params NamedTuple.
+      TypeError: params is not a registered cell's params NamedTuple.
     """
 
     def __init__(self, params: Any):
@@ -75,8 +80,8 @@ class Cell(nnx.RNNCellBase):
         """One step: ``step_for(params)(params, carry, x)``.
 
         Args:
-          carry: the core carry (LSTMState(h, c), GRUState(h), RNNState(h)), fields
-            of shape (*batch, H).
+          carry: the core carry (LSTMState(h, c), GRUState(h), RNNState(h), or the
+            cell's own), fields of shape (*batch, H).
           x: input x_t (*batch, D) in the params' dtype.
 
         Returns:
@@ -99,8 +104,48 @@ class Cell(nnx.RNNCellBase):
         return 1
 
 
-def _options(forget_bias, chrono_t_max, reset_after, dtype) -> common.CellOptions:
-    return common.CellOptions(forget_bias, chrono_t_max, reset_after, dtype)
+def _options(forget_bias, chrono_t_max, reset_after, dtype, extra=None) -> common.CellOptions:
+    return common.CellOptions(forget_bias, chrono_t_max, reset_after, dtype, extra)
+
+
+def make_cell(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    chrono_t_max: float | None = None,
+    reset_after: bool = False,
+    dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+    **cell_options: Any,
+) -> Cell:
+    """A ``Cell`` of any registered cell, by name.
+
+    Args:
+      cell: a registered cell's name ("lstm", "peephole_lstm", "ln_gru", "irnn", ...;
+        ``rnncells.cells.cell_names()``).
+      input_size: D.
+      hidden_size: H.
+      forget_bias, chrono_t_max, reset_after: passed to the cell's init when it takes
+        them (``CellSpec.options``); a non-default value it does not take raises
+        (forget_bias is ignored, as by the seed's GRU and RNN).
+      dtype: params dtype.
+      rngs: ``nnx.Rngs``; its ``params`` stream initialises the weights.
+      **cell_options: the cell's own further init options.
+
+    Returns:
+      A ``Cell`` holding the cell's params; ``cell(carry, x)`` is its step.
+
+    Raises:
+      ValueError: unknown cell name, or an option the cell does not take.
+
+    Example:
+      >>> cell = make_cell("peephole_lstm", 2, 8, rngs=nnx.Rngs(0))
+      >>> carry, h = cell(cell.initialize_carry((4,)), jnp.ones((4, 2)))
+    """
+    options = _options(forget_bias, chrono_t_max, reset_after, dtype, cell_options)
+    return Cell(common.cell_init(rngs.params(), cell, input_size, hidden_size, options))
 
 
 class LSTMCell(Cell):
@@ -201,7 +246,7 @@ class Layer(nnx.Module):
         a key can be given per call instead).
 
     Raises:
-      TypeError: an entry of ``layers`` is not built-in params.
+      TypeError: an entry of ``layers`` is not a registered cell's params.
       ValueError: ``reverse`` with bidirectional layers (they already run both ways).
     """
 
@@ -329,6 +374,68 @@ def _make_layer(
         num_layers=num_layers,
         bidirectional=bidirectional,
         merge=merge,
+    )
+
+
+def make_layer(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    *,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    merge: str = "concat",
+    dropout_rate: float = 0.0,
+    reverse: bool = False,
+    deterministic: bool = False,
+    unroll: int | None = None,
+    remat: bool = False,
+    forget_bias: float = 1.0,
+    chrono_t_max: float | None = None,
+    reset_after: bool = False,
+    dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+    **cell_options: Any,
+) -> Layer:
+    """A ``Layer`` (a stack, ``rnncells.stack_unroll``) of any registered cell, by name.
+
+    Args:
+      cell: a registered cell's name ("lstm", "cifg_lstm", "ln_lstm", "irnn", ...).
+      input_size, hidden_size, num_layers, bidirectional, merge, dropout_rate, reverse,
+        deterministic, unroll, remat, dtype, rngs: as for ``LSTM``.
+      forget_bias, chrono_t_max, reset_after, **cell_options: as for ``make_cell``.
+
+    Returns:
+      A ``Layer``; ``layer(xs)`` returns (final_carries, ys).
+
+    Raises:
+      ValueError: unknown cell name, an option the cell does not take, or what
+        ``Layer`` rejects.
+
+    Example:
+      >>> layer = make_layer("ln_gru", 2, 16, num_layers=2, rngs=nnx.Rngs(0))
+      >>> carries, ys = layer(jnp.ones((4, 10, 2)))          # ys: (4, 10, 16)
+    """
+    options = _options(forget_bias, chrono_t_max, reset_after, dtype, cell_options)
+    layers = _make_layer(
+        cell,
+        input_size,
+        hidden_size,
+        options,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        merge=merge,
+        rngs=rngs,
+    )
+    return Layer(
+        layers,
+        merge=merge,
+        dropout_rate=dropout_rate,
+        reverse=reverse,
+        deterministic=deterministic,
+        unroll=unroll,
+        remat=remat,
+        rngs=rngs,
     )
 
 

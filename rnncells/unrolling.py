@@ -24,7 +24,7 @@ import jax.interpreters.ad
 import jax.numpy as jnp
 
 from rnncells import _checks, _fused
-from rnncells.cells import BUILTIN_STEPS, cell_spec, init_carry
+from rnncells.cells import cell_spec, params_dtype, registered_steps, specs_of_step
 
 
 def unroll(
@@ -43,19 +43,23 @@ def unroll(
 ) -> tuple[Any, Any]:
     """Runs ``step`` over the time axis of ``xs``.
 
-    Built-in steps (``lstm_step``, ``gru_step``, ``rnn_step``) run as one fused layer
+    The step of a registered cell (``rnncells.cells``: the built-in ones and any
+    ``register_cell`` adds) is looked up with its params, which are checked first. The
+    seed's steps (``lstm_step``, ``gru_step``, ``rnn_step``) run as one fused layer
     (``rnncells._fused``) whose backward pass is written for the whole unrolled layer: the
     backward loop carries only dh (and dc) and the weight and input gradients leave it as
     single large matmuls. Its values and gradients equal those of ``jax.lax.scan`` of the
-    public step. A user's own step runs through ``jax.lax.scan`` as it is.
+    public step. A cell that is parallel in time runs its ``parallel_unroll``. Every other
+    step (the other registered cells', a user's own) runs through ``jax.lax.scan`` as it is.
 
     Args:
-      step: ``step(params, carry, x) -> (carry, y)``; a built-in step (``lstm_step``,
-        ``gru_step``, ``rnn_step``) or a user's own.
+      step: ``step(params, carry, x) -> (carry, y)``; a registered cell's step
+        (``lstm_step``, ``gru_step``, ``rnn_step``, ``peephole_lstm_step``, ...) or a
+        user's own.
       params: the step's parameters.
       xs: inputs, (*batch, T, D) or, with ``time_major``, (T, *batch, D).
-      carry: initial carry; None gives ``init_carry(params, batch)`` for built-in steps
-        (required for a user's step).
+      carry: initial carry; None gives ``init_carry(params, batch)`` for a registered
+        cell's step (required for a user's step).
       lengths: optional int array of shape batch (any integer dtype): valid steps per
         sequence, in [0, T]. Past its length a sequence's carry is frozen and its
         outputs are zeros; the returned carry is the one after its last valid step.
@@ -65,15 +69,16 @@ def unroll(
       reverse: run from the last valid step to the first; outputs stay in input order.
       time_major: whether the time axis of ``xs`` and ``ys`` is the first one.
       unroll: ``jax.lax.scan``'s unroll factor. None (default): the library's choice,
-        ``default_unroll(step)``: 8 for a built-in step on a GPU (its per-iteration
+        ``default_unroll(step)``: 8 for a fused cell's step on a GPU (its per-iteration
         launch cost dominates there; 1.2-1.9x faster training than 1 on an H100), else 1
         (on a 2-core CPU, 2 and 8 were no faster).
       remat: recompute each step in the backward pass (``jax.checkpoint``) instead of
         storing its intermediates: memory O(T * carry) instead of O(T * gates).
-      compute_dtype: built-in steps only: the dtype of every matmul's inputs, e.g.
+      compute_dtype: fused cells only: the dtype of every matmul's inputs, e.g.
         ``jnp.bfloat16`` for GPU and TPU; accumulation, gate arithmetic, carries,
         parameters and gradients stay in the parameters' dtype. None: the parameters' dtype.
-      fused: run built-in steps as the fused layer (default). False runs them through
+      fused: run a cell that has a fused layer as that layer, and a parallel-in-time
+        cell with its ``parallel_unroll`` (default). False runs every step through
         ``jax.lax.scan`` + autodiff like a user's step. The fused layer is a
         ``jax.custom_vjp``, which has no forward mode: under ``jax.jvp`` / ``jax.jacfwd``
         applied around this call ``unroll`` runs the plain scan by itself; where it cannot
@@ -85,10 +90,10 @@ def unroll(
 
     Raises:
       TypeError: reverse, time_major, remat or fused not a bool.
-      ValueError / TypeError: built-in params of wrong shapes or mixed dtypes, xs of
-        rank < 2, wrong input size or dtype, carry not matching, lengths of wrong shape
-        or dtype or outside [0, T] (when concrete),
-        compute_dtype not a floating dtype or given with a user's step.
+      ValueError / TypeError: a registered cell's params of wrong shapes or mixed
+        dtypes, xs of rank < 2, wrong input size or dtype, carry not matching, lengths of
+        wrong shape or dtype or outside [0, T] (when concrete), compute_dtype not a
+        floating dtype or given with a step that has no fused layer.
 
     Example:
       >>> params = lstm_init(jax.random.key(0), input_size=2, hidden_size=16)
@@ -111,7 +116,8 @@ def unroll(
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], tuple(xs_tm.shape[1:-1])
 
-    builtin = step in BUILTIN_STEPS
+    builtin = step in registered_steps()
+    spec = None
     if builtin:
         spec = cell_spec(params)
         if step is not spec.step:
@@ -119,17 +125,23 @@ def unroll(
                 f"step {step.__name__} does not match params {type(params).__name__}: "
                 f"expected {spec.step.__name__} (see step_for(params))"
             )
-        _checks.check_params(params, len(spec.gates))
+        spec.check_params(params)
         if carry is None:
-            carry = init_carry(params, batch_shape)
+            carry = spec.zero_carry(params, batch_shape)
         # Checked once here on shapes, so that errors name xs rather than one step's x.
-        _checks.check_floating("xs", xs, params.W.dtype)
-        _checks.check_last_dim("xs", xs, params.W.shape[0], "input_size")
+        _checks.check_floating("xs", xs, params_dtype(params))
+        _checks.check_last_dim("xs", xs, spec.input_size(params), "input_size")
         probe = jax.ShapeDtypeStruct(batch_shape + (xs.shape[-1],), xs.dtype)
-        _checks.check_step_inputs(params, carry, probe, spec.state, len(spec.gates), x_name="xs")
+        spec.check_inputs(params, carry, probe, x_name="xs")
     elif carry is None:
         raise ValueError("carry is required when step is not a built-in step (carry=None given)")
     if compute_dtype is not None:
+        if builtin and not spec.fused:
+            raise ValueError(
+                f"compute_dtype is only supported for cells with a fused layer, and the "
+                f"{spec.name!r} cell has none (it runs through jax.lax.scan of its step): "
+                f"pass compute_dtype=None, got {compute_dtype!r}"
+            )
         if not (builtin and fused):
             raise ValueError(
                 f"compute_dtype is only supported for built-in steps with fused=True, got "
@@ -142,7 +154,11 @@ def unroll(
         lengths = _checks.check_lengths(lengths, batch_shape, num_steps)
         xs_tm = _zero_padding(xs_tm, lengths)
 
-    use_fused = builtin and fused and num_steps > 0 and math.prod(batch_shape) > 0
+    nonempty = num_steps > 0 and math.prod(batch_shape) > 0
+    use_fused = builtin and spec.fused and fused and nonempty
+    use_parallel = (
+        builtin and not spec.fused and spec.parallel_unroll is not None and fused and nonempty
+    )
     if use_fused and _under_forward_mode(params, carry, xs):
         if compute_dtype is not None:
             raise ValueError(
@@ -170,6 +186,8 @@ def unroll(
                 "jax.custom_vjp, where unroll could not see it (e.g. jvp of a jit-compiled "
                 "function): pass unroll(..., fused=False) for forward mode"
             ) from error
+    elif use_parallel:
+        carry, ys_tm = _forward_only(spec.parallel_unroll, params, carry, xs_tm, lengths, reverse)
     else:
         carry, ys_tm = _scan(
             step, params, carry, xs_tm, lengths, reverse=reverse, unroll=unroll, remat=remat
@@ -184,12 +202,14 @@ GPU_UNROLL = 8  # measured on an H100: experiments/results/gpu/README.md
 def default_unroll(step: Callable) -> int:
     """The scan unroll factor ``unroll(..., unroll=None)`` uses for ``step``.
 
-    8 for a built-in step when JAX's default backend is a GPU, else 1. Measured with
-    ``python -m experiments.bench`` (``rnncells`` against ``rc_u8``): on an H100 unroll 8
-    trained 1.2-1.9x faster than 1 at every size measured; on a 2-core CPU, 2 and 8 were
-    no faster. A user's step keeps 1 (not measured).
+    8 for the step of a cell with a fused layer (the seed's four) when JAX's default
+    backend is a GPU, else 1. Measured with ``python -m experiments.bench`` (``rnncells``
+    against ``rc_u8``): on an H100 unroll 8 trained 1.2-1.9x faster than 1 at every size
+    measured; on a 2-core CPU, 2 and 8 were no faster. The other cells' steps and a
+    user's step keep 1 (not measured).
     """
-    if step in BUILTIN_STEPS and jax.default_backend() == "gpu":
+    fused = any(spec.fused for spec in specs_of_step(step))
+    if fused and jax.default_backend() == "gpu":
         return GPU_UNROLL
     return 1
 
@@ -255,16 +275,22 @@ def _gather_time(tree: Any, index: jax.Array) -> Any:
     return jax.tree.map(gather, tree)
 
 
+def _forward_only(run, params, carry, xs_tm, lengths, reverse, **kwargs):
+    """``run(params, carry, xs_tm, lengths, **kwargs)``, a forward-only layer (fused or
+    parallel in time), with reverse runs reordering each valid prefix around it."""
+    if not reverse:
+        return run(params, carry, xs_tm, lengths, **kwargs)
+    if lengths is None:
+        carry, ys = run(params, carry, xs_tm[::-1], None, **kwargs)
+        return carry, jax.tree.map(lambda y: y[::-1], ys)
+    index = _reverse_index(lengths, xs_tm.shape[0])
+    carry, ys = run(params, carry, _gather_time(xs_tm, index), lengths, **kwargs)
+    return carry, _gather_time(ys, index)
+
+
 def _fused_scan(params, carry, xs_tm, lengths, *, reverse, **kwargs):
     """The fused layer of a built-in cell; reverse runs reorder time around it."""
-    if not reverse:
-        return _fused.fused_scan(params, carry, xs_tm, lengths, **kwargs)
-    if lengths is None:
-        carry, ys = _fused.fused_scan(params, carry, xs_tm[::-1], None, **kwargs)
-        return carry, ys[::-1]
-    index = _reverse_index(lengths, xs_tm.shape[0])
-    carry, ys = _fused.fused_scan(params, carry, _gather_time(xs_tm, index), lengths, **kwargs)
-    return carry, _gather_time(ys, index)
+    return _forward_only(_fused.fused_scan, params, carry, xs_tm, lengths, reverse, **kwargs)
 
 
 def _scan(step, params, carry, xs_tm, lengths, *, reverse, unroll, remat):

@@ -14,7 +14,7 @@ from configs import adding, copy, digits
 from experiments import diagnostics, report, sweep
 from experiments import run as run_lib
 from rnncells.tasks import get_task
-from rnncells.training import model_init
+from rnncells.training import cell_names, model_init
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,8 +37,8 @@ def _run_cli(*args):
         ("--config.num_steps=1.5", "num_steps"),
         (
             "--config.model.cell=foo",
-            "error: config.model.cell must be one of ['rnn', 'gru', 'gru_reset_after', 'lstm'], "
-            "got 'foo'\n",
+            # every registered cell is listed, the seed's four first
+            f"error: config.model.cell must be one of {list(cell_names())}, got 'foo'\n",
         ),
         ("--config.optim.learning_rate=inf", "error: config.optim.learning_rate must be a finite"),
     ],

@@ -137,7 +137,7 @@ def check_params(params: Any) -> CellSpec:
     spec = cell_spec(params)
     for field, value in zip(params._fields, params, strict=True):
         array_dtype(f"params.{field}", value)
-    _checks.check_params(params, len(spec.gates))
+    spec.check_params(params)
     check_x64("params' dtype", np.dtype(params.W.dtype))
     return spec
 

@@ -28,10 +28,10 @@ from rnncells.training.loop import (
 )
 from rnncells.training.metrics import mean_spread, read_jsonl
 from rnncells.training.model import (
-    CELLS,
     INITS,
     ModelParams,
     cell_init_kwargs,
+    cell_names,
     hidden_states,
     model_apply,
     model_init,
@@ -40,7 +40,6 @@ from rnncells.training.optim import make_optimizer, make_schedule
 from rnncells.training.parallel import make_mesh
 
 __all__ = [
-    "CELLS",
     "INITS",
     "CheckpointError",
     "ConfigError",
@@ -56,6 +55,7 @@ __all__ = [
     "WorkdirLockedError",
     "build",
     "cell_init_kwargs",
+    "cell_names",
     "final_params",
     "hidden_states",
     "make_manager",

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 
 import rnncells as rc
+from rnncells import cells as _cells
 
-CELLS = ("rnn", "gru", "gru_reset_after", "lstm")
+_SEED_CELLS = ("rnn", "gru", "gru_reset_after", "lstm")  # listed first, in this order
 INITS = ("default", "forget_bias", "chrono")
 EMBEDDINGS = ("onehot", "learned")
 
@@ -38,17 +39,40 @@ class ModelParams(NamedTuple):
     b_out: jax.Array
 
 
+def cell_names() -> tuple[str, ...]:
+    """The values ``model.cell`` takes: every registered cell (``rnncells.cells``), the
+    seed's four first ("rnn", "gru", "gru_reset_after", "lstm")."""
+    registered = _cells.cell_names()
+    return tuple(n for n in _SEED_CELLS if n in registered) + tuple(
+        n for n in registered if n not in _SEED_CELLS
+    )
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
+def _cells_with(option: str) -> list[str]:
+    """The cells whose init takes ``option`` (``CellSpec.options``)."""
+    return [n for n in cell_names() if option in _cells.cell_spec_by_name(n).options]
+
+
 def init_mismatch(cell: str, init: str) -> str | None:
-    """Why ``init`` does not apply to ``cell`` (a sentence), or None when it does."""
-    if init == "forget_bias" and cell != "lstm":
-        return f"init='forget_bias' needs cell='lstm', got cell={cell!r}"
-    if init == "chrono" and cell == "rnn":
-        return "init='chrono' needs a gated cell (lstm, gru), got cell='rnn'"
+    """Why ``init`` does not apply to ``cell`` (a sentence), or None when it does.
+
+    ``forget_bias`` needs a cell whose init takes ``forget_bias`` (the LSTM family),
+    ``chrono`` one whose init takes ``chrono_t_max`` (the gated cells).
+    """
+    if cell not in cell_names():
+        return None  # an unknown cell is reported as such
+    if init == "forget_bias" and cell not in _cells_with("forget_bias"):
+        names = [repr(n) for n in _cells_with("forget_bias")]
+        listed = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+        return f"init='forget_bias' needs cell={listed}, got cell={cell!r}"
+    if init == "chrono" and cell not in _cells_with("chrono_t_max"):
+        gated = ", ".join(_cells_with("chrono_t_max"))
+        return f"init='chrono' needs a gated cell ({gated}), got cell={cell!r}"
     return None
 
 
@@ -57,15 +81,15 @@ def cell_init_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments for the core's init function for a cell and an init scheme.
 
-    ``default`` is the core's default (LSTM b_f = 1, GRU/RNN zero biases);
-    ``forget_bias`` sets the LSTM's constant b_f to ``forget_bias`` (0 gives the plain
-    all-zero-bias initialisation); ``chrono`` is Tallec & Ollivier's chrono init with
-    ``chrono_t_max`` (LSTM and GRU only).
+    ``default`` is the core's default (LSTM b_f = 1, GRU/RNN zero biases; each cell's
+    init's defaults); ``forget_bias`` sets the LSTM family's constant b_f to
+    ``forget_bias`` (0 gives the plain all-zero-bias initialisation); ``chrono`` is
+    Tallec & Ollivier's chrono init with ``chrono_t_max`` (gated cells only).
 
     Raises:
         ValueError: unknown cell or init, or an init the cell does not have.
     """
-    _check_choice("cell", cell, CELLS)
+    _check_choice("cell", cell, cell_names())
     _check_choice("init", init, INITS)
     mismatch = init_mismatch(cell, init)
     if mismatch is not None:
@@ -99,7 +123,9 @@ def model_init(
 
     Args:
         key: PRNG key.
-        cell: "rnn", "gru" (reset before, z writes), "gru_reset_after" or "lstm".
+        cell: "rnn", "gru" (reset before, z writes), "gru_reset_after", "lstm", or any
+            other registered cell's name (``cell_names()``: "peephole_lstm",
+            "cifg_lstm", "ln_lstm", "ln_gru", "irnn", ...).
         input_size: D of real-valued inputs, or the vocabulary size for token inputs.
         output_size: width of each output step.
         hidden_size: H of every recurrent layer.
