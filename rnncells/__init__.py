@@ -1,4 +1,8 @@
-"""rnncells: LSTM, GRU and tanh RNN cells for JAX as pure functions over NamedTuple params.
+"""rnncells: LSTM, GRU and RNN cells for JAX as pure functions over NamedTuple params.
+
+The seed's cells (LSTM, GRU in both reset placements, tanh RNN) and the LSTM family
+(peephole, CIFG, layer-normalised LSTM and GRU, IRNN), each registered in
+``rnncells.cells``.
 
 import rnncells as rc
 params = rc.lstm_init(key, input_size=2, hidden_size=128)
@@ -17,6 +21,12 @@ from rnncells.cells import (
     standard_spec,
     step_for,
 )
+from rnncells.cifg_lstm import (
+    CIFGLSTMParams,
+    cifg_lstm_gate,
+    cifg_lstm_init,
+    cifg_lstm_step,
+)
 from rnncells.gru import (
     GRUParams,
     GRUResetAfterParams,
@@ -26,8 +36,17 @@ from rnncells.gru import (
     gru_init,
     gru_step,
 )
+from rnncells.irnn import IRNNParams, irnn_gate, irnn_init, irnn_step
 from rnncells.layers import Bidirectional, bidirectional_unroll, stack_init, stack_unroll
+from rnncells.ln_gru import LNGRUParams, ln_gru_gate, ln_gru_init, ln_gru_step
+from rnncells.ln_lstm import LNLSTMParams, ln_lstm_gate, ln_lstm_init, ln_lstm_step
 from rnncells.lstm import LSTMParams, LSTMState, lstm_cell, lstm_gate, lstm_init, lstm_step
+from rnncells.peephole_lstm import (
+    PeepholeLSTMParams,
+    peephole_lstm_gate,
+    peephole_lstm_init,
+    peephole_lstm_step,
+)
 from rnncells.rnn import RNNParams, RNNState, rnn_cell, rnn_gate, rnn_init, rnn_step
 from rnncells.unrolling import default_unroll, unroll
 
@@ -35,30 +54,50 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Bidirectional",
+    "CIFGLSTMParams",
     "CellSpec",
     "GRUParams",
     "GRUResetAfterParams",
     "GRUState",
     "GateWeights",
+    "IRNNParams",
+    "LNGRUParams",
+    "LNLSTMParams",
     "LSTMParams",
     "LSTMState",
+    "PeepholeLSTMParams",
     "RNNParams",
     "RNNState",
     "bidirectional_unroll",
-    "default_unroll",
     "cell_names",
     "cell_spec",
     "cell_spec_by_name",
+    "cifg_lstm_gate",
+    "cifg_lstm_init",
+    "cifg_lstm_step",
+    "default_unroll",
     "gate",
     "gru_cell",
     "gru_gate",
     "gru_init",
     "gru_step",
     "init_carry",
+    "irnn_gate",
+    "irnn_init",
+    "irnn_step",
+    "ln_gru_gate",
+    "ln_gru_init",
+    "ln_gru_step",
+    "ln_lstm_gate",
+    "ln_lstm_init",
+    "ln_lstm_step",
     "lstm_cell",
     "lstm_gate",
     "lstm_init",
     "lstm_step",
+    "peephole_lstm_gate",
+    "peephole_lstm_init",
+    "peephole_lstm_step",
     "register_cell",
     "rnn_cell",
     "rnn_gate",

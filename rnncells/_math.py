@@ -14,3 +14,38 @@ def sigmoid(x: jax.Array) -> jax.Array:
 def tanh(x: jax.Array) -> jax.Array:
     """Hyperbolic tangent."""
     return jnp.tanh(x)
+
+
+def relu(x: jax.Array) -> jax.Array:
+    """Rectified linear unit max(x, 0)."""
+    return jax.nn.relu(x)
+
+
+LN_EPSILON = 1e-5  # inside the square root, so that LN of a zero vector (V h_0) is finite
+
+
+def layer_norm(z: jax.Array, gain: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+    """Layer normalisation (Ba, Kiros & Hinton 2016) over the last axis.
+
+    LN(z; γ, β) = γ ⊙ (z - μ) / sqrt(σ² + ε) + β, with μ and σ² the mean and the
+    (biased) variance of z's N entries and ε = ``LN_EPSILON``.
+
+    Args:
+      z: (*batch, N).
+      gain: γ, (N,).
+      bias: β, (N,), or None for none.
+
+    Returns:
+      (*batch, N).
+    """
+    mean = jnp.mean(z, axis=-1, keepdims=True)
+    centred = z - mean
+    variance = jnp.mean(centred * centred, axis=-1, keepdims=True)
+    out = centred * jax.lax.rsqrt(variance + jnp.asarray(LN_EPSILON, z.dtype)) * row(gain, z)
+    return out if bias is None else out + row(bias, z)
+
+
+def row(v: jax.Array, like: jax.Array) -> jax.Array:
+    """v (N,) reshaped to (1, ..., 1, N) to broadcast against ``like`` (*batch, N) without
+    implicit rank promotion."""
+    return v.reshape((1,) * (like.ndim - 1) + v.shape)

@@ -13,6 +13,16 @@ GRU, reset before (gates r, z, h; z writes):
     h~ = tanh(x W_h + (r h) V_h + b_h),  h = (1 - z) h_prev + z h~
 GRU, reset after: h~ = tanh(x W_h + b_h + r (h V_h + b_hn)), the rest as above.
 RNN: h = tanh(x W + h V + b).
+
+The LSTM family (``family_step``), from each paper's equations:
+Peephole LSTM: i = σ(x W_i + h V_i + p_i C_prev + b_i), f likewise with p_f,
+    C = f C_prev + i C~, o = σ(x W_o + h V_o + p_o C + b_o), h = o tanh(C).
+CIFG LSTM (gates f, g, o): i = 1 - f, otherwise the LSTM.
+LN LSTM: (a_i, a_f, a_g, a_o) = LN(x W; γ_x) + LN(h V; γ_h) + b, LN over all 4H entries
+    in the fused order (i, f, g, o); C as the LSTM's; h = σ(a_o) tanh(LN(C; γ_c, β_c)).
+LN GRU (reset before): (u_r, u_z, u_h) = LN(x W; γ_x) over 3H; (r, z) = σ((u_r, u_z) +
+    LN(h V_rz; γ_h[:2H]) + (b_r, b_z)); h~ = tanh(u_h + LN((r h) V_h; γ_h[2H:]) + b_h).
+IRNN: h = relu(x W + h V + b).
 """
 
 from __future__ import annotations
@@ -151,4 +161,135 @@ def make(kind, rng, input_size, hidden_size, *, dtype=np.float64):
         return gates, fused + (b_hn,), lambda c, x: gru_step(gates, c, x, b_hn=b_hn)
     if kind == "rnn":
         return gates, fused, lambda c, x: rnn_step(gates, c, x)
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+# --- the LSTM family --------------------------------------------------------------------
+
+LN_EPSILON = 1e-5
+
+
+def layer_norm(z, gain, bias=0.0):
+    """γ (z - mean) / sqrt(var + ε) + β over the last axis, by the textbook formula."""
+    z = np.asarray(z, np.float64)
+    mean = z.mean(axis=-1, keepdims=True)
+    var = ((z - mean) ** 2).mean(axis=-1, keepdims=True)
+    return gain * (z - mean) / np.sqrt(var + LN_EPSILON) + bias
+
+
+def _as64(*arrays):
+    return tuple(np.asarray(a, np.float64) for a in arrays)
+
+
+def peephole_lstm_step(gates, peepholes, carry, x):
+    """``peepholes`` = {"i": p_i, "f": p_f, "o": p_o}; carry = (h, c)."""
+    h_prev, c_prev = _as64(*carry)
+    (x,) = _as64(x)
+    p_i, p_f, p_o = _as64(peepholes["i"], peepholes["f"], peepholes["o"])
+    i = sigmoid(_pre(gates, "i", x, h_prev) + p_i * c_prev)
+    f = sigmoid(_pre(gates, "f", x, h_prev) + p_f * c_prev)
+    c = f * c_prev + i * np.tanh(_pre(gates, "g", x, h_prev))
+    o = sigmoid(_pre(gates, "o", x, h_prev) + p_o * c)
+    h = o * np.tanh(c)
+    return (h, c), h
+
+
+def cifg_lstm_step(gates, carry, x):
+    """Gates f, g, o; i = 1 - f. carry = (h, c)."""
+    h_prev, c_prev = _as64(*carry)
+    (x,) = _as64(x)
+    f = sigmoid(_pre(gates, "f", x, h_prev))
+    i = 1.0 - f
+    c = f * c_prev + i * np.tanh(_pre(gates, "g", x, h_prev))
+    h = sigmoid(_pre(gates, "o", x, h_prev)) * np.tanh(c)
+    return (h, c), h
+
+
+def ln_lstm_step(fused, carry, x):
+    """``fused`` = (W (D, 4H), V (H, 4H), b, γ_x, γ_h (4H,), γ_c, β_c (H,)), gate blocks
+    (i, f, g, o). carry = (h, c)."""
+    W, V, b, g_x, g_h, g_c, b_c = _as64(*fused)
+    h_prev, c_prev = _as64(*carry)
+    (x,) = _as64(x)
+    a = layer_norm(x @ W, g_x) + layer_norm(h_prev @ V, g_h) + b
+    a_i, a_f, a_g, a_o = np.split(a, 4, axis=-1)
+    c = sigmoid(a_f) * c_prev + sigmoid(a_i) * np.tanh(a_g)
+    h = sigmoid(a_o) * np.tanh(layer_norm(c, g_c, b_c))
+    return (h, c), h
+
+
+def ln_gru_step(fused, carry, x):
+    """``fused`` = (W (D, 3H), V (H, 3H), b, γ_x, γ_h (3H,)), gate blocks (r, z, h).
+    carry = (h,)."""
+    W, V, b, g_x, g_h = _as64(*fused)
+    (h_prev,) = _as64(*carry)
+    (x,) = _as64(x)
+    H = V.shape[0]
+    u = layer_norm(x @ W, g_x)
+    rz = sigmoid(u[..., : 2 * H] + layer_norm(h_prev @ V[:, : 2 * H], g_h[: 2 * H]) + b[: 2 * H])
+    r, z = rz[..., :H], rz[..., H:]
+    v_h = layer_norm((r * h_prev) @ V[:, 2 * H :], g_h[2 * H :])
+    h_tilde = np.tanh(u[..., 2 * H :] + v_h + b[2 * H :])
+    h = (1.0 - z) * h_prev + z * h_tilde
+    return (h,), h
+
+
+def irnn_step(gates, carry, x):
+    """carry = (h,); h = relu(x W + h V + b)."""
+    (h_prev,) = _as64(*carry)
+    h = np.maximum(_pre(gates, "h", np.asarray(x, np.float64), h_prev), 0.0)
+    return (h,), h
+
+
+FAMILY_ORDER = {
+    "peephole_lstm": LSTM_ORDER,
+    "cifg_lstm": ("f", "g", "o"),
+    "ln_lstm": LSTM_ORDER,
+    "ln_gru": GRU_ORDER,
+    "irnn": RNN_ORDER,
+}
+
+
+def make_family(kind, rng, input_size, hidden_size, *, dtype=np.float64):
+    """Random weights of a family cell ``kind`` and the reference step that uses them.
+
+    Every parameter is random and non-zero (gains near 1, biases and peepholes of both
+    signs), rounded to ``dtype`` and held in float64.
+
+    Returns:
+      (fields, step): the params' fields in the documented order (W, V, b, then the
+      cell's own vectors), and ``step(carry, x)``.
+    """
+    H = hidden_size
+
+    def cast(a):
+        return np.asarray(a, dtype).astype(np.float64)
+
+    gates = random_gates(rng, FAMILY_ORDER[kind], input_size, hidden_size)
+    gates = {n: tuple(cast(a) for a in g) for n, g in gates.items()}
+    fused = fuse(gates, FAMILY_ORDER[kind])
+    G = len(FAMILY_ORDER[kind])
+
+    def signed(n, low=0.1, high=0.9):
+        return cast(rng.uniform(low, high, n) * rng.choice([-1.0, 1.0], n))
+
+    if kind == "peephole_lstm":
+        p = {n: signed(H) for n in ("i", "f", "o")}
+        return fused + (p["i"], p["f"], p["o"]), lambda c, x: peephole_lstm_step(gates, p, c, x)
+    if kind == "cifg_lstm":
+        return fused, lambda c, x: cifg_lstm_step(gates, c, x)
+    if kind == "ln_lstm":
+        extra = (
+            cast(rng.uniform(0.5, 1.5, G * H)),
+            cast(rng.uniform(0.5, 1.5, G * H)),
+            cast(rng.uniform(0.5, 1.5, H)),
+            signed(H),
+        )
+        fields = fused + extra
+        return fields, lambda c, x: ln_lstm_step(fields, c, x)
+    if kind == "ln_gru":
+        fields = fused + (cast(rng.uniform(0.5, 1.5, G * H)), cast(rng.uniform(0.5, 1.5, G * H)))
+        return fields, lambda c, x: ln_gru_step(fields, c, x)
+    if kind == "irnn":
+        return fused, lambda c, x: irnn_step(gates, c, x)
     raise ValueError(f"unknown kind {kind!r}")

@@ -1,0 +1,160 @@
+"""The LSTM with coupled input and forget gates (CIFG) of Greff et al. (2017).
+
+The input gate is not learned but tied to the forget gate, i_t = 1 - f_t: what the cell
+forgets is exactly what it writes. One step, x_t input, h_{t-1} and C_{t-1} carried:
+
+    f_t  = σ(W_f x_t + V_f h_{t-1} + b_f)        forget gate
+    i_t  = 1 - f_t                              input gate, coupled
+    C~_t = tanh(W_g x_t + V_g h_{t-1} + b_g)     candidate cell
+    C_t  = f_t ⊙ C_{t-1} + (1 - f_t) ⊙ C~_t
+    o_t  = σ(W_o x_t + V_o h_{t-1} + b_o)        output gate
+    h_t  = o_t ⊙ tanh(C_t)
+
+This is the seed's LSTM with the coupling and nothing else (Greff et al.'s CIFG variant
+couples the gates of their peephole "vanilla" LSTM; here there are no peepholes). Three
+gates' weights, fused in the order (f, g, o): W (D, 3H), V (H, 3H), b (3H,). Since
+1 - σ(a) = σ(-a), the input gate's pre-activation is -(W_f x_t + V_f h_{t-1} + b_f),
+so chrono initialisation's b_i = -b_f holds by construction. The carry is
+``LSTMState(h, c)``.
+
+Registered as the "cifg_lstm" cell; ``unroll`` runs it through ``jax.lax.scan`` of this
+step (it has no fused layer).
+
+References:
+  Greff, Srivastava, Koutník, Steunebrink & Schmidhuber 2017, "LSTM: A search space
+  odyssey", https://arxiv.org/abs/1503.04069
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnncells import _checks
+from rnncells._gates import GateWeights, add_bias, gate_slice
+from rnncells._math import sigmoid, tanh
+from rnncells.cells import register_cell, standard_spec
+from rnncells.initializers import chrono_bias, glorot_uniform, orthogonal
+from rnncells.lstm import LSTMState
+
+CIFG_LSTM_GATES = ("f", "g", "o")
+
+
+class CIFGLSTMParams(NamedTuple):
+    """CIFG LSTM parameters, fused over the gates in the order (f, g, o)."""
+
+    W: jax.Array  # (input_size, 3 * hidden_size)
+    V: jax.Array  # (hidden_size, 3 * hidden_size)
+    b: jax.Array  # (3 * hidden_size,)
+
+    @property
+    def input_size(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.V.shape[0]
+
+
+def cifg_lstm_init(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    chrono_t_max: float | None = None,
+    dtype=jnp.float32,
+) -> CIFGLSTMParams:
+    """Initialises CIFG LSTM parameters.
+
+    W is Glorot-uniform per gate, V orthogonal per gate, b zero except b_f, which is
+    ``forget_bias`` (1 by default, as the LSTM's), or with ``chrono_t_max`` the chrono
+    initialisation b_f ~ log(U[1, t_max - 1]) (Tallec & Ollivier 2018; the coupled input
+    gate then has bias -b_f, as chrono prescribes).
+
+    Args:
+      key: PRNG key.
+      input_size: D.
+      hidden_size: H.
+      forget_bias: constant forget-gate bias b_f.
+      chrono_t_max: if given, the longest expected time dependency for chrono init.
+      dtype: floating dtype of all parameters.
+
+    Returns:
+      CIFGLSTMParams with W (D, 3H), V (H, 3H), b (3H,).
+
+    Raises:
+      ValueError: a size that is not a positive integer or too large, or
+        chrono_t_max <= 2.
+      TypeError: forget_bias or chrono_t_max not a real number.
+
+    Example:
+      >>> params = cifg_lstm_init(jax.random.key(0), input_size=2, hidden_size=8)
+      >>> params.W.shape, params.V.shape, params.b.shape
+      ((2, 24), (8, 24), (24,))
+    """
+    input_size = _checks.check_positive_int("input_size", input_size)
+    hidden_size = _checks.check_positive_int("hidden_size", hidden_size)
+    _checks.check_param_sizes(input_size, hidden_size, len(CIFG_LSTM_GATES), dtype)
+    forget_bias = _checks.check_number("forget_bias", forget_bias, concrete=False)
+    if chrono_t_max is not None:
+        chrono_t_max = _checks.check_number("chrono_t_max", chrono_t_max)
+    k_w, k_v, k_b = jax.random.split(key, 3)
+    W = glorot_uniform(k_w, input_size, hidden_size, 3, dtype)
+    V = orthogonal(k_v, hidden_size, 3, dtype)
+    if chrono_t_max is not None:
+        b_f = chrono_bias(k_b, hidden_size, chrono_t_max, dtype)
+    else:
+        b_f = jnp.full((hidden_size,), forget_bias, dtype)
+    zeros = jnp.zeros((hidden_size,), dtype)
+    return CIFGLSTMParams(W, V, jnp.concatenate([b_f, zeros, zeros]))
+
+
+def cifg_lstm_step(
+    params: CIFGLSTMParams, carry: LSTMState, x: jax.Array
+) -> tuple[LSTMState, jax.Array]:
+    """One CIFG LSTM step (equations in the module docstring).
+
+    Args:
+      params: CIFGLSTMParams.
+      carry: LSTMState with h and c of shape (*batch, H).
+      x: input x_t of shape (*batch, D), the parameters' dtype.
+
+    Returns:
+      (LSTMState(h_t, C_t), h_t), h_t of shape (*batch, H).
+
+    Raises:
+      TypeError: wrong params or carry type, or dtype.
+      ValueError: params of wrong shapes, x's last dimension is not D, or carry shapes
+        don't match x's batch dims.
+    """
+    _checks.check_params_type("params", params, (CIFGLSTMParams,))
+    _checks.check_step_inputs(params, carry, x, LSTMState, len(CIFG_LSTM_GATES))
+    with jax.named_scope("cifg_lstm_step"):
+        a = add_bias(x @ params.W, params.b) + carry.h @ params.V
+        a_f, a_g, a_o = jnp.split(a, 3, axis=-1)
+        candidate = tanh(a_g)
+        c = candidate + sigmoid(a_f) * (carry.c - candidate)  # f C_{t-1} + (1 - f) C~
+        h = sigmoid(a_o) * tanh(c)
+        return LSTMState(h, c), h
+
+
+def cifg_lstm_gate(params: CIFGLSTMParams, name: str) -> GateWeights:
+    """The seed's per-gate weights (W_name, V_name, b_name) for gate ``name`` in f, g, o
+    (the input gate has none: i_t = 1 - f_t)."""
+    return gate_slice(params, CIFG_LSTM_GATES, name)
+
+
+register_cell(
+    standard_spec(
+        "cifg_lstm",
+        CIFGLSTMParams,
+        LSTMState,
+        cifg_lstm_step,
+        cifg_lstm_init,
+        CIFG_LSTM_GATES,
+        options=("forget_bias", "chrono_t_max"),
+    )
+)

@@ -1,0 +1,158 @@
+"""A layer-normalised GRU after Ba, Kiros & Hinton (2016), in the seed's reset-before form.
+
+Layer normalisation, LN(z; γ) = γ ⊙ (z - μ) / sqrt(σ² + ε) with μ and σ² the mean and
+variance of z's entries, is applied separately to the input and to the recurrent
+pre-activations, each with its own gain, as the paper does for the LSTM (its eq. 20).
+One step, x_t input, h_{t-1} carried:
+
+    (u_r, u_z, u_h) = LN(W x_t; γ_x)                           3H, one LN
+    (r_t, z_t) = σ((u_r, u_z) + LN(V_{rz} h_{t-1}; γ_{h,rz}) + (b_r, b_z))   2H, one LN
+    h~_t = tanh(u_h + LN(V_h (r_t ⊙ h_{t-1}); γ_{h,h}) + b_h)              H, one LN
+    h_t  = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h~_t
+
+Placement: the paper gives no GRU equations, so this follows its LSTM: one LN over the
+whole input block W x_t (all three gates), and on the recurrent side one LN over the
+(r, z) block V_{rz} h_{t-1} and one over the candidate's V_h (r_t ⊙ h_{t-1}), which the
+reset-before form can only compute once r_t is known, so it is a vector of its own. No
+LN on h_t: it is both the output and the state, a convex mix of h_{t-1} and h~_t. The
+LN biases enter only through their sum with b, which holds them. ε = 1e-5
+(``rnncells._math.LN_EPSILON``). z_t near 1 takes the candidate (the seed's convention).
+
+Weights are fused over the gates in the GRU's order (r, z, h): W (D, 3H), V (H, 3H),
+b, γ_x, γ_h (3H,) (γ_h's first 2H entries are γ_{h,rz}, its last H γ_{h,h}). The carry
+is ``GRUState(h)``.
+
+Registered as the "ln_gru" cell; ``unroll`` runs it through ``jax.lax.scan`` of this
+step (it has no fused layer).
+
+References:
+  Ba, Kiros & Hinton 2016, "Layer normalization", https://arxiv.org/abs/1607.06450
+  Chung, Gulcehre, Cho & Bengio 2014, https://arxiv.org/abs/1412.3555
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnncells import _checks
+from rnncells._gates import GateWeights, add_bias, gate_slice
+from rnncells._math import layer_norm, sigmoid, tanh
+from rnncells.cells import register_cell, standard_spec
+from rnncells.gru import GRUState, gru_init
+
+LN_GRU_GATES = ("r", "z", "h")
+_VECTORS = {"b": 3, "gamma_x": 3, "gamma_h": 3}
+
+
+class LNGRUParams(NamedTuple):
+    """Layer-normalised GRU parameters; gate blocks in the order (r, z, h)."""
+
+    W: jax.Array  # (input_size, 3 * hidden_size)
+    V: jax.Array  # (hidden_size, 3 * hidden_size)
+    b: jax.Array  # (3 * hidden_size,)
+    gamma_x: jax.Array  # (3 * hidden_size,), gain of LN(W x_t)
+    gamma_h: jax.Array  # (3 * hidden_size,), gains of LN(V_rz h) (2H) and LN(V_h (r h)) (H)
+
+    @property
+    def input_size(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.V.shape[0]
+
+
+def ln_gru_init(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    chrono_t_max: float | None = None,
+    dtype=jnp.float32,
+) -> LNGRUParams:
+    """Initialises layer-normalised GRU parameters.
+
+    W, V and b are exactly ``gru_init``'s (reset-before) for the same arguments
+    (Glorot-uniform W, orthogonal V, zero b, or chrono initialisation of b_z); the LN
+    gains are 1.
+
+    Args:
+      key: PRNG key.
+      input_size: D.
+      hidden_size: H.
+      chrono_t_max: if given, chrono initialisation of the update-gate bias.
+      dtype: floating dtype of all parameters.
+
+    Returns:
+      LNGRUParams with W (D, 3H), V (H, 3H), b, gamma_x, gamma_h (3H,).
+
+    Raises:
+      ValueError: a size that is not a positive integer or too large, or
+        chrono_t_max <= 2.
+      TypeError: chrono_t_max not a real number.
+
+    Example:
+      >>> params = ln_gru_init(jax.random.key(0), input_size=2, hidden_size=8)
+      >>> params.W.shape, params.gamma_h.shape
+      ((2, 24), (24,))
+    """
+    base = gru_init(key, input_size, hidden_size, chrono_t_max=chrono_t_max, dtype=dtype)
+    ones = jnp.ones((3 * hidden_size,), dtype)
+    return LNGRUParams(base.W, base.V, base.b, ones, ones)
+
+
+def ln_gru_step(params: LNGRUParams, carry: GRUState, x: jax.Array) -> tuple[GRUState, jax.Array]:
+    """One layer-normalised GRU step (equations in the module docstring).
+
+    Args:
+      params: LNGRUParams.
+      carry: GRUState with h of shape (*batch, H).
+      x: input x_t of shape (*batch, D), the parameters' dtype.
+
+    Returns:
+      (GRUState(h_t), h_t).
+
+    Raises:
+      TypeError: wrong params or carry type, or dtype.
+      ValueError: params of wrong shapes, x's last dimension is not D, or carry shape
+        doesn't match x's batch dims.
+    """
+    _checks.check_params_type("params", params, (LNGRUParams,))
+    _checks.check_step_inputs(params, carry, x, GRUState, 3, vectors=_VECTORS)
+    with jax.named_scope("ln_gru_step"):
+        h_prev = carry.h
+        hidden = params.V.shape[0]
+        rz = 2 * hidden
+        u = add_bias(layer_norm(x @ params.W, params.gamma_x), params.b)
+        v_rz = layer_norm(h_prev @ params.V[:, :rz], params.gamma_h[:rz])
+        r, z = jnp.split(sigmoid(u[..., :rz] + v_rz), 2, axis=-1)
+        v_h = layer_norm((r * h_prev) @ params.V[:, rz:], params.gamma_h[rz:])
+        candidate = tanh(u[..., rz:] + v_h)
+        h = h_prev + z * (candidate - h_prev)  # = (1 - z) h_{t-1} + z h~_t
+        return GRUState(h), h
+
+
+def ln_gru_gate(params: LNGRUParams, name: str) -> GateWeights:
+    """The per-gate weights (W_name, V_name, b_name) for gate ``name`` in r, z, h.
+
+    The LNs mix the gates (LN(W x_t) normalises all three blocks together, LN(V_rz h) the
+    r and z blocks), so a gate's pre-activation is not x W_name + h V_name + b_name here.
+    """
+    return gate_slice(params, LN_GRU_GATES, name)
+
+
+register_cell(
+    standard_spec(
+        "ln_gru",
+        LNGRUParams,
+        GRUState,
+        ln_gru_step,
+        ln_gru_init,
+        LN_GRU_GATES,
+        vectors=_VECTORS,
+        options=("chrono_t_max",),
+    )
+)

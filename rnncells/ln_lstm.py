@@ -1,0 +1,175 @@
+"""The layer-normalised LSTM of Ba, Kiros & Hinton (2016).
+
+Layer normalisation, LN(z; γ, β) = γ ⊙ (z - μ) / sqrt(σ² + ε) + β with μ and σ² the
+mean and variance of z's entries, is applied separately to the input and to the
+recurrent pre-activations, each with its own gain, and to the cell state before the
+output nonlinearity. One step, x_t input, h_{t-1} and C_{t-1} carried:
+
+    a_t  = LN(W x_t; γ_x) + LN(V h_{t-1}; γ_h) + b      a_t = (a_i, a_f, a_g, a_o), 4H
+    i_t  = σ(a_i),  f_t = σ(a_f),  o_t = σ(a_o),  C~_t = tanh(a_g)
+    C_t  = f_t ⊙ C_{t-1} + i_t ⊙ C~_t
+    h_t  = o_t ⊙ tanh(LN(C_t; γ_c, β_c))
+
+This is eqs. (20)-(22) of the paper's supplementary material, with its placement: each
+LN normalises the whole 4H block of pre-activations (all four gates together: W x_t is
+one vector, V h_{t-1} another), not each gate's H entries on its own; the cell state
+C_t that is carried is the one before its LN. The paper's two LN biases β_1, β_2 enter
+a_t only through their sum with b, so b holds all three (one bias of 4H, as the LSTM's).
+ε = 1e-5 (``rnncells._math.LN_EPSILON``; the paper has none, but V h_0 = 0 at the first
+step needs one).
+
+Weights are fused over the gates in the LSTM's order (i, f, g, o): W (D, 4H), V (H, 4H),
+b, γ_x, γ_h (4H,); γ_c, β_c (H,). The carry is ``LSTMState(h, c)``.
+
+Registered as the "ln_lstm" cell; ``unroll`` runs it through ``jax.lax.scan`` of this
+step (it has no fused layer).
+
+References:
+  Ba, Kiros & Hinton 2016, "Layer normalization", https://arxiv.org/abs/1607.06450
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnncells import _checks
+from rnncells._gates import GateWeights, add_bias, gate_slice
+from rnncells._math import layer_norm, sigmoid, tanh
+from rnncells.cells import register_cell, standard_spec
+from rnncells.lstm import LSTMState, lstm_init
+
+LN_LSTM_GATES = ("i", "f", "g", "o")
+_VECTORS = {"b": 4, "gamma_x": 4, "gamma_h": 4, "gamma_c": 1, "beta_c": 1}
+
+
+class LNLSTMParams(NamedTuple):
+    """Layer-normalised LSTM parameters; gate blocks in the order (i, f, g, o)."""
+
+    W: jax.Array  # (input_size, 4 * hidden_size)
+    V: jax.Array  # (hidden_size, 4 * hidden_size)
+    b: jax.Array  # (4 * hidden_size,), the gates' bias (the LNs' β_1 + β_2 + b)
+    gamma_x: jax.Array  # (4 * hidden_size,), gain of LN(W x_t)
+    gamma_h: jax.Array  # (4 * hidden_size,), gain of LN(V h_{t-1})
+    gamma_c: jax.Array  # (hidden_size,), gain of LN(C_t)
+    beta_c: jax.Array  # (hidden_size,), bias of LN(C_t)
+
+    @property
+    def input_size(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.V.shape[0]
+
+
+def ln_lstm_init(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    chrono_t_max: float | None = None,
+    dtype=jnp.float32,
+) -> LNLSTMParams:
+    """Initialises layer-normalised LSTM parameters.
+
+    W, V and b are exactly ``lstm_init``'s for the same arguments (Glorot-uniform W,
+    orthogonal V, b_f = ``forget_bias`` or chrono initialisation); the LN gains are 1
+    and β_c is 0, the usual start of layer normalisation.
+
+    Args:
+      key: PRNG key.
+      input_size: D.
+      hidden_size: H.
+      forget_bias: constant forget-gate bias b_f (added after the LNs).
+      chrono_t_max: if given, chrono initialisation of b_f and b_i instead.
+      dtype: floating dtype of all parameters.
+
+    Returns:
+      LNLSTMParams with W (D, 4H), V (H, 4H), b, gamma_x, gamma_h (4H,), gamma_c,
+      beta_c (H,).
+
+    Raises:
+      ValueError: a size that is not a positive integer or too large, or
+        chrono_t_max <= 2.
+      TypeError: forget_bias or chrono_t_max not a real number.
+
+    Example:
+      >>> params = ln_lstm_init(jax.random.key(0), input_size=2, hidden_size=8)
+      >>> params.gamma_x.shape, params.gamma_c.shape
+      ((32,), (8,))
+    """
+    base = lstm_init(
+        key,
+        input_size,
+        hidden_size,
+        forget_bias=forget_bias,
+        chrono_t_max=chrono_t_max,
+        dtype=dtype,
+    )
+    ones = jnp.ones((4 * hidden_size,), dtype)
+    return LNLSTMParams(
+        base.W,
+        base.V,
+        base.b,
+        ones,
+        ones,
+        jnp.ones((hidden_size,), dtype),
+        jnp.zeros((hidden_size,), dtype),
+    )
+
+
+def ln_lstm_step(
+    params: LNLSTMParams, carry: LSTMState, x: jax.Array
+) -> tuple[LSTMState, jax.Array]:
+    """One layer-normalised LSTM step (equations in the module docstring).
+
+    Args:
+      params: LNLSTMParams.
+      carry: LSTMState with h and c of shape (*batch, H); c is C_t before its LN.
+      x: input x_t of shape (*batch, D), the parameters' dtype.
+
+    Returns:
+      (LSTMState(h_t, C_t), h_t), h_t of shape (*batch, H).
+
+    Raises:
+      TypeError: wrong params or carry type, or dtype.
+      ValueError: params of wrong shapes, x's last dimension is not D, or carry shapes
+        don't match x's batch dims.
+    """
+    _checks.check_params_type("params", params, (LNLSTMParams,))
+    _checks.check_step_inputs(params, carry, x, LSTMState, 4, vectors=_VECTORS)
+    with jax.named_scope("ln_lstm_step"):
+        a_x = layer_norm(x @ params.W, params.gamma_x)  # over all 4H entries
+        a_h = layer_norm(carry.h @ params.V, params.gamma_h)
+        a_i, a_f, a_g, a_o = jnp.split(add_bias(a_x + a_h, params.b), 4, axis=-1)
+        c = sigmoid(a_f) * carry.c + sigmoid(a_i) * tanh(a_g)
+        h = sigmoid(a_o) * tanh(layer_norm(c, params.gamma_c, params.beta_c))
+        return LSTMState(h, c), h
+
+
+def ln_lstm_gate(params: LNLSTMParams, name: str) -> GateWeights:
+    """The per-gate weights (W_name, V_name, b_name) for gate ``name`` in i, f, g, o.
+
+    The LNs mix the gates (each normalises all four blocks together), so a gate's
+    pre-activation is not x W_name + h V_name + b_name here; its LN gains are the
+    ``name`` blocks of ``params.gamma_x`` and ``params.gamma_h``.
+    """
+    return gate_slice(params, LN_LSTM_GATES, name)
+
+
+register_cell(
+    standard_spec(
+        "ln_lstm",
+        LNLSTMParams,
+        LSTMState,
+        ln_lstm_step,
+        ln_lstm_init,
+        LN_LSTM_GATES,
+        vectors=_VECTORS,
+        options=("forget_bias", "chrono_t_max"),
+    )
+)
