@@ -23,8 +23,10 @@ Implementations (``--impls``): rnncells (``rc.unroll`` of the built-in step: the
 layer), rnncells_generic (``rc.unroll`` of a wrapped step: plain ``lax.scan`` + autodiff),
 torch, flax (``nn.RNN`` of ``OptimizedLSTMCell`` / ``GRUCell``), eqx (``LSTMCell`` /
 ``GRUCell`` under ``lax.scan``), cudnn (GPU only, LSTM only: ``jax.experimental.rnn.lstm``,
-JAX's binding of cuDNN's fused LSTM); tuning variants of the fused layer: rc_nohoist,
-rc_logistic, rc_u2, rc_u8, rc_remat, rc_noblock, rc_concat, rc_bf16 (``compute_dtype=bfloat16``).
+JAX's binding of cuDNN's fused LSTM); the fused layer with its options changed: rc_u2,
+rc_u8 (unroll 2 and 8), rc_remat, rc_bf16 (``compute_dtype=bfloat16``). The layer's other
+variants measured in bench.md (rc_nohoist, rc_logistic, rc_noblock, rc_concat) were not
+kept, and their code is gone.
 
 On a GPU (``jax.default_backend() == "gpu"``) the same harness runs with: PyTorch on
 CUDA (cuDNN's fused nn.LSTM / nn.GRU, synchronised after each call); every fp32 matmul
@@ -143,13 +145,9 @@ def build_rnncells(cell, B, T, D, H, variant=None):
 
     else:
         changes = {
-            "nohoist": dict(hoist=False),
-            "logistic": dict(tanh_sigmoid=False),
             "u2": dict(unroll=2),
             "u8": dict(unroll=8),
             "remat": dict(remat=True),
-            "noblock": dict(gate_block=False),
-            "concat": dict(concat_x=True),
             "bf16": dict(compute_dtype=jnp.dtype(jnp.bfloat16)),
         }[variant]
 
@@ -263,13 +261,9 @@ def build_torch(cell, B, T, D, H):
 BUILDERS = {
     "rnncells": lambda *a: build_rnncells(*a),
     "rnncells_generic": lambda *a: build_rnncells(*a, variant="generic"),
-    "rc_nohoist": lambda *a: build_rnncells(*a, variant="nohoist"),
-    "rc_logistic": lambda *a: build_rnncells(*a, variant="logistic"),
     "rc_u2": lambda *a: build_rnncells(*a, variant="u2"),
     "rc_u8": lambda *a: build_rnncells(*a, variant="u8"),
     "rc_remat": lambda *a: build_rnncells(*a, variant="remat"),
-    "rc_noblock": lambda *a: build_rnncells(*a, variant="noblock"),
-    "rc_concat": lambda *a: build_rnncells(*a, variant="concat"),
     "rc_bf16": lambda *a: build_rnncells(*a, variant="bf16"),
     "torch": build_torch,
     "cudnn": build_cudnn,

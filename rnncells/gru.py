@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
+from rnncells._fused_cell import FusedCell, mm, row, split
+from rnncells._fused_cell import sigmoid as fused_sigmoid
 from rnncells._gates import GateWeights, add_bias, gate_slice
 from rnncells._math import sigmoid, tanh
 from rnncells.initializers import chrono_bias, glorot_uniform, orthogonal
@@ -178,3 +180,107 @@ def gru_gate(params: GRUParams | GRUResetAfterParams, name: str) -> GateWeights:
     For reset-after params the candidate's recurrent bias b_hn is ``params.b_hn``.
     """
     return gate_slice(params, GRU_GATES, name)
+
+
+# ----------------------------------------------------------------------------- fused layer
+# The GRUs' parts of rnncells._fused (see _fused_cell.FusedCell). Both save the gate
+# activations [r, z, h~] as one (B, 3H) array.
+
+
+def _fused_update(acts, carry):
+    (h,) = carry
+    z, n = acts[1], acts[2]
+    return (h + z * (n - h),)  # = (1 - z) h_{t-1} + z h~_t
+
+
+def _fused_activations(params, h, gx, cd):
+    """Reset-before (the seed's form): (r, z, h~); r multiplies h_{t-1} before V_h."""
+    hidden = h.shape[-1]
+    V = params.V
+    rz = fused_sigmoid(gx[:, : 2 * hidden] + mm(h, V[:, : 2 * hidden], cd, gx.dtype))
+    r, z = rz[:, :hidden], rz[:, hidden:]
+    n = jnp.tanh(gx[:, 2 * hidden :] + mm(r * h, V[:, 2 * hidden :], cd, gx.dtype))
+    return r, z, n
+
+
+def _fused_backward(VT, dcarry, acts, s, cd):
+    """dh_{t-1} and dA_t = [da_r, da_z, da_h]; r_t is kept for dV_h = sum_t (r_t h_{t-1})^T da_h."""
+    (dh,) = dcarry
+    h_prev = s["h_prev"]
+    hidden = dh.shape[-1]
+    r, z, n = acts
+    da_n = dh * z * (1 - n * n)
+    drh = mm(da_n, VT[2 * hidden :], cd, dh.dtype)
+    da_r = drh * h_prev * r * (1 - r)
+    da_z = dh * (n - h_prev) * z * (1 - z)
+    da_rz = jnp.concatenate([da_r, da_z], axis=-1)
+    dh_prev = dh * (1 - z) + drh * r + mm(da_rz, VT[: 2 * hidden], cd, dh.dtype)
+    return (dh_prev,), {"dA": jnp.concatenate([da_rz, da_n], axis=-1), "r": r}
+
+
+def _fused_grads(dW, db, hp, outs, mm_tn):
+    dA, r = outs["dA"], outs["r"]
+    hidden = hp.shape[-1]
+    dV = jnp.concatenate(
+        [mm_tn(hp, dA[:, : 2 * hidden]), mm_tn(r * hp, dA[:, 2 * hidden :])], axis=-1
+    )
+    return GRUParams(dW, dV, db)
+
+
+GRU_FUSED = FusedCell(
+    state=GRUState,
+    activations=_fused_activations,
+    update=_fused_update,
+    save=lambda acts: {"acts": jnp.concatenate(acts, -1)},
+    saved=("acts",),
+    load=lambda s: split(s["acts"], (s["acts"].shape[-1] // 3,) * 3),
+    backward=_fused_backward,
+    grads=_fused_grads,
+    reads=("h_prev",),
+)
+
+
+def _fused_activations_ra(params, h, gx, cd):
+    """Reset-after: (r, z, h~, V_h h_{t-1} + b_hn), the last kept for the backward."""
+    hidden = h.shape[-1]
+    gh = mm(h, params.V, cd, gx.dtype)
+    rz = fused_sigmoid(gx[:, : 2 * hidden] + gh[:, : 2 * hidden])
+    r, z = rz[:, :hidden], rz[:, hidden:]
+    ghn = gh[:, 2 * hidden :] + row(params.b_hn, 2)
+    n = jnp.tanh(gx[:, 2 * hidden :] + r * ghn)
+    return r, z, n, ghn
+
+
+def _fused_backward_ra(VT, dcarry, acts, s, cd):
+    """dh_{t-1}, dA_t = [da_r, da_z, da_h] and dghn_t = da_h r_t (the gradient of b_hn)."""
+    (dh,) = dcarry
+    r, z, n, ghn = acts
+    da_n = dh * z * (1 - n * n)
+    da_r = da_n * ghn * r * (1 - r)
+    da_z = dh * (n - s["h_prev"]) * z * (1 - z)
+    dghn = da_n * r
+    dgh = jnp.concatenate([da_r, da_z, dghn], axis=-1)
+    dh_prev = dh * (1 - z) + mm(dgh, VT, cd, dh.dtype)
+    return (dh_prev,), {"dA": jnp.concatenate([da_r, da_z, da_n], axis=-1), "dghn": dghn}
+
+
+def _fused_grads_ra(dW, db, hp, outs, mm_tn):
+    dA, dghn = outs["dA"], outs["dghn"]
+    hidden = hp.shape[-1]
+    dgh = jnp.concatenate([dA[:, : 2 * hidden], dghn], axis=-1)
+    return GRUResetAfterParams(dW, mm_tn(hp, dgh), db, jnp.sum(dghn, axis=0))
+
+
+GRU_RESET_AFTER_FUSED = FusedCell(
+    state=GRUState,
+    activations=_fused_activations_ra,
+    update=_fused_update,
+    save=lambda acts: {"acts": jnp.concatenate(acts[:3], -1), "ghn": acts[3]},
+    saved=("acts", "ghn"),
+    load=lambda s: split(s["acts"], (s["ghn"].shape[-1],) * 3) + (s["ghn"],),
+    backward=_fused_backward_ra,
+    grads=_fused_grads_ra,
+    reads=("h_prev",),
+    overwrite=(("acts", "dA"), ("ghn", "dghn")),  # [da_r, da_z, da_h] and dghn_t, as wide
+    tie=0,  # dh_{t-1} = dh_t (1 - z_t) + ...
+)

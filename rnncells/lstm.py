@@ -21,8 +21,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnncells import _checks
+from rnncells._fused_cell import FusedCell, mm
 from rnncells._gates import GateWeights, add_bias, gate_slice
 from rnncells._math import sigmoid, tanh
 from rnncells.initializers import chrono_bias, glorot_uniform, orthogonal
@@ -150,3 +152,66 @@ def lstm_step(params: LSTMParams, carry: LSTMState, x: jax.Array) -> tuple[LSTMS
 def lstm_gate(params: LSTMParams, name: str) -> GateWeights:
     """The seed's per-gate weights (W_name, V_name, b_name) for gate ``name`` in i, f, g, o."""
     return gate_slice(params, LSTM_GATES, name)
+
+
+# ----------------------------------------------------------------------------- fused layer
+# The LSTM's part of rnncells._fused (see _fused_cell.FusedCell). The four gates are one
+# (B, 4H) block of activations [i, f, g, o], made by one tanh (fewer kernels per step than
+# four gates: bench.md, "Tuning of the fused layer"); it is what the forward saves, and
+# the backward recomputes tanh(C_t) from it and C_{t-1}.
+
+
+def _block_consts(hidden, dtype):
+    """Per-column constants of the (i, f, g, o) block: act = tanh(s a) s + o; act' = (act+p)(q-act).
+
+    With s = 1/2, o = 1/2 this is the sigmoid (derivative act (1 - act)); with s = 1,
+    o = 0 the tanh of the candidate g (derivative (1 + g)(1 - g)).
+    """
+    ones = np.ones((hidden,), np.float64)
+    scale = np.concatenate([ones / 2, ones / 2, ones, ones / 2])
+    offset = np.concatenate([ones / 2, ones / 2, 0 * ones, ones / 2])
+    plus = np.concatenate([0 * ones, 0 * ones, ones, 0 * ones])
+    return tuple(jnp.asarray(v[None], dtype) for v in (scale, offset, plus))
+
+
+def _fused_activations(params, h, gx, cd):
+    """The (B, 4H) block [i, f, g, o] of the step's gates."""
+    a = gx + mm(h, params.V, cd, gx.dtype)
+    scale, offset, _ = _block_consts(h.shape[-1], a.dtype)
+    return jnp.tanh(a * scale) * scale + offset
+
+
+def _fused_update(acts, carry):
+    h, c = carry
+    hidden = h.shape[-1]
+    i, f, g, o = (acts[:, k * hidden : (k + 1) * hidden] for k in range(4))
+    c_new = f * c + i * g
+    return o * jnp.tanh(c_new), c_new
+
+
+def _fused_backward(VT, dcarry, acts, s, cd):
+    """dh_{t-1}, dC_{t-1} and dA_t from the activation block, C_t recomputed."""
+    dh, dc = dcarry
+    c_prev = s["c_prev"]
+    hidden = dh.shape[-1]
+    i, f, g, o = (acts[:, k * hidden : (k + 1) * hidden] for k in range(4))
+    th = jnp.tanh(f * c_prev + i * g)
+    dc_t = dc + dh * o * (1 - th * th)
+    _, _, plus = _block_consts(hidden, acts.dtype)
+    dact = jnp.concatenate([dc_t * g, dc_t * c_prev, dc_t * i, dh * th], axis=-1)
+    dA = dact * (acts + plus) * (1 - acts)
+    return (mm(dA, VT, cd, dh.dtype), dc_t * f), {"dA": dA}
+
+
+LSTM_FUSED = FusedCell(
+    state=LSTMState,
+    activations=_fused_activations,
+    update=_fused_update,
+    save=lambda acts: {"acts": acts},
+    saved=("acts",),
+    load=lambda s: s["acts"],
+    backward=_fused_backward,
+    grads=lambda dW, db, hp, outs, mm_tn: LSTMParams(dW, mm_tn(hp, outs["dA"]), db),
+    overwrite=(("acts", "dA"),),  # dA_t over the activations of step t: both (B, 4H)
+    tie=1,  # dc_{t-1} = dC_t f_t
+)

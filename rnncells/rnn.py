@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
+from rnncells._fused_cell import FusedCell, mm
 from rnncells._gates import GateWeights, add_bias, gate_slice
 from rnncells._math import tanh
 from rnncells.initializers import glorot_uniform, orthogonal
@@ -85,3 +86,28 @@ def rnn_step(params: RNNParams, carry: RNNState, x: jax.Array) -> tuple[RNNState
 def rnn_gate(params: RNNParams, name: str) -> GateWeights:
     """The RNN's single 'gate' h: (W, V, b)."""
     return gate_slice(params, RNN_GATES, name)
+
+
+# ----------------------------------------------------------------------------- fused layer
+# The RNN's part of rnncells._fused (see _fused_cell.FusedCell). Its only activation is
+# h_t itself, which the layer keeps as the outputs: nothing else is saved, and nothing is
+# recomputed under remat.
+
+
+def _fused_backward(VT, dcarry, h_t, s, cd):
+    (dh,) = dcarry
+    dA = dh * (1 - h_t * h_t)
+    return (mm(dA, VT, cd, dh.dtype),), {"dA": dA}
+
+
+RNN_FUSED = FusedCell(
+    state=RNNState,
+    activations=lambda params, h, gx, cd: jnp.tanh(gx + mm(h, params.V, cd, gx.dtype)),
+    update=lambda h_new, carry: (h_new,),
+    save=lambda h_new: {},
+    saved=(),
+    load=lambda s: s["h_t"],
+    backward=_fused_backward,
+    grads=lambda dW, db, hp, outs, mm_tn: RNNParams(dW, mm_tn(hp, outs["dA"]), db),
+    reads=("h_t",),
+)

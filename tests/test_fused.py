@@ -251,31 +251,28 @@ def test_compute_dtype_errors(key):
         rc.unroll(step, params, xs, compute_dtype=jnp.int32)
 
 
-@pytest.mark.parametrize("variant", ["nohoist", "logistic", "unroll", "noblock", "concat"])
-def test_tuning_variants_agree(key, variant):
-    """The layer's internal choices (set by measurement) never change the result."""
-    params = make_params(key, "lstm")
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("variant", ["unroll", "remat"])
+def test_layer_choices_agree(key, kind, variant):
+    """The layer's loop choices (plain scans at unroll > 1, recomputed gates under remat,
+    against the hoisted x @ W and in-place loops at unroll 1) never change the result."""
+    params = make_params(key, kind)
     xs_tm = jax.random.normal(key, (5, 2, D), jnp.float32)
-    carry = rc.init_carry(params, (2,))
+    carry = random_carry(key, params, (2,))
     lengths = jnp.array([5, 3], jnp.int32)
     base = _fused.default_config(
         params, xs_tm, masked=True, unroll=1, remat=False, compute_dtype=None
     )
-    changes = {
-        "nohoist": dict(hoist=False),
-        "logistic": dict(tanh_sigmoid=False, gate_block=False),
-        "unroll": dict(unroll=3),
-        "noblock": dict(gate_block=False),
-        "concat": dict(concat_x=True),
-    }
+    changes = {"unroll": dict(unroll=3), "remat": dict(remat=True)}
 
-    def loss(p, x, cfg):
-        return jnp.sum(jnp.sin(_fused.fused_scan(p, carry, x, lengths, config=cfg)[1]))
+    def loss(p, x, c, cfg):
+        final, ys = _fused.fused_scan(p, c, x, lengths, config=cfg)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(leaf)) for leaf in final)
 
-    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3)
     assert_tree_allclose(
-        grad(params, xs_tm, base._replace(**changes[variant])),
-        grad(params, xs_tm, base),
+        grad(params, xs_tm, carry, base._replace(**changes[variant])),
+        grad(params, xs_tm, carry, base),
         rtol=1e-5,
         atol=1e-5,
     )
@@ -361,3 +358,4 @@ def test_loops_overwrite_saved_arrays_in_place(key, kind, masked):
     assert "while" in text
     big = [line for line in _while_body_copies(text) if f"[{T},{B}," in line]
     assert not big, big
+
