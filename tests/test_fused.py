@@ -5,6 +5,7 @@ step and runs through ``jax.lax.scan`` + autodiff (the generic path).
 """
 
 import re
+from typing import NamedTuple
 
 import jax
 import jax.extend
@@ -15,6 +16,7 @@ from jax.test_util import check_grads
 
 import rnncells as rc
 from rnncells import _fused
+from rnncells._fused_cell import FusedCell, mm, sigmoid
 from tests.conftest import assert_tree_allclose
 
 KINDS = ("lstm", "gru", "gru_ra", "rnn")
@@ -359,3 +361,102 @@ def test_loops_overwrite_saved_arrays_in_place(key, kind, masked):
     big = [line for line in _while_body_copies(text) if f"[{T},{B}," in line]
     assert not big, big
 
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_builtin_cell_has_a_fused_unit_with_its_carry(key, kind):
+    params = make_params(key, kind)
+    assert _fused.fused_cell(params).state is type(rc.init_carry(params))
+    with pytest.raises(TypeError, match="fused layer runs params of LSTMParams.*got tuple"):
+        _fused.fused_cell((params.W, params.V, params.b))
+
+
+# A cell the library does not have, added to the fused layer as one unit and one registry
+# entry: a = σ(x W + h V + b), m_t = m_{t-1} / 2 + a, h_t = a tanh(m_t). Its carry has a
+# second field that is not called c, and it saves activations, so every generic path of
+# the driver runs it (hoisted x @ W, in-place loops, the tie, "<field>_prev", remat).
+class ToyParams(NamedTuple):
+    W: jax.Array  # (D, H)
+    V: jax.Array  # (H, H)
+    b: jax.Array  # (H,)
+
+
+class ToyState(NamedTuple):
+    h: jax.Array
+    m: jax.Array
+
+
+def toy_step(params, carry, x):
+    a = jax.nn.sigmoid(x @ params.W + carry.h @ params.V + params.b[None])
+    m = 0.5 * carry.m + a
+    h = a * jnp.tanh(m)
+    return ToyState(h, m), h
+
+
+def _toy_backward(VT, dcarry, a, s, cd):
+    dh, dm = dcarry
+    th = jnp.tanh(0.5 * s["m_prev"] + a)
+    dm_t = dm + dh * a * (1 - th * th)
+    dA = (dh * th + dm_t) * a * (1 - a)
+    return (mm(dA, VT, cd, dh.dtype), 0.5 * dm_t), {"dA": dA}
+
+
+def _toy_update(a, carry):
+    m = 0.5 * carry[1] + a
+    return a * jnp.tanh(m), m
+
+
+TOY_FUSED = FusedCell(
+    state=ToyState,
+    activations=lambda params, h, gx, cd: sigmoid(gx + mm(h, params.V, cd, gx.dtype)),
+    update=_toy_update,
+    save=lambda a: {"acts": a},
+    saved=("acts",),
+    load=lambda s: s["acts"],
+    backward=_toy_backward,
+    grads=lambda dW, db, hp, outs, mm_tn: ToyParams(dW, mm_tn(hp, outs["dA"]), db),
+    overwrite=(("acts", "dA"),),
+    tie=1,
+)
+
+
+def _toy_scan(params, carry, xs_tm, lengths):
+    """The reference: lax.scan of toy_step, carries frozen and outputs zero past lengths."""
+
+    def body(carry, inp):
+        t, x = inp
+        new, y = toy_step(params, carry, x)
+        valid = (t < lengths)[:, None]
+        new = ToyState(*(jnp.where(valid, n, o) for n, o in zip(new, carry, strict=True)))
+        return new, jnp.where(valid, y, 0.0)
+
+    return jax.lax.scan(body, carry, (jnp.arange(xs_tm.shape[0], dtype=lengths.dtype), xs_tm))
+
+
+@pytest.mark.parametrize("unroll", [1, 3])
+@pytest.mark.parametrize("remat", [False, True])
+def test_a_new_cell_is_one_unit_and_one_registry_entry(key, monkeypatch, unroll, remat):
+    monkeypatch.setitem(_fused.FUSED_CELLS, ToyParams, TOY_FUSED)
+    k_w, k_v, k_b, k_x, k_h, k_m = jax.random.split(key, 6)
+    params = ToyParams(
+        jax.random.normal(k_w, (D, H)),
+        0.5 * jax.random.normal(k_v, (H, H)),
+        jax.random.normal(k_b, (H,)),
+    )
+    xs_tm = jax.random.normal(k_x, (6, 3, D))
+    carry = ToyState(jax.random.normal(k_h, (3, H)), jax.random.normal(k_m, (3, H)))
+    lengths = jnp.array([6, 0, 4], jnp.int32)
+
+    def loss(run):
+        def f(p, x, c):
+            final, ys = run(p, c, x)
+            w = jnp.arange(ys.size, dtype=ys.dtype).reshape(ys.shape) / ys.size
+            return jnp.sum(jnp.sin(ys) * w) + sum(jnp.sum(jnp.cos(leaf)) for leaf in final)
+
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(params, xs_tm, carry)
+
+    kw = dict(unroll=unroll, remat=remat, compute_dtype=None)
+    for lens in (None, lengths):
+        fused = loss(lambda p, c, x, n=lens: _fused.fused_scan(p, c, x, n, **kw))
+        full = jnp.full((3,), 6, jnp.int32) if lens is None else lens
+        plain = loss(lambda p, c, x, n=full: _toy_scan(p, c, x, n))
+        assert_tree_allclose(fused, plain, rtol=1e-5, atol=1e-5)
