@@ -837,3 +837,44 @@ def test_from_framework_float64_numpy_weights_with_x64_off_refused(x64_off):
     variables = jax.tree.map(lambda x: np.asarray(x, np.float64), variables)
     with pytest.raises(TypeError, match=r"\['i'\]\['kernel'\]'s dtype is float64, but jax_enable"):
         interop.from_flax_linen(nn.SimpleCell(features=H), variables)
+
+
+# --- cells of the LSTM family that a framework has no counterpart for ----------------------
+
+FAMILY = {
+    "peephole_lstm": rc.peephole_lstm_init,
+    "cifg_lstm": rc.cifg_lstm_init,
+    "ln_lstm": rc.ln_lstm_init,
+    "ln_gru": rc.ln_gru_init,
+    "irnn": rc.irnn_init,
+}
+
+
+@pytest.mark.parametrize(
+    "kind, convert",
+    [
+        (kind, convert)
+        for kind in FAMILY
+        for convert in (
+            interop.to_flax_linen,
+            interop.to_flax_nnx,
+            interop.to_equinox,
+            interop.to_haiku,
+        )
+        if (kind, convert) != ("irnn", interop.to_haiku)  # hk.VanillaRNN is the IRNN
+    ],
+)
+def test_family_params_without_a_counterpart_refused(kind, convert):
+    # The IRNN has the tanh RNN's layout, the peephole and LN LSTMs the LSTM's W, V, b:
+    # read as those cells they would convert silently into another function.
+    made = FAMILY[kind](jax.random.key(0), D, H)
+    name = type(made).__name__
+    with pytest.raises(ValueError, match=rf"params is {name} \(rnncells' '{kind}' cell\)"):
+        convert(made)
+
+
+def test_family_carries_refused_by_other_frameworks_carry_converters():
+    irnn = rc.irnn_init(jax.random.key(0), D, H)
+    for convert in (interop.from_flax_carry, interop.from_equinox_carry):
+        with pytest.raises(ValueError, match=r"params is IRNNParams \(rnncells' 'irnn' cell\)"):
+            convert(ones(2, H), irnn)

@@ -335,6 +335,18 @@ REFUSALS = [
         r"params.V",
     ),
     ("params type", lambda: interop.to_keras({"W": 1}), TypeError, "params"),
+    (
+        "relu IRNN for SimpleRNN (tanh)",
+        lambda: interop.to_keras(rc.irnn_init(jax.random.key(0), D, H)),
+        ValueError,
+        r"params is IRNNParams \(rnncells' 'irnn' cell\), which this converter cannot",
+    ),
+    (
+        "peephole LSTM for LSTM",
+        lambda: interop.to_keras(rc.peephole_lstm_init(jax.random.key(0), D, H)),
+        ValueError,
+        r"params is PeepholeLSTMParams",
+    ),
     ("layer type", lambda: interop.to_keras(_params("rnn"), "rnn"), TypeError, "layer must be"),
     (
         "rnncells carry",

@@ -1,5 +1,7 @@
 """PyTorch interop: from_torch, to_torch and the carry converters against torch's own RNNs."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,7 +22,12 @@ from rnncells.interop import (  # noqa: E402
 from tests.conftest import assert_tree_allclose  # noqa: E402
 
 D, H = 3, 5  # D != H so that a transposed or misplaced weight cannot fit
-MODULES = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
+MODULES = {
+    "lstm": torch.nn.LSTM,
+    "gru": torch.nn.GRU,
+    "rnn": torch.nn.RNN,
+    "irnn": functools.partial(torch.nn.RNN, nonlinearity="relu"),  # rnncells' IRNN
+}
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +70,7 @@ def to_numpy(tree):
     return jax.tree.map(lambda t: t.detach().numpy(), tree)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("bidirectional", [False, True])
 # bias and layout vary together: each value of each still meets every cell, depth and direction
@@ -197,7 +204,7 @@ def random_stack(rng, cell, **kwargs):
     return jax.tree.map(fill, shapes)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
 @pytest.mark.parametrize(("num_layers", "bidirectional"), [(1, False), (2, True)])
 def test_ours_to_torch_to_ours_is_exact(rng, cell, num_layers, bidirectional):
     kwargs = {"reset_after": True} if cell == "gru" else {}
@@ -212,7 +219,7 @@ def test_ours_to_torch_to_ours_is_exact(rng, cell, num_layers, bidirectional):
         np.testing.assert_array_equal(theirs, ours)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
 def test_torch_to_ours_to_torch_same_outputs(cell):
     source = make_module(cell, seed=0, num_layers=2, bidirectional=True)
     target = to_torch(
@@ -264,14 +271,23 @@ def test_reset_before_gru_refused(rng):
         to_torch(layers, torch.nn.GRU(D, H))
 
 
-def test_relu_rnn_refused(rng):
-    module = torch.nn.RNN(D, H, nonlinearity="relu")
-    with pytest.raises(ValueError, match="nonlinearity='relu'.*tanh"):
-        from_torch(module)
-    with pytest.raises(ValueError, match="nonlinearity='relu'"):
-        to_torch(random_stack(rng, "rnn"), module)
-    with pytest.raises(ValueError, match="nonlinearity='relu'"):
-        from_torch_carries(module, torch.zeros(1, 2, H))
+def test_relu_rnn_is_the_irnn_and_the_other_activation_is_refused(rng):
+    relu, tanh = torch.nn.RNN(D, H, nonlinearity="relu"), torch.nn.RNN(D, H)
+    (params,) = from_torch(relu)
+    assert isinstance(params, rc.IRNNParams) and rc.step_for(params) is rc.irnn_step
+    assert isinstance(from_torch_carries(relu, torch.zeros(1, 2, H))[0], rc.RNNState)
+    with pytest.raises(
+        ValueError, match=r"params\[0\] is RNNParams, h = tanh.*nonlinearity='relu'"
+    ):
+        to_torch(random_stack(rng, "rnn"), relu)
+    with pytest.raises(
+        ValueError, match=r"params\[0\] is IRNNParams, h = relu.*nonlinearity='tanh'"
+    ):
+        to_torch(random_stack(rng, "irnn"), tanh)
+    with pytest.raises(
+        TypeError, match="params\\[0\\] must be LSTMParams for a torch.nn.LSTM, got"
+    ):
+        to_torch(random_stack(rng, "peephole_lstm"), torch.nn.LSTM(D, H))
 
 
 def test_projected_lstm_refused():

@@ -3,16 +3,17 @@
 Each converter lives in its own module and imports its framework only when called, so
 ``import rnncells.interop`` needs JAX alone.
 
-- PyTorch ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``: ``from_torch``, ``to_torch``; stacked
-  ``(h_n, c_n)`` states ``from_torch_carries``, ``to_torch_carries``.
+- PyTorch ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (tanh, and relu as the IRNN):
+  ``from_torch``, ``to_torch``; stacked ``(h_n, c_n)`` states ``from_torch_carries``,
+  ``to_torch_carries``.
 - Flax linen ``LSTMCell`` / ``OptimizedLSTMCell`` / ``GRUCell`` / ``SimpleCell``:
   ``from_flax_linen``, ``to_flax_linen``; carries ``from_flax_carry``, ``to_flax_carry``.
 - Flax NNX ``LSTMCell`` / ``OptimizedLSTMCell`` / ``GRUCell`` / ``SimpleCell``:
   ``from_flax_nnx``, ``to_flax_nnx`` (same carry converters as linen).
 - Equinox ``LSTMCell`` / ``GRUCell``: ``from_equinox``, ``to_equinox``,
   ``from_equinox_carry``, ``to_equinox_carry``.
-- Haiku ``hk.LSTM`` / ``hk.GRU`` params: ``from_haiku``, ``to_haiku``,
-  ``from_haiku_carry``, ``to_haiku_carry`` (``hk.VanillaRNN`` is relu: refused).
+- Haiku ``hk.LSTM`` / ``hk.GRU`` / ``hk.VanillaRNN`` (relu: the IRNN) params:
+  ``from_haiku``, ``to_haiku``, ``from_haiku_carry``, ``to_haiku_carry``.
 - Keras 3 (JAX backend) ``keras.layers.LSTM`` / ``GRU`` (both ``reset_after``) /
   ``SimpleRNN``: ``from_keras``, ``to_keras``; states ``from_keras_carry``,
   ``to_keras_carry``.

@@ -18,11 +18,13 @@ import numpy as np
 
 from rnncells import _checks
 from rnncells.cells import CellSpec, cell_spec
-from rnncells.gru import GRUState
-from rnncells.lstm import LSTMState
-from rnncells.rnn import RNNState
+from rnncells.gru import GRUParams, GRUResetAfterParams, GRUState
+from rnncells.lstm import LSTMParams, LSTMState
+from rnncells.rnn import RNNParams, RNNState
 
 CORE_STATES = (LSTMState, GRUState, RNNState)
+SEED_PARAMS = (LSTMParams, GRUParams, GRUResetAfterParams, RNNParams)
+"""The params types every converter reads (some refuse one with a reason of its own)."""
 
 
 def type_name(x: Any) -> str:
@@ -127,14 +129,29 @@ class Leaves:
             )
 
 
-def check_params(params: Any) -> CellSpec:
+def check_params(params: Any, accepted: tuple[type, ...] = SEED_PARAMS) -> CellSpec:
     """Checks built-in params before a converter reads them, and returns their CellSpec.
 
-    The core's ``check_params`` (W (D, G*H), V (H, G*H), b (G*H,), b_hn (H,), one
-    floating dtype), after checking that every field is a JAX or NumPy array, and that
-    JAX can hold their dtype (float64 needs x64).
+    The params must be of a type in ``accepted`` (the converter's cells: another
+    registered cell, e.g. the peephole LSTM, has no counterpart there and is refused
+    rather than read as the cell of the same layout), then pass the cell's own
+    ``check_params`` (W (D, G*H), V (H, G*H), b (G*H,), b_hn (H,), one floating dtype),
+    after checking that every field is a JAX or NumPy array, and that JAX can hold their
+    dtype (float64 needs x64).
+
+    Raises:
+      TypeError: not a registered cell's params, or bad arrays.
+      ValueError: a registered cell's params that this converter does not take, or
+        shapes that are not the cell's.
     """
     spec = cell_spec(params)
+    if type(params) not in accepted:
+        names = ", ".join(t.__name__ for t in accepted)
+        raise ValueError(
+            f"params is {type(params).__name__} (rnncells' {spec.name!r} cell), which this "
+            f"converter cannot convert: no cell of the other framework computes it (it "
+            f"converts {names})"
+        )
     for field, value in zip(params._fields, params, strict=True):
         array_dtype(f"params.{field}", value)
     spec.check_params(params)
@@ -190,7 +207,14 @@ def check_carry_array(name: str, x: Any, params: Any) -> None:
         )
 
 
-def carry_from(carry: Any, params: Any, framework: str, lstm_form: str, unpack: Callable) -> Any:
+def carry_from(
+    carry: Any,
+    params: Any,
+    framework: str,
+    lstm_form: str,
+    unpack: Callable,
+    accepted: tuple[type, ...] = SEED_PARAMS,
+) -> Any:
     """Another framework's carry as the core's carry for ``params``, checked first.
 
     Args:
@@ -202,6 +226,7 @@ def carry_from(carry: Any, params: Any, framework: str, lstm_form: str, unpack: 
       lstm_form: the framework's LSTM carry as a message shows it, e.g. "a (c, h) tuple".
       unpack: ``unpack(carry) -> ((name_h, h), (name_c, c))`` for an LSTM carry, or None
         when ``carry`` is not the framework's LSTM carry.
+      accepted: the params types the framework's converters take.
 
     Raises:
       TypeError: an rnncells carry (reading ours as theirs would swap or nest fields),
@@ -209,7 +234,7 @@ def carry_from(carry: Any, params: Any, framework: str, lstm_form: str, unpack: 
       ValueError: arrays whose last dimension is not the hidden size, or an LSTM carry
         whose two arrays differ in shape.
     """
-    spec = check_params(params)
+    spec = check_params(params, accepted)
     cell = type(params).__name__
     array_form = f"the array h for {cell}"
     if isinstance(carry, CORE_STATES):

@@ -11,8 +11,12 @@ module's name (``"lstm"``, ``"gru"``, or e.g. ``"model/~/lstm"`` when nested).
 - ``hk.GRU``: ``w_i`` (D, 3H), ``w_h`` (H, 3H), ``b`` (3H,) at ``name``, gates
   (z, r, a), reset *before* the recurrent matmul (a = tanh(x W_a + (r h) V_a + b_a)) and
   z writes (h' = (1 - z) h + z a): the seed's form, ``GRUParams`` up to the gate order.
-- ``hk.VanillaRNN`` computes h' = relu(W x + b + V h + b_h): rnncells' RNN is tanh, so
-  it is refused both ways.
+- ``hk.VanillaRNN``: h' = relu(x w_i + b_i + h w_h + b_h), ``hk.Linear`` s at
+  ``f"{name}/linear"`` (``w`` (D, H), ``b`` (H,)) and ``f"{name}/linear_1"`` (``w``
+  (H, H), and ``b`` (H,) with Haiku's default ``double_bias=True``): rnncells' IRNN
+  (``IRNNParams``) with W = w_i, V = w_h, b = b_i + b_h (only the sum enters). ``to_haiku``
+  writes b into ``linear`` and zeros into ``linear_1``'s ``b``; the tanh ``RNNParams`` are
+  refused both ways (another activation).
 """
 
 from __future__ import annotations
@@ -26,18 +30,23 @@ import jax.numpy as jnp
 from rnncells._checks import shape_str
 from rnncells.gru import GRUParams, GRUResetAfterParams
 from rnncells.interop._checks import (
+    SEED_PARAMS,
     Leaves,
     carry_from,
+    check_bool,
     check_core_carry,
     check_params,
     type_name,
 )
+from rnncells.irnn import IRNNParams
 from rnncells.lstm import LSTMParams, LSTMState
 
 KINDS = ("lstm", "gru", "vanilla_rnn")
+_ACCEPTED = SEED_PARAMS + (IRNNParams,)
 _VANILLA = (
     "hk.VanillaRNN computes h' = relu(W x + b + V h + b_h), and rnncells' RNN is "
-    "h' = tanh(W x + V h + b): different activations, so no weights make them equal"
+    "h' = tanh(W x + V h + b): different activations, so no weights make them equal "
+    "(rnncells' IRNN, IRNNParams, is the relu RNN that hk.VanillaRNN converts to)"
 )
 
 
@@ -104,6 +113,27 @@ def _gru_from_haiku(params: Mapping, name: str) -> GRUParams:
     return GRUParams(*(_reorder(x, _GRU_TO_HK, 3) for x in (w_i, w_h, b)))
 
 
+def _vanilla_from_haiku(params: Mapping, name: str) -> IRNNParams:
+    """hk.VanillaRNN's two linears, checked, as IRNNParams (b = b_i + b_h)."""
+    i_module, h_module = f"{name}/linear", f"{name}/linear_1"
+    names = {
+        "w_i": f"params[{i_module!r}]['w']",
+        "b_i": f"params[{i_module!r}]['b']",
+        "w_h": f"params[{h_module!r}]['w']",
+        "b_h": f"params[{h_module!r}]['b']",
+    }
+    leaves = Leaves("hk.VanillaRNN's weights")
+    w_h = leaves(names["w_h"], _leaf(params, h_module, "w"), ("hidden_size", "hidden_size"))
+    hidden = w_h.shape[0]
+    what = f"hk.VanillaRNN with hidden_size {hidden}, from {names['w_h']}"
+    leaves.check_shape(names["w_h"], w_h, (hidden, hidden), what)
+    w_i = leaves(names["w_i"], _leaf(params, i_module, "w"), ("input_size", hidden), what)
+    b = leaves(names["b_i"], _leaf(params, i_module, "b"), (hidden,), what)
+    if "b" in params[h_module]:  # double_bias=True (Haiku's default)
+        b = b + leaves(names["b_h"], params[h_module]["b"], (hidden,), what)
+    return IRNNParams(w_i, w_h, b)
+
+
 def _reorder(x: jax.Array, order: tuple[int, ...], num_gates: int) -> jax.Array:
     blocks = jnp.split(x, num_gates, axis=-1)
     return jnp.concatenate([blocks[k] for k in order], axis=-1)
@@ -124,53 +154,71 @@ def from_haiku(params: Mapping, kind: str, *, name: str | None = None) -> Any:
 
     Args:
       params: Haiku params, ``{module_path: {param_name: array}}`` (from ``init``).
-      kind: "lstm" (``hk.LSTM``), "gru" (``hk.GRU``) or "vanilla_rnn".
+      kind: "lstm" (``hk.LSTM``), "gru" (``hk.GRU``) or "vanilla_rnn"
+        (``hk.VanillaRNN``, either ``double_bias``).
       name: the core's module path; defaults to ``kind`` (Haiku's default names).
 
     Returns:
-      LSTMParams (with b_f including Haiku's +1) or GRUParams (reset-before, z writes).
+      LSTMParams (with b_f including Haiku's +1), GRUParams (reset-before, z writes) or
+      IRNNParams (relu; b = the two linears' biases summed).
 
     Raises:
       TypeError: params (or a module's entry) not a mapping, ``name`` not a string, or
         leaves that are not floating arrays of one dtype (float64 also needs
         ``jax_enable_x64``).
-      ValueError: unknown kind, missing params, "vanilla_rnn" (relu, not tanh), or
-        shapes that are not the core's: LSTM ``w`` (D+H, 4H) and ``b`` (4H,); GRU
-        ``w_i`` (D, 3H), ``w_h`` (H, 3H), ``b`` (3H,).
+      ValueError: unknown kind, missing params, or shapes that are not the core's: LSTM
+        ``w`` (D+H, 4H) and ``b`` (4H,); GRU ``w_i`` (D, 3H), ``w_h`` (H, 3H), ``b``
+        (3H,); VanillaRNN ``linear`` ``w`` (D, H), ``b`` (H,), ``linear_1`` ``w`` (H, H)
+        and ``b`` (H,) if present.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be a Haiku params mapping, got {type(params).__name__}")
     _check_name(name)
-    if kind == "vanilla_rnn":
-        raise ValueError(f"cannot convert hk.VanillaRNN: {_VANILLA}")
     name = kind if name is None else name
     if kind == "lstm":
         return _lstm_from_haiku(params, name)
+    if kind == "vanilla_rnn":
+        return _vanilla_from_haiku(params, name)
     return _gru_from_haiku(params, name)
 
 
-def to_haiku(params: Any, *, name: str | None = None) -> dict[str, dict[str, jax.Array]]:
-    """Haiku params for ``hk.LSTM`` / ``hk.GRU`` computing exactly what ``params`` computes.
+def to_haiku(
+    params: Any, *, name: str | None = None, double_bias: bool = True
+) -> dict[str, dict[str, jax.Array]]:
+    """Haiku params for ``hk.LSTM`` / ``hk.GRU`` / ``hk.VanillaRNN`` computing exactly what
+    ``params`` computes.
 
     Args:
-      params: LSTMParams or GRUParams.
-      name: the Haiku module path; "lstm" or "gru" (Haiku's default names) when None.
+      params: LSTMParams, GRUParams or IRNNParams.
+      name: the Haiku module path; "lstm", "gru" or "vanilla_rnn" (Haiku's default
+        names) when None.
+      double_bias: IRNNParams only: the ``double_bias`` of the ``hk.VanillaRNN`` the
+        params are for (Haiku's default True: ``linear_1`` has a ``b``, written as zeros).
 
     Returns:
-      ``{f"{name}/linear": {"w", "b"}}`` for LSTMParams (b_f minus Haiku's +1), or
-      ``{name: {"w_i", "w_h", "b"}}`` for GRUParams.
+      ``{f"{name}/linear": {"w", "b"}}`` for LSTMParams (b_f minus Haiku's +1),
+      ``{name: {"w_i", "w_h", "b"}}`` for GRUParams, or ``{f"{name}/linear": {"w": W,
+      "b": b}, f"{name}/linear_1": {"w": V, "b": 0}}`` for IRNNParams.
 
     Raises:
       TypeError: params is not a built-in params NamedTuple, holds non-floating arrays or
-        fields of different dtypes (float64 also needs ``jax_enable_x64``), or ``name``
-        is not a string.
+        fields of different dtypes (float64 also needs ``jax_enable_x64``), ``name`` is
+        not a string or ``double_bias`` not a bool.
       ValueError: GRUResetAfterParams (Haiku's GRU is reset-before), RNNParams
-        (hk.VanillaRNN is relu), or shapes that are not W (D, G*H), V (H, G*H), b (G*H,).
+        (hk.VanillaRNN is relu), another cell's params, or shapes that are not W (D, G*H),
+        V (H, G*H), b (G*H,).
     """
-    check_params(params)
+    check_params(params, _ACCEPTED)
     _check_name(name)
+    check_bool("double_bias", double_bias)
+    if isinstance(params, IRNNParams):
+        name = "vanilla_rnn" if name is None else name
+        linear_1 = {"w": params.V}
+        if double_bias:
+            linear_1["b"] = jnp.zeros_like(params.b)
+        return {f"{name}/linear": {"w": params.W, "b": params.b}, f"{name}/linear_1": linear_1}
     if isinstance(params, LSTMParams):
         name = "lstm" if name is None else name
         hidden = params.V.shape[0]
@@ -191,7 +239,8 @@ def to_haiku(params: Any, *, name: str | None = None) -> dict[str, dict[str, jax
 
 
 def to_haiku_carry(carry: Any) -> Any:
-    """A core carry as Haiku's: LSTMState(h, c) -> hk.LSTMState(hidden, cell); GRU -> h.
+    """A core carry as Haiku's: LSTMState(h, c) -> hk.LSTMState(hidden, cell); GRUState
+    (hk.GRU) and RNNState (hk.VanillaRNN) -> h.
 
     Raises:
       TypeError: not an rnncells carry (``hk.LSTMState`` is Haiku's already), or fields
@@ -213,15 +262,17 @@ def _haiku_pair(carry: Any):
 
 
 def from_haiku_carry(carry: Any, params: Any) -> Any:
-    """A Haiku carry as the core's: hk.LSTMState(hidden, cell) -> LSTMState(h, c); h -> GRUState.
+    """A Haiku carry as the core's: hk.LSTMState(hidden, cell) -> LSTMState(h, c); the
+    array h -> GRUState(h) (hk.GRU) or RNNState(h) (hk.VanillaRNN).
 
     Args:
       carry: Haiku's carry: ``hk.LSTMState(hidden, cell)`` for ``hk.LSTM``, the array h
-        for ``hk.GRU``, each of shape (*batch, hidden_size) and the params' dtype.
-      params: the core params (their type picks LSTMState or GRUState).
+        for ``hk.GRU`` and ``hk.VanillaRNN``, each of shape (*batch, hidden_size) and the
+        params' dtype.
+      params: the core params (their type picks LSTMState, GRUState or RNNState).
 
     Returns:
-      LSTMState(h, c) or GRUState(h).
+      LSTMState(h, c), GRUState(h) or RNNState(h).
 
     Raises:
       TypeError: ``carry`` is already an rnncells carry, another cell's carry (an
@@ -230,4 +281,4 @@ def from_haiku_carry(carry: Any, params: Any) -> Any:
       ValueError: a last dimension other than the hidden size, or hidden and cell of
         different shapes.
     """
-    return carry_from(carry, params, "Haiku", "hk.LSTMState(hidden, cell)", _haiku_pair)
+    return carry_from(carry, params, "Haiku", "hk.LSTMState(hidden, cell)", _haiku_pair, _ACCEPTED)

@@ -16,6 +16,8 @@ Conventions mapped (PyTorch -> rnncells):
   (G*H, H) -> V = weight_hh.T (H, G*H). The backward direction's names end in
   ``_reverse``. Gate order is PyTorch's: LSTM (i, f, g, o), GRU (r, z, n) = (r, z, h).
 - LSTM and RNN: b = bias_ih + bias_hh (only the sum enters the equations).
+- RNN: ``nonlinearity="tanh"`` (the default) is ``RNNParams``, ``nonlinearity="relu"``
+  is the IRNN's ``IRNNParams`` (h_t = relu(W x_t + V h_{t-1} + b)), same layout.
 - GRU: PyTorch's GRU is the reset-after form with z meaning "keep",
   h_t = (1 - z'_t) ⊙ h~_t + z'_t ⊙ h_{t-1}. It maps onto ``GRUResetAfterParams``, whose z
   writes (z = 1 - z' = σ(-a)), by negating the z blocks of W, V and b; for the r and z
@@ -32,8 +34,9 @@ Conventions mapped (PyTorch -> rnncells):
   yourself if you train with it (the random masks differ from PyTorch's).
 
 Not convertible, refused with an error: reset-before ``GRUParams`` (a different function
-family from PyTorch's GRU), ``nn.RNN(nonlinearity="relu")`` (rnncells has the tanh RNN
-only), and ``nn.LSTM(proj_size > 0)`` (projected LSTM).
+family from PyTorch's GRU), ``RNNParams`` (tanh) for ``nn.RNN(nonlinearity="relu")`` and
+``IRNNParams`` (relu) for a tanh ``nn.RNN``, and ``nn.LSTM(proj_size > 0)`` (projected
+LSTM).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import numpy as np
 from rnncells._checks import shape_str
 from rnncells.gru import GRUParams, GRUResetAfterParams, GRUState
 from rnncells.interop._checks import array_dtype, check_dtype_arg, type_name
+from rnncells.irnn import IRNNParams
 from rnncells.layers import Bidirectional
 from rnncells.lstm import LSTMParams, LSTMState
 from rnncells.rnn import RNNParams, RNNState
@@ -62,7 +66,9 @@ _CELLS: dict[str, tuple[type, type, int]] = {
     "LSTM": (LSTMParams, LSTMState, 4),
     "GRU": (GRUResetAfterParams, GRUState, 3),
     "RNN_TANH": (RNNParams, RNNState, 1),
+    "RNN_RELU": (IRNNParams, RNNState, 1),
 }
+_ACTIVATIONS = {RNNParams: "tanh", IRNNParams: "relu"}  # nn.RNN's nonlinearity
 _RESET_BEFORE_MESSAGE = (
     "got GRUParams (the reset-before GRU) for a PyTorch nn.GRU: PyTorch's GRU applies the "
     "reset gate after the recurrent matmul, h~ = tanh(W_h x + b_h + r * (V_h h + b_hn)), "
@@ -78,11 +84,6 @@ def _check_module(module: Any, argname: str = "module") -> tuple[type, type, int
         raise TypeError(
             f"{argname} must be a torch.nn.LSTM, torch.nn.GRU or torch.nn.RNN, "
             f"got {type(module).__name__}"
-        )
-    if module.mode == "RNN_RELU":
-        raise ValueError(
-            f"{argname} is nn.RNN(nonlinearity='relu'); rnncells has the tanh RNN only, "
-            "so only nonlinearity='tanh' converts"
         )
     if module.mode not in _CELLS:
         raise TypeError(
@@ -193,23 +194,24 @@ def from_torch(module, *, dtype=jnp.float32) -> tuple[Any, ...]:
 
     Args:
       module: ``torch.nn.LSTM`` (proj_size=0), ``torch.nn.GRU`` or ``torch.nn.RNN``
-        (nonlinearity="tanh"), any ``num_layers``, ``bidirectional``, ``bias``,
-        ``batch_first``.
+        (nonlinearity "tanh" or "relu"), any ``num_layers``, ``bidirectional``,
+        ``bias``, ``batch_first``.
       dtype: floating dtype of the returned arrays (float32 by default; float64 needs
         ``jax_enable_x64``).
 
     Returns:
       A tuple of ``module.num_layers`` entries, each ``LSTMParams``,
-      ``GRUResetAfterParams`` or ``RNNParams`` (W (D_k, G*H), V (H, G*H), b (G*H,),
-      b_hn (H,)), or ``Bidirectional(forward, backward)`` of two when the module is
-      bidirectional. D_0 = input_size, D_k = H * num_directions for k > 0.
+      ``GRUResetAfterParams``, ``RNNParams`` (tanh) or ``IRNNParams`` (relu) (W (D_k,
+      G*H), V (H, G*H), b (G*H,), b_hn (H,)), or ``Bidirectional(forward, backward)`` of
+      two when the module is bidirectional. D_0 = input_size, D_k = H * num_directions
+      for k > 0.
 
     Raises:
       TypeError: ``module`` is not one of the three modules, holds non-floating
         (e.g. complex) parameters, or ``dtype`` is not floating or is float64 while
         ``jax_enable_x64`` is off (JAX would silently make it float32).
-      ValueError: ``nn.RNN(nonlinearity="relu")`` or ``nn.LSTM(proj_size > 0)``, or a
-        parameter whose shape does not match the module's sizes.
+      ValueError: ``nn.LSTM(proj_size > 0)``, or a parameter whose shape does not match
+        the module's sizes.
 
     Example:
       >>> module = torch.nn.GRU(3, 5, num_layers=2, bidirectional=True)
@@ -282,6 +284,14 @@ def _check_param_shape(path: str, name: str, x, expected: tuple[int, ...], what:
 def _check_layer_params(path: str, params: Any, module, layer: int, params_type: type, G: int):
     if isinstance(params, GRUParams) and params_type is GRUResetAfterParams:
         raise ValueError(f"{path}: {_RESET_BEFORE_MESSAGE}")
+    if {type(params), params_type} == {RNNParams, IRNNParams}:
+        given, wanted = _ACTIVATIONS[type(params)], _ACTIVATIONS[params_type]
+        init = "irnn_init" if wanted == "relu" else "rnn_init"
+        raise ValueError(
+            f"{path} is {type(params).__name__}, h = {given}(W x + V h + b), but the module is "
+            f"nn.RNN(nonlinearity='{wanted}'): different activations, so no weights make "
+            f"them equal; use {params_type.__name__} ({init}) for this module"
+        )
     if type(params) is not params_type:
         raise TypeError(
             f"{path} must be {params_type.__name__} for a torch.nn.{type(module).__name__}, "
@@ -318,9 +328,10 @@ def to_torch(params: tuple[Any, ...], module):
     Args:
       params: a tuple with one entry per layer, as ``stack_init`` or ``from_torch``
         return: ``LSTMParams`` for ``nn.LSTM``, ``GRUResetAfterParams`` for ``nn.GRU``,
-        ``RNNParams`` for ``nn.RNN``, each wrapped in ``Bidirectional(forward, backward)``
-        when the module is bidirectional. Layer k has W (D_k, G*H), V (H, G*H), b (G*H,)
-        (and b_hn (H,)), D_0 = input_size, D_k = H * num_directions.
+        ``RNNParams`` for ``nn.RNN`` (``IRNNParams`` for ``nonlinearity="relu"``), each
+        wrapped in ``Bidirectional(forward, backward)`` when the module is bidirectional.
+        Layer k has W (D_k, G*H), V (H, G*H), b (G*H,) (and b_hn (H,)), D_0 = input_size,
+        D_k = H * num_directions.
       module: the ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` to overwrite.
 
     Returns:
@@ -332,7 +343,8 @@ def to_torch(params: tuple[Any, ...], module):
         NumPy arrays, or a layer whose fields differ in dtype.
       ValueError: the number of layers, bidirectionality or a shape does not match the
         module; reset-before ``GRUParams`` for an ``nn.GRU``; non-zero biases for a module
-        with ``bias=False``; ``nn.RNN(nonlinearity="relu")`` or ``nn.LSTM(proj_size > 0)``.
+        with ``bias=False``; the other activation's params for an ``nn.RNN``;
+        ``nn.LSTM(proj_size > 0)``.
     """
     params_type, _, G = _check_module(module)
     items = _layer_items(params, module, "params")
