@@ -121,9 +121,14 @@ def _seed0(tree):
 
 
 def plot_gates(folder: str, config, params: ModelParams, task, path: str) -> bool:
-    """Heatmaps of the gates of the first layer for one example; False for a tanh RNN."""
+    """Heatmaps of the gates of the first layer for one example.
+
+    False (nothing drawn) for a cell whose gates are not σ(x W + h V + b) of its per-gate
+    weights: the tanh RNN and the IRNN have none, and the rest of the LSTM family
+    (peepholes, layer norms, coupled gates) computes them otherwise.
+    """
     cell = config.model.cell
-    if cell == "rnn":
+    if cell not in ("lstm", "gru", "gru_reset_after"):
         return False
     batch = task.make_batch(jax.random.PRNGKey(1), 1)
     xs = embed_inputs(params, batch.inputs, task.vocab_size)[0]

@@ -252,7 +252,11 @@ def standard_spec(
     ``_checks.check_step_inputs``, so the messages are the seed cells'.
 
     Args:
-      name, params, state, step, init: as in CellSpec.
+      name: the registry name.
+      params: the params NamedTuple type.
+      state: the carry NamedTuple type.
+      step: ``step(params, carry, x) -> (carry, y)``.
+      init: ``init(key, input_size, hidden_size, **options) -> params``.
       gates: gate names in fused order (G = len(gates)).
       vectors: the params' fields after W and V with their lengths in units of H.
       **fields: further CellSpec fields (options, cell, gate, fused, ...).

@@ -332,10 +332,9 @@ class RNN(_LayerMethods, nn.Module):
 class Layer(_LayerMethods, nn.Module):
     __doc__ = (
         "Stacked layers of any registered cell, by name, running "
-        "``rnncells.stack_unroll``: ``Layer(cell=\"ln_lstm\", hidden_size=16)``.\n\n"
+        '``rnncells.stack_unroll``: ``Layer(cell="ln_lstm", hidden_size=16)``.\n\n'
         "    ``cell`` is a registered cell's name; forget_bias, chrono_t_max, reset_after "
-        "and cell_options (a mapping of the cell's own init options) as for ``Cell``."
-        + _LAYER_DOC
+        "and cell_options (a mapping of the cell's own init options) as for ``Cell``." + _LAYER_DOC
     )
 
     cell: str

@@ -127,9 +127,11 @@ def make_cell(
         ``rnncells.cells.cell_names()``).
       input_size: D.
       hidden_size: H.
-      forget_bias, chrono_t_max, reset_after: passed to the cell's init when it takes
-        them (``CellSpec.options``); a non-default value it does not take raises
-        (forget_bias is ignored, as by the seed's GRU and RNN).
+      forget_bias: the LSTM family's forget-gate bias; passed when the cell's init
+        takes it (``CellSpec.options``), else ignored (as by the seed's GRU and RNN).
+      chrono_t_max: chrono initialisation, for cells whose init takes it; given to any
+        other cell it raises.
+      reset_after: the GRU's reset placement; True for any other cell raises.
       dtype: params dtype.
       rngs: ``nnx.Rngs``; its ``params`` stream initialises the weights.
       **cell_options: the cell's own further init options.
@@ -401,9 +403,23 @@ def make_layer(
 
     Args:
       cell: a registered cell's name ("lstm", "cifg_lstm", "ln_lstm", "irnn", ...).
-      input_size, hidden_size, num_layers, bidirectional, merge, dropout_rate, reverse,
-        deterministic, unroll, remat, dtype, rngs: as for ``LSTM``.
-      forget_bias, chrono_t_max, reset_after, **cell_options: as for ``make_cell``.
+      input_size: D of the first layer.
+      hidden_size: H of every layer.
+      num_layers: depth.
+      bidirectional: each layer runs forwards and backwards and merges.
+      merge: "concat" or "sum" for bidirectional layers.
+      dropout_rate: dropout on every layer's outputs but the last's.
+      reverse: run every one-directional layer from the last valid step to the first.
+      deterministic: True disables dropout.
+      unroll: ``jax.lax.scan`` unroll factor; None: ``rnncells.default_unroll``.
+      remat: recompute steps in the backward pass.
+      forget_bias: as for ``make_cell``.
+      chrono_t_max: as for ``make_cell``.
+      reset_after: as for ``make_cell``.
+      dtype: params dtype.
+      rngs: ``nnx.Rngs``: ``params`` initialises the weights, ``dropout`` is kept for
+        dropout masks.
+      **cell_options: the cell's own further init options.
 
     Returns:
       A ``Layer``; ``layer(xs)`` returns (final_carries, ys).
