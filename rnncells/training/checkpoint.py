@@ -17,6 +17,13 @@ A process killed at any point leaves at least one intact checkpoint once one was
 Orbax never deletes anything itself (``max_to_keep=None``), and pruning runs only after
 the new checkpoint's digest is on disk. A checkpoint without its digest (killed between
 Orbax's rename and the digest) counts as incomplete.
+
+In a multi-process run (`rnncells.training.distributed`) every process calls these
+functions together: Orbax writes and reads each checkpoint from all processes (its own
+multi-process protocol: each process writes its shards, process 0 finalises), process 0
+alone writes the extra files and the digest, prunes and deletes, and the processes agree
+at each step of a restore, so that they all resume from the same checkpoint or all stop.
+The checkpoint folder must be on a filesystem every process sees.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from rnncells.training import distributed
 from rnncells.training.errors import CheckpointError, MissingCheckpointError, NonFiniteLossError
 
 DIGEST = "rnncells_digest.json"
@@ -192,12 +200,16 @@ def save(
         )
     manager.save(step, args=ocp.args.StandardSave(state), force=True)
     manager.wait_until_finished()
-    path = step_dir(manager, step)
-    for name, text in (files or {}).items():
-        _write_file(os.path.join(path, name), text.encode("utf-8"))
-    _write_digest(path)
-    if keep is not None:
-        _prune(manager, step, keep)
+    if distributed.is_primary():
+        path = step_dir(manager, step)
+        for name, text in (files or {}).items():
+            _write_file(os.path.join(path, name), text.encode("utf-8"))
+        _write_digest(path)
+        if keep is not None:
+            _prune(manager, step, keep)
+    # Every process returns once the checkpoint is verified and the old ones are gone.
+    distributed.barrier(f"rnncells checkpoint {step} saved")
+    manager.reload()
 
 
 def _prune(manager: ocp.CheckpointManager, newest: int, keep: int) -> None:
@@ -207,15 +219,15 @@ def _prune(manager: ocp.CheckpointManager, newest: int, keep: int) -> None:
     complete = [s for s in all_steps(manager) if s <= newest and _has_digest(manager, s)]
     kept = set(complete[-max(keep, 1) :]) | {newest}
     doomed = [s for s in all_steps(manager) if s < newest and s not in kept]
-    discard(manager, doomed)
+    _delete(manager, doomed)
 
 
 def _has_digest(manager: ocp.CheckpointManager, step: int) -> bool:
     return os.path.exists(os.path.join(step_dir(manager, step), DIGEST))
 
 
-def discard(manager: ocp.CheckpointManager, steps: list[int]) -> None:
-    """Deletes the checkpoints of ``steps`` and Orbax's leftovers of interrupted saves."""
+def _delete(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+    """Deletes the folders of ``steps`` and Orbax's leftovers of interrupted saves."""
     directory = str(manager.directory)
     for step in steps:
         shutil.rmtree(step_dir(manager, step), ignore_errors=True)
@@ -223,6 +235,14 @@ def discard(manager: ocp.CheckpointManager, steps: list[int]) -> None:
         for name in os.listdir(directory):
             if "orbax-checkpoint-tmp" in name:  # a save killed before Orbax's rename
                 shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
+def discard(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+    """Deletes the checkpoints of ``steps`` and Orbax's leftovers of interrupted saves
+    (process 0 deletes; every process returns once they are gone)."""
+    if distributed.is_primary():
+        _delete(manager, steps)
+    distributed.barrier("rnncells checkpoints discarded")
     manager.reload()
 
 
@@ -233,6 +253,9 @@ def read_file(manager: ocp.CheckpointManager, step: int, name: str) -> str | Non
             return file.read()
     except FileNotFoundError:
         return None
+
+
+_ELSEWHERE = "unreadable by another process of this run (see its log)"
 
 
 def restore(manager: ocp.CheckpointManager, target: Any, step: int | None = None) -> Any:
@@ -263,17 +286,22 @@ def restore(manager: ocp.CheckpointManager, target: Any, step: int | None = None
     path = step_dir(manager, step)
     if not os.path.isdir(path):
         raise MissingCheckpointError(f"checkpoint {path} does not exist")
+    # Processes agree after each step that may fail on one alone (a file read), so that
+    # they all go on to the next one (a collective) or all stop.
     problem = verify(manager, step)
-    if problem is not None:
-        raise CheckpointError(f"checkpoint {path} is {problem}")
+    if not distributed.all_agree(problem is None):
+        raise CheckpointError(f"checkpoint {path} is {problem or _ELSEWHERE}")
+    failure = None
     try:
         saved = _dtypes(getattr(manager.item_metadata(int(step)), "tree", None))
         restored = manager.restore(int(step), args=ocp.args.StandardRestore(target))
     except Exception as error:  # Orbax raises many types for unreadable or mismatched files.
+        failure = error
+    if not distributed.all_agree(failure is None):
+        what = f"{type(failure).__name__}: {failure}" if failure is not None else _ELSEWHERE
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or does not match this model/config: "
-            f"{type(error).__name__}: {error}"
-        ) from error
+            f"checkpoint {path} is corrupt or does not match this model/config: {what}"
+        ) from failure
     # Orbax casts a saved array to the target's dtype without a word.
     for where, dtype in _dtypes(target).items():
         if where in saved and saved[where] != dtype:

@@ -21,6 +21,12 @@ A run's data is never damaged (DESIGN.md): one run per workdir (`lock`); every f
 checked before any is changed; nothing non-finite is saved (a NaN or inf loss, state or
 held-out metric stops the run, `NonFiniteLossError`); a resume uses the newest intact
 checkpoint (`checkpoint.restore_newest_intact`) and says when it passed over one.
+
+Several processes (`distributed`) run the same loop in lockstep over one global mesh: every
+decision (config checks, resume, NaN stops, evaluations, early stops) is made from the
+same files and the same replicated values on each, so they all go on or all stop; process
+0 alone writes the run's files and prints warnings and progress, and where a decision
+rests on a clock (``time_limit_s``) process 0's is used by all.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import optax
 import tqdm
 
 from rnncells.tasks import Task, get_task
-from rnncells.training import checkpoint, lock, metrics, parallel, tensorboard
+from rnncells.training import checkpoint, distributed, lock, metrics, parallel, tensorboard
 from rnncells.training.errors import (
     ConfigError,
     MissingCheckpointError,
@@ -86,8 +92,9 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
 
     Args:
         config: an experiment config (see ``configs/adding.py``).
-        mesh: 1-D ``"data"`` mesh for data parallelism; None uses all devices when
-            ``config.data_parallel`` else the first device.
+        mesh: 1-D ``"data"`` mesh for data parallelism; None uses all devices (of every
+            process, in a multi-process run) when ``config.data_parallel`` else the
+            first device.
 
     Returns:
         Setup.
@@ -102,6 +109,12 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config.task.kwargs: {error}") from None
     if mesh is None:
+        if not config.data_parallel and jax.process_count() > 1:
+            raise ConfigError(
+                f"config.data_parallel=False trains on one device, but this run has "
+                f"{jax.process_count()} processes",
+                hint="set --config.data_parallel=True, or run one process",
+            )
         mesh = parallel.make_mesh(None if config.data_parallel else jax.devices()[:1])
     try:
         parallel.check_batch_divisible(config.batch_size, mesh)
@@ -259,14 +272,14 @@ def _recover_config(manager, workdir: str, found: list[str]) -> dict:
     for step in reversed(checkpoint.all_steps(manager)):
         text = checkpoint.read_file(manager, step, CONFIG_FILE)
         if text is not None and checkpoint.verify(manager, step) is None:
-            warnings.warn(
+            _warn(
                 f"{CONFIG_FILE} was missing from {workdir}; recovered the run's config from "
                 f"checkpoint step {step}",
-                RunWarning,
                 stacklevel=3,
             )
             saved = json.loads(text)  # verified: the text is what was saved
-            metrics.write_json(os.path.join(workdir, CONFIG_FILE), saved, sort_keys=True)
+            if distributed.is_primary():
+                metrics.write_json(os.path.join(workdir, CONFIG_FILE), saved, sort_keys=True)
             return saved
     raise ResumeError(
         f"workdir {workdir} holds a run ({', '.join(found)}) but no {CONFIG_FILE} and no "
@@ -274,6 +287,12 @@ def _recover_config(manager, workdir: str, found: list[str]) -> dict:
         "this one",
         hint=f"put back its {CONFIG_FILE}, or use a new --workdir",
     )
+
+
+def _warn(message: str, stacklevel: int) -> None:
+    """A `RunWarning`, from process 0 only (the others would repeat it)."""
+    if distributed.is_primary():
+        warnings.warn(message, RunWarning, stacklevel=stacklevel + 1)
 
 
 def _ranges(ranges: list[tuple[int, int]]) -> str:
@@ -363,6 +382,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             kept (or says none was saved yet).
 
     All of these are ``RunError``s (``rnncells.training.errors``).
+
+    In a multi-process run (`rnncells.training.distributed`) every process calls it with
+    the same arguments and the workdir on a filesystem all of them see; each raises the
+    same error, and all return the same summary (written by process 0).
     """
     setup = build(config)  # every config error before the workdir is created
     os.makedirs(workdir, exist_ok=True)
@@ -413,27 +436,29 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
         passed_over = [step for step, _ in skipped]
         if skipped:
             unusable = "; ".join(f"checkpoint step {s} is unusable ({why})" for s, why in skipped)
-            warnings.warn(
+            _warn(
                 f"{unusable}; resuming from step {start}, the newest intact checkpoint in "
                 f"{manager.directory}: steps {start + 1}-{skipped[0][0]} are run again, and "
                 "the unusable checkpoints are deleted",
-                RunWarning,
                 stacklevel=3,
             )
+    # Every process has read the run's files; from here process 0 changes them.
+    distributed.barrier("rnncells run files read")
     checkpoint.discard(manager, passed_over)  # and Orbax's leftovers of killed saves
     gaps = metrics.missing_steps([r for r in metric_records if r["step"] <= start], start)
     if gaps:
-        warnings.warn(
+        _warn(
             f"{metrics_path} lacks the records of steps {_ranges(gaps)} (before step {start}, "
             "where this run resumes); they are not written again",
-            RunWarning,
             stacklevel=3,
         )
     config_text = json.dumps(current, indent=2, sort_keys=True)
-    metrics.write_json(config_path, current, sort_keys=True)
-    for path, records in ((metrics_path, metric_records), (eval_path, eval_records)):
-        if os.path.exists(path):  # drops what was written after the checkpoint
-            metrics.write_records(path, [r for r in records if r["step"] <= start])
+    primary = distributed.is_primary()
+    if primary:
+        metrics.write_json(config_path, current, sort_keys=True)
+        for path, records in ((metrics_path, metric_records), (eval_path, eval_records)):
+            if os.path.exists(path):  # drops what was written after the checkpoint
+                metrics.write_records(path, [r for r in records if r["step"] <= start])
 
     task = setup.task
     t0 = time.perf_counter()
@@ -447,11 +472,13 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
         _check_eval(eval_metrics, start, config, manager)
         solved = solved_by_every_seed(task, eval_metrics)
         stopped_early = solved
-    board = tensorboard.open_writer(bool(config.get("tensorboard", False)), workdir, start)
+    board = tensorboard.open_writer(
+        primary and bool(config.get("tensorboard", False)), workdir, start
+    )
     bar = tqdm.tqdm(
         total=config.num_steps,
         initial=start,
-        disable=not config.progress,
+        disable=not (config.progress and primary),
         desc=f"{task.name} {config.model.cell}",
         dynamic_ncols=True,
     )
@@ -473,7 +500,8 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
             bad = np.argwhere(~np.isfinite(losses))
             if bad.size:
                 records = records[: int(bad[0][0]) + 1]
-            metrics.write_jsonl(metrics_path, records)
+            if primary:
+                metrics.write_jsonl(metrics_path, records)
             if board is not None:
                 board.write("train", records)
             if bad.size:
@@ -501,6 +529,8 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
                 and time.perf_counter() - t0 >= time_limit_s
                 and step < config.num_steps
             )
+            if time_limit_s > 0:  # the processes' clocks differ: process 0's decides
+                at_time_limit = bool(distributed.broadcast(at_time_limit))
             scheduled_eval = step % config.eval_every == 0 or step == config.num_steps
             if scheduled_eval or at_time_limit:
                 eval_metrics = jax.device_get(setup.evaluate(state.params))
@@ -509,7 +539,8 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
                     **{k: float(np.mean(v)) for k, v in eval_metrics.items()},
                     **{f"{k}_per_seed": v for k, v in eval_metrics.items()},
                 }
-                metrics.write_jsonl(eval_path, [eval_record])
+                if primary:
+                    metrics.write_jsonl(eval_path, [eval_record])
                 if board is not None:
                     board.write("eval", [eval_record])
                 _check_eval(eval_metrics, step, config, manager)
@@ -551,7 +582,8 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
         "eval": {k: per_seed_stats(np.asarray(v)) for k, v in eval_metrics.items()},
         "finished": not at_time_limit,  # a run stopped at its time limit resumes
     }
-    metrics.write_json(summary_path, summary)
+    if primary:
+        metrics.write_json(summary_path, summary)
     return summary
 
 
@@ -570,9 +602,5 @@ def final_params(config: ml_collections.ConfigDict, workdir: str) -> ModelParams
         raise MissingCheckpointError(f"no checkpoint found in {manager.directory}")
     state, step, skipped = found
     for passed, why in skipped:
-        warnings.warn(
-            f"checkpoint step {passed} is unusable ({why}); read step {step}",
-            RunWarning,
-            stacklevel=2,
-        )
+        _warn(f"checkpoint step {passed} is unusable ({why}); read step {step}", stacklevel=2)
     return state.params
