@@ -10,6 +10,12 @@ workdir ``report.md``, ``learning_curves.png``, ``gates_*.png`` and
 ``gradient_flow.png``. Expected: GRU and LSTM far below the baseline (MSE ~1e-3), the
 tanh RNN at it (~0.17). Under a minute on 2 quiet CPU cores (README.md). Rerunning resumes
 or reuses the finished runs.
+
+It runs on several processes like ``experiments.run`` (``--coordinator_address``,
+``--num_processes``, ``--process_id``, or a detected cluster): each run is trained by all
+of them together, and process 0 writes the report. The gate and gradient-flow plots are
+then left out (they are drawn on one process); draw them afterwards with
+``python -m experiments.diagnostics --workdir=...``.
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     from experiments import diagnostics, report, sweep
-    from experiments.run import user_errors
+    from experiments.run import start_processes, user_errors
+
+    processes = start_processes()
+    from rnncells.training import distributed
 
     tick = time.perf_counter()
     config = get_config()
@@ -37,17 +46,27 @@ def main(argv):
     config.progress = False
     with user_errors():
         sweep.sweep(config, _WORKDIR.value, cells=list(CELLS))
+        if not distributed.is_primary():
+            return  # process 0 reports
         print()
         print(report.write_report(_WORKDIR.value))
-        if _DIAGNOSTICS.value:
+        if _DIAGNOSTICS.value and processes > 1:
+            print(
+                "diagnostics left out on several processes; draw them with: python -m "
+                f"experiments.diagnostics --workdir={_WORKDIR.value}"
+            )
+        elif _DIAGNOSTICS.value:
             for path in diagnostics.write_diagnostics(_WORKDIR.value):
                 print("wrote", path)
     print(f"wall time: {time.perf_counter() - tick:.0f} s")
 
 
 if __name__ == "__main__":
+    from experiments.run import define_multiprocess_flags
+
     _WORKDIR = flags.DEFINE_string("workdir", "runs/main", "folder for the runs and plots")
     _T = flags.DEFINE_integer("T", 100, "sequence length of the adding problem")
     _SEEDS = flags.DEFINE_integer("num_seeds", 3, "seeds per cell (trained at once)")
     _DIAGNOSTICS = flags.DEFINE_bool("diagnostics", True, "also draw gates and gradient flow")
+    define_multiprocess_flags()
     app.run(main)

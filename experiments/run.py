@@ -16,6 +16,14 @@ unlike the saved run's, a run that cannot be resumed, a non-finite loss) prints 
 ``error: ...`` line, and where useful a ``hint: ...`` line, to stderr and exits with
 status 2 (3 for a non-finite loss); damage a run works around prints a ``warning: ...``
 line and the run goes on.
+
+Several processes train one run together (one process per host or per GPU; see
+``docs/distributed.md``) when started with ``--coordinator_address=HOST:PORT
+--num_processes=N --process_id=I``, or with none of them under a cluster manager JAX
+detects (SLURM, Open MPI, Kubernetes, Cloud TPU); without either it is one process.
+Process 0 writes the run's files and prints; ``python -m experiments.local_cluster
+--num_processes=N -- ARGS`` starts N such processes on this machine. A process that dies
+stops the others within ``--heartbeat_timeout_s``; the same command resumes.
 """
 
 from __future__ import annotations
@@ -31,15 +39,70 @@ from ml_collections import config_flags
 
 
 def run(config, workdir: str, report: bool = True) -> dict:
-    """Trains ``config`` in ``workdir`` and (optionally) writes its report; returns the summary."""
-    from rnncells.training import train
+    """Trains ``config`` in ``workdir`` and (optionally) writes its report; returns the summary.
+
+    In a multi-process run every process trains, and process 0 alone writes the report.
+    """
+    from rnncells.training import distributed, train
 
     summary = train(config, workdir)
-    if report:
+    if report and distributed.is_primary():
         from experiments import report as report_lib
 
         report_lib.write_report(workdir)
     return summary
+
+
+def define_multiprocess_flags() -> None:
+    """Defines the flags of a multi-process run (`start_processes` reads them)."""
+    from rnncells.training import distributed
+
+    flags.DEFINE_string(
+        "coordinator_address",
+        None,
+        "multi-process run: host:port of process 0 (default: detected, else one process)",
+    )
+    flags.DEFINE_integer("num_processes", None, "multi-process run: how many processes")
+    flags.DEFINE_integer("process_id", None, "multi-process run: this process's index")
+    flags.DEFINE_string(
+        "cluster_detection_method",
+        None,
+        "JAX's cluster detection when the three flags above are not given: "
+        "default all detectors, or one (slurm, ompi, mpi4py, ...), or deactivate",
+    )
+    flags.DEFINE_integer(
+        "heartbeat_timeout_s",
+        distributed.DEFAULT_HEARTBEAT_TIMEOUT_S,
+        "multi-process run: a process silent this long counts as dead and the others stop",
+    )
+    flags.DEFINE_integer(
+        "initialization_timeout_s",
+        distributed.DEFAULT_INITIALIZATION_TIMEOUT_S,
+        "multi-process run: how long to wait for every process to connect",
+    )
+    flags.DEFINE_integer(
+        "shutdown_timeout_s",
+        distributed.DEFAULT_SHUTDOWN_TIMEOUT_S,
+        "multi-process run: how long a finished process waits for the others at exit",
+    )
+
+
+def start_processes() -> int:
+    """Joins the multi-process run the flags ask for or JAX detects (else one process);
+    returns the number of processes. A bad combination exits with an ``error:`` line."""
+    from rnncells.training import distributed
+
+    values = flags.FLAGS
+    with user_errors():
+        return distributed.initialize(
+            values.coordinator_address,
+            values.num_processes,
+            values.process_id,
+            cluster_detection_method=values.cluster_detection_method,
+            heartbeat_timeout_s=values.heartbeat_timeout_s,
+            initialization_timeout_s=values.initialization_timeout_s,
+            shutdown_timeout_s=values.shutdown_timeout_s,
+        )
 
 
 def _one_line(text: str) -> str:
@@ -120,8 +183,13 @@ def main(argv):
     if _WORKDIR.value is None:
         raise app.UsageError("--workdir is required (the folder for the run's files)")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    start_processes()
+    from rnncells.training import distributed
+
     with user_errors():
         summary = run(_CONFIG.value, _WORKDIR.value, _REPORT.value)
+    if not distributed.is_primary():
+        return  # process 0 prints
     print(format_summary(summary, _WORKDIR.value))
     if summary.get("stopped_at_time_limit"):
         print(
@@ -141,5 +209,6 @@ if __name__ == "__main__":
     _SHOW_CONFIG = flags.DEFINE_bool(
         "show_config", False, "print every config key with its value and meaning, and exit"
     )
+    define_multiprocess_flags()
     flags.mark_flags_as_required(["config"])
     app.run(main, flags_parser=_parse_flags)

@@ -12,6 +12,17 @@ once; an error a user can fix stops the sweep with one ``error:`` line (see
 ``experiments/run.py``). A combination whose init does
 not apply to its cell (chrono or forget_bias for the plain RNN) is skipped, with a line
 that says so.
+
+On several processes (the flags of ``experiments/run.py``: ``--coordinator_address``,
+``--num_processes``, ``--process_id``, or a detected cluster) the runs go one after the
+other, each trained by all processes together over one global mesh. With
+``--spread_runs`` they are spread instead: process ``i`` of ``N`` trains combinations
+``i, i + N, i + 2N, ...`` on its own devices, alone (JAX's distributed runtime is not
+started: the processes share nothing but the filesystem), and whichever process finds
+every run finished writes the report:
+
+    python -m experiments.local_cluster --num_processes=3 --module=experiments.sweep -- \
+        --spread_runs --config=configs/adding.py --workdir=runs/s --cells=rnn,gru,lstm
 """
 
 from __future__ import annotations
@@ -34,36 +45,86 @@ def run_name(config) -> str:
     )
 
 
-def sweep(config, workdir: str, cells=None, lengths=None, inits=None) -> list[dict]:
-    """Trains every combination (sequentially, each with all seeds at once); returns summaries."""
-    from rnncells.training import train
+def run_configs(config, cells=None, lengths=None, inits=None, *, announce: bool = True) -> list:
+    """The config of every combination, in sweep order (skipped ones left out, with a
+    line that says so when ``announce``)."""
     from rnncells.training.model import init_mismatch
 
     cells = cells or [config.model.cell]
     lengths = [int(t) for t in lengths] if lengths else [config.task.kwargs.get("T", None)]
     inits = inits or [config.model.init]
-    summaries = []
+    configs = []
     for T, init, cell in itertools.product(lengths, inits, cells):
         mismatch = init_mismatch(cell, init)
         if mismatch is not None:
-            print(f"skipped cell={cell}, init={init}: {mismatch}", flush=True)
+            if announce:
+                print(f"skipped cell={cell}, init={init}: {mismatch}", flush=True)
             continue
         run_config = config.copy_and_resolve_references()
         run_config.model.cell = cell
         run_config.model.init = init
         if T is not None:
             run_config.task.kwargs.T = T
+        configs.append(run_config)
+    return configs
+
+
+def sweep(
+    config, workdir: str, cells=None, lengths=None, inits=None, *, share: tuple[int, int] = (0, 1)
+) -> list[dict]:
+    """Trains every combination (one after the other, each with all seeds at once);
+    returns the summaries.
+
+    Args:
+        config, workdir, cells, lengths, inits: the sweep (see the module docstring).
+        share: (i, N): train only combinations i, i + N, ... (process i of N spreading
+            the sweep); (0, 1) trains all.
+    """
+    from rnncells.training import distributed, train
+
+    index, count = share
+    primary = distributed.is_primary()
+    summaries = []
+    for k, run_config in enumerate(run_configs(config, cells, lengths, inits, announce=primary)):
+        if k % count != index:
+            continue
         folder = os.path.join(workdir, run_name(run_config))
         tick = time.perf_counter()
         summary = train(run_config, folder)
         loss = summary["eval"]["loss"]
-        print(
-            f"{run_name(run_config)}: loss {loss['mean']:.4f} ± {loss['std']:.4f} "
-            f"(baseline {summary['baseline_loss']:.4f}) in {time.perf_counter() - tick:.0f} s",
-            flush=True,
-        )
+        if primary:
+            print(
+                f"{run_name(run_config)}: loss {loss['mean']:.4f} ± {loss['std']:.4f} "
+                f"(baseline {summary['baseline_loss']:.4f}) in {time.perf_counter() - tick:.0f} s",
+                flush=True,
+            )
         summaries.append(summary)
     return summaries
+
+
+def all_finished(config, workdir: str, cells=None, lengths=None, inits=None) -> bool:
+    """Whether every combination of the sweep has a finished summary in ``workdir``."""
+    from rnncells.training.metrics import read_json
+
+    for run_config in run_configs(config, cells, lengths, inits, announce=False):
+        summary = read_json(os.path.join(workdir, run_name(run_config), "summary.json"))
+        if not (isinstance(summary, dict) and summary.get("finished")):
+            return False
+    return True
+
+
+def write_report_once(workdir: str) -> str | None:
+    """The report of ``workdir``, written under its lock; None when another process of
+    a spread sweep holds the lock (it is writing the same report)."""
+    from experiments import report
+    from rnncells.training import lock
+    from rnncells.training.errors import WorkdirLockedError
+
+    try:
+        with lock.workdir_lock(workdir):
+            return report.write_report(workdir)
+    except WorkdirLockedError:
+        return None
 
 
 def main(argv):
@@ -71,16 +132,40 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     from experiments import report
-    from experiments.run import user_errors
+    from experiments.run import start_processes, user_errors
 
     tick = time.perf_counter()
+    args = (_CONFIG.value, _WORKDIR.value, _CELLS.value, _LENGTHS.value, _INITS.value)
+    if _SPREAD.value:
+        values = flags.FLAGS
+        if values.num_processes is None or values.process_id is None:
+            raise app.UsageError("--spread_runs needs --num_processes and --process_id")
+        if not 0 <= values.process_id < values.num_processes:
+            raise app.UsageError(
+                f"--process_id must be in [0, {values.num_processes}), got {values.process_id}"
+            )
+        with user_errors():
+            sweep(*args, share=(values.process_id, values.num_processes))
+            # The last process to finish sees every run finished and writes the report.
+            text = write_report_once(_WORKDIR.value) if all_finished(*args) else None
+        if text is not None:
+            print(text)
+        print(f"sweep wall time (this process): {time.perf_counter() - tick:.0f} s")
+        return
+    start_processes()
+    from rnncells.training import distributed
+
     with user_errors():
-        sweep(_CONFIG.value, _WORKDIR.value, _CELLS.value, _LENGTHS.value, _INITS.value)
-        print(report.write_report(_WORKDIR.value))
-    print(f"sweep wall time: {time.perf_counter() - tick:.0f} s")
+        sweep(*args)
+        if distributed.is_primary():
+            print(report.write_report(_WORKDIR.value))
+    if distributed.is_primary():
+        print(f"sweep wall time: {time.perf_counter() - tick:.0f} s")
 
 
 if __name__ == "__main__":
+    from experiments.run import define_multiprocess_flags
+
     # Flags are defined only when run as a program, so the module imports without them.
     _CONFIG = config_flags.DEFINE_config_file(
         "config", None, "experiment config file", lock_config=True
@@ -89,5 +174,12 @@ if __name__ == "__main__":
     _CELLS = flags.DEFINE_list("cells", None, "cells to run (default: the config's)")
     _LENGTHS = flags.DEFINE_list("lengths", None, "task T values (default: the config's)")
     _INITS = flags.DEFINE_list("inits", None, "inits to run (default: the config's)")
+    _SPREAD = flags.DEFINE_bool(
+        "spread_runs",
+        False,
+        "process i of --num_processes trains runs i, i + N, ... alone (else all processes "
+        "train each run together)",
+    )
+    define_multiprocess_flags()
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

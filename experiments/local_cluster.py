@@ -1,0 +1,201 @@
+"""Starts N processes of one run on this machine, as a cluster would start them on N hosts.
+
+    python -m experiments.local_cluster --num_processes=2 [--devices_per_process=2] \
+        [--module=experiments.run] -- --config=configs/adding.py:smoke --workdir=runs/x
+
+Each process runs ``python -m MODULE ARGS --coordinator_address=localhost:PORT
+--num_processes=N --process_id=I`` on CPU with ``devices_per_process`` host devices of its
+own (``JAX_NUM_CPU_DEVICES``), the processes exchanging data through gloo, so a run sees N
+x devices_per_process devices over N processes, exactly as on N hosts. It is for tests
+and for trying a multi-process launch before booking a cluster (where SLURM starts the
+processes instead: ``experiments/slurm_example.sbatch``); it is not a launcher for real
+hosts.
+
+Each line a process prints is prefixed with ``[I]``. The command exits with status 0 when
+every process does, else with the status of the first one that failed (128 + the signal
+number for a process killed by a signal); when one fails the others stop by themselves
+(JAX's heartbeat, ``--heartbeat_timeout_s`` of the run), and any still running
+``--grace_s`` seconds later are killed. Rerunning the same command resumes the run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from absl import app, flags
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago, for the coordinator."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def process_env(devices_per_process: int, base: dict | None = None) -> dict:
+    """The environment of one local process: CPU only, its own host devices, gloo."""
+    env = dict(os.environ if base is None else base)
+    # The count is JAX's own setting; an inherited XLA flag for it would only confuse.
+    xla_flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
+    env["XLA_FLAGS"] = xla_flags.strip()
+    env.update(
+        JAX_PLATFORMS="cpu",
+        JAX_NUM_CPU_DEVICES=str(devices_per_process),
+        JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+    )
+    return env
+
+
+def start(
+    num_processes: int,
+    args: list[str],
+    *,
+    module: str = "experiments.run",
+    devices_per_process: int = 2,
+    port: int | None = None,
+    env: dict | None = None,
+    cwd: str | None = None,
+    **popen_kwargs,
+) -> list[subprocess.Popen]:
+    """Starts the processes of one run; returns them, process 0 first.
+
+    Args:
+        num_processes: N >= 1.
+        args: the module's arguments (the multi-process flags are added).
+        module: the program each process runs (``python -m module``); it must take
+            ``--coordinator_address``, ``--num_processes`` and ``--process_id``.
+        devices_per_process: host CPU devices of each process.
+        port: the coordinator's port on localhost (default: a free one).
+        env: the base environment (default: this process's).
+        cwd: the processes' working directory.
+        **popen_kwargs: passed to `subprocess.Popen` (e.g. ``stdout=subprocess.PIPE``).
+    """
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    if devices_per_process < 1:
+        raise ValueError(f"devices_per_process must be >= 1, got {devices_per_process}")
+    port = free_port() if port is None else port
+    process_environment = process_env(devices_per_process, env)
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                module,
+                *args,
+                f"--coordinator_address=localhost:{port}",
+                f"--num_processes={num_processes}",
+                f"--process_id={i}",
+            ],
+            env=process_environment,
+            cwd=cwd,
+            **popen_kwargs,
+        )
+        for i in range(num_processes)
+    ]
+
+
+def exit_status(returncode: int) -> int:
+    """A process's return code as a shell exit status (128 + signal for a signal)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def describe(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"
+
+
+def wait(processes: list[subprocess.Popen], grace_s: float) -> int:
+    """Waits for every process; once one fails, kills those still running after
+    ``grace_s`` seconds. Returns 0, or the exit status of the first that failed."""
+    first_failure: tuple[int, int] | None = None  # (process index, return code)
+    deadline = None
+    while True:
+        running = False
+        for i, process in enumerate(processes):
+            code = process.poll()
+            if code is None:
+                running = True
+            elif code != 0 and first_failure is None:
+                first_failure = (i, code)
+                deadline = time.monotonic() + grace_s
+        if not running:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            for i, process in enumerate(processes):
+                if process.poll() is None:
+                    print(f"local_cluster: process {i} still running, killed", file=sys.stderr)
+                    process.kill()
+            deadline = None
+        time.sleep(0.1)
+    if first_failure is None:
+        return 0
+    i, code = first_failure
+    print(f"local_cluster: process {i} {describe(code)} (the first to fail)", file=sys.stderr)
+    return exit_status(code)
+
+
+_NOISE = re.compile(r"^\[Gloo\] Rank \d+ is connected to")
+"""gloo prints a line per process and communicator: left out."""
+
+
+def _forward(stream, prefix: str, out) -> None:
+    for line in stream:
+        if not _NOISE.match(line):
+            out.write(prefix + line)
+            out.flush()
+
+
+def main(argv):
+    processes = start(
+        _NUM_PROCESSES.value,
+        list(argv[1:]),
+        module=_MODULE.value,
+        devices_per_process=_DEVICES.value,
+        port=_PORT.value,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    threads = []
+    for i, process in enumerate(processes):
+        for stream, out in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
+            thread = threading.Thread(target=_forward, args=(stream, f"[{i}] ", out), daemon=True)
+            thread.start()
+            threads.append(thread)
+
+    def stop(signum, frame):  # Ctrl-C or a scheduler's SIGTERM reaches every process
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    status = wait(processes, _GRACE.value)
+    for thread in threads:
+        thread.join(timeout=5)
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 2, "processes to start")
+    _DEVICES = flags.DEFINE_integer("devices_per_process", 2, "host CPU devices per process")
+    _MODULE = flags.DEFINE_string(
+        "module", "experiments.run", "program to run: experiments.run, .sweep or .main"
+    )
+    _PORT = flags.DEFINE_integer("port", None, "coordinator port on localhost (default: free)")
+    _GRACE = flags.DEFINE_float(
+        "grace_s",
+        150.0,
+        "after a process fails, kill the others still running this many seconds later",
+    )
+    app.run(main)
