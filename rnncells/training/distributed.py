@@ -63,9 +63,10 @@ def initialize(
     off (so every local device stays visible to this process). With none given, JAX
     detects a cluster (SLURM, Open MPI, Kubernetes, Cloud TPU; see
     ``jax.distributed.initialize``): under SLURM that is one process per task, each
-    seeing one local GPU. With none given and no cluster found, nothing happens: one
-    process, as before. CPU collectives use gloo, so processes of CPU devices work too
-    (`experiments.local_cluster`).
+    seeing one local GPU. With none given and no cluster found, or a SLURM or Open MPI
+    job of a single task (which JAX would confine to one GPU), nothing happens: one
+    process with every local device, as before. CPU collectives use gloo, so processes
+    of CPU devices work too (`experiments.local_cluster`).
 
     Args:
         coordinator_address: ``host:port`` of process 0, reachable from every process.
@@ -90,6 +91,9 @@ def initialize(
     given = (coordinator_address, num_processes, process_id)
     if all(v is not None for v in given) and cluster_detection_method is None:
         cluster_detection_method = "deactivate"
+    nothing_asked = all(v is None for v in given) and not os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if nothing_asked and cluster_detection_method is None and _single_task_job():
+        return 1
     # Processes of CPU devices exchange data through gloo (GPUs use NCCL, TPUs their ICI).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
@@ -103,9 +107,6 @@ def initialize(
             shutdown_timeout_seconds=int(shutdown_timeout_s),
         )
     except (ValueError, TypeError) as error:
-        nothing_asked = all(v is None for v in given) and not os.environ.get(
-            "JAX_COORDINATOR_ADDRESS"
-        )
         if nothing_asked and "coordinator_address should be defined" in str(error):
             return 1  # no cluster detected: one process, as before
         raise ConfigError(
@@ -114,6 +115,12 @@ def initialize(
             hint="give all three (or none, to let JAX detect the cluster)",
         ) from None
     return jax.process_count()
+
+
+def _single_task_job() -> bool:
+    """Whether SLURM or Open MPI says this job step has one task (the variables JAX's
+    detection reads for the process count)."""
+    return any(os.environ.get(name) == "1" for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
 
 
 def process_count() -> int:
