@@ -1,8 +1,8 @@
 """rnncells: LSTM, GRU and RNN cells for JAX as pure functions over NamedTuple params.
 
 The seed's cells (LSTM, GRU in both reset placements, tanh RNN) and the LSTM family
-(peephole, CIFG, layer-normalised LSTM and GRU, IRNN), each registered in
-``rnncells.cells``.
+(peephole, CIFG, layer-normalised LSTM and GRU, IRNN), and the parallel-in-time
+minGRU and minLSTM, each registered in ``rnncells.cells``.
 
 import rnncells as rc
 params = rc.lstm_init(key, input_size=2, hidden_size=128)
@@ -41,6 +41,14 @@ from rnncells.layers import Bidirectional, bidirectional_unroll, stack_init, sta
 from rnncells.ln_gru import LNGRUParams, ln_gru_gate, ln_gru_init, ln_gru_step
 from rnncells.ln_lstm import LNLSTMParams, ln_lstm_gate, ln_lstm_init, ln_lstm_step
 from rnncells.lstm import LSTMParams, LSTMState, lstm_cell, lstm_gate, lstm_init, lstm_step
+from rnncells.mingru import MinGRUParams, mingru_gate, mingru_init, mingru_step
+from rnncells.minlstm import (
+    MinLSTMParams,
+    MinLSTMState,
+    minlstm_gate,
+    minlstm_init,
+    minlstm_step,
+)
 from rnncells.peephole_lstm import (
     PeepholeLSTMParams,
     peephole_lstm_gate,
@@ -65,6 +73,9 @@ __all__ = [
     "LNLSTMParams",
     "LSTMParams",
     "LSTMState",
+    "MinGRUParams",
+    "MinLSTMParams",
+    "MinLSTMState",
     "PeepholeLSTMParams",
     "RNNParams",
     "RNNState",
@@ -95,6 +106,12 @@ __all__ = [
     "lstm_gate",
     "lstm_init",
     "lstm_step",
+    "mingru_gate",
+    "mingru_init",
+    "mingru_step",
+    "minlstm_gate",
+    "minlstm_init",
+    "minlstm_step",
     "peephole_lstm_gate",
     "peephole_lstm_init",
     "peephole_lstm_step",
