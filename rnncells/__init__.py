@@ -1,8 +1,8 @@
 """rnncells: LSTM, GRU and RNN cells for JAX as pure functions over NamedTuple params.
 
 The seed's cells (LSTM, GRU in both reset placements, tanh RNN) and the LSTM family
-(peephole, CIFG, layer-normalised LSTM and GRU, IRNN), and the parallel-in-time
-minGRU and minLSTM, each registered in ``rnncells.cells``.
+(peephole, CIFG, layer-normalised LSTM and GRU, IRNN, LSTMP), the sLSTM, and the
+parallel-in-time minGRU and minLSTM, each registered in ``rnncells.cells``.
 
 import rnncells as rc
 params = rc.lstm_init(key, input_size=2, hidden_size=128)
@@ -41,6 +41,7 @@ from rnncells.layers import Bidirectional, bidirectional_unroll, stack_init, sta
 from rnncells.ln_gru import LNGRUParams, ln_gru_gate, ln_gru_init, ln_gru_step
 from rnncells.ln_lstm import LNLSTMParams, ln_lstm_gate, ln_lstm_init, ln_lstm_step
 from rnncells.lstm import LSTMParams, LSTMState, lstm_cell, lstm_gate, lstm_init, lstm_step
+from rnncells.lstmp import LSTMPParams, lstmp_gate, lstmp_init, lstmp_step
 from rnncells.mingru import MinGRUParams, mingru_gate, mingru_init, mingru_step
 from rnncells.minlstm import (
     MinLSTMParams,
@@ -56,6 +57,7 @@ from rnncells.peephole_lstm import (
     peephole_lstm_step,
 )
 from rnncells.rnn import RNNParams, RNNState, rnn_cell, rnn_gate, rnn_init, rnn_step
+from rnncells.slstm import SLSTMParams, SLSTMState, slstm_gate, slstm_init, slstm_step
 from rnncells.unrolling import default_unroll, unroll
 
 __version__ = "0.1.0"
@@ -71,6 +73,7 @@ __all__ = [
     "IRNNParams",
     "LNGRUParams",
     "LNLSTMParams",
+    "LSTMPParams",
     "LSTMParams",
     "LSTMState",
     "MinGRUParams",
@@ -79,6 +82,8 @@ __all__ = [
     "PeepholeLSTMParams",
     "RNNParams",
     "RNNState",
+    "SLSTMParams",
+    "SLSTMState",
     "bidirectional_unroll",
     "cell_names",
     "cell_spec",
@@ -106,6 +111,9 @@ __all__ = [
     "lstm_gate",
     "lstm_init",
     "lstm_step",
+    "lstmp_gate",
+    "lstmp_init",
+    "lstmp_step",
     "mingru_gate",
     "mingru_init",
     "mingru_step",
@@ -120,6 +128,9 @@ __all__ = [
     "rnn_gate",
     "rnn_init",
     "rnn_step",
+    "slstm_gate",
+    "slstm_init",
+    "slstm_step",
     "stack_init",
     "stack_unroll",
     "standard_spec",
