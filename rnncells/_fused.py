@@ -44,6 +44,13 @@ Values equal the plain scan up to floating-point rounding: the sigmoid is evalua
 
 Optional ``compute_dtype`` (e.g. bfloat16) runs every matmul on inputs cast to it, with
 accumulation, carries, gate arithmetic, parameters and gradients in the parameters' dtype.
+
+``Config.kernel`` chooses how the two loops run: "xla" (the scans above) or "pallas"
+(``rnncells._pallas``: each loop one Pallas kernel, V held on chip across all steps,
+interpreted on a CPU). Everything around the loops is this module's, for both: x @ W for
+all steps before the forward loop, the residuals, and dW, dV, db and dx after the backward
+loop. The Pallas kernels need the batch in blocks of rows: ``fused_scan`` pads it with
+zero rows of length 0 and drops them from the results.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnncells import _pallas
 from rnncells._fused_cell import FusedCell, mm, mm_tn, row
 from rnncells.gru import GRU_FUSED, GRU_RESET_AFTER_FUSED, GRUParams, GRUResetAfterParams
 from rnncells.lstm import LSTM_FUSED, LSTMParams
@@ -85,17 +93,32 @@ class Config(NamedTuple):
     unroll: int  # lax.scan unroll factor of both loops
     remat: bool  # save only carries; the backward recomputes the gates
     compute_dtype: str | None  # matmul input dtype name, None for the parameters' dtype
+    kernel: str = "xla"  # the loops: "xla" (lax.scan) or "pallas" (rnncells._pallas)
+    pallas: _pallas.Options | None = None  # how the Pallas kernels run (kernel="pallas")
 
 
-def default_config(params, xs_tm, *, masked, unroll, remat, compute_dtype) -> Config:
-    """The layer's choices for ``params`` and the caller's options."""
+def default_config(
+    params, xs_tm, *, masked, unroll, remat, compute_dtype, kernel="xla", backend=None
+) -> Config:
+    """The layer's choices for ``params`` and the caller's options.
+
+    ``kernel`` is "xla" or "pallas" (already checked and chosen by ``unroll``); for
+    "pallas", ``backend`` (JAX's default when None) decides whether the kernels are
+    interpreted (CPU) or compiled (GPU), and their block of batch rows.
+    """
     fused_cell(params)
+    if kernel not in ("xla", "pallas"):
+        raise ValueError(f"kernel must be 'xla' or 'pallas' here, got {kernel!r}")
+    if kernel == "pallas" and remat:
+        raise ValueError("the Pallas kernels save the activations: remat needs kernel='xla'")
     return Config(
         cell=type(params),
         masked=masked,
         unroll=unroll,  # the user's, or rnncells.default_unroll (8 on a GPU, 1 on a CPU)
         remat=remat,
         compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype).name,
+        kernel=kernel,
+        pallas=_pallas.options(params, compute_dtype, backend) if kernel == "pallas" else None,
     )
 
 
@@ -123,7 +146,11 @@ def fused_scan(params, carry, xs_tm, lengths=None, *, config: Config | None = No
     xs = xs_tm.reshape((num_steps, batch, xs_tm.shape[-1]))
     carry0 = tuple(leaf.reshape((batch, hidden)) for leaf in carry)
     lens = None if lengths is None else lengths.reshape((batch,))
+    if config.kernel == "pallas":  # whole blocks of rows; the padding has length 0
+        xs, carry0, lens = _pallas.pad_batch(config.pallas.block_b, xs, carry0, lens)
     final, ys = _layer(config)(params, carry0, xs, lens)
+    if xs.shape[1] != batch:
+        final, ys = tuple(leaf[:batch] for leaf in final), ys[:, :batch]
     ys = ys.reshape((num_steps,) + batch_shape + (hidden,))
     return state(*(leaf.reshape(batch_shape + (hidden,)) for leaf in final)), ys
 
@@ -213,6 +240,12 @@ def _forward(cell: FusedCell, cfg: Config, params, carry0, xs, lengths, save):
     fields = cell.state._fields
     num_steps = xs.shape[0]
     p = params._replace(V=_cast(params.V, cd))  # V cast once, outside the loop
+    if cfg.kernel == "pallas":
+        blocks = _pallas.BLOCK_CELLS[cfg.cell]
+        gx = _gates_in(params, xs, cd) + row(params.b, 3)
+        lens = lengths if cfg.masked else None
+        consts = blocks.consts(params)
+        return _pallas.forward(blocks, fields, cfg.pallas, p.V, consts, carry0, gx, lens, save)
     # Training at unroll 1: x @ W for all steps is one matmul before the loop, and each
     # step writes its activations (as wide as x @ W) over its slot of that array, which
     # no later step reads: no per-step x @ W, and no new (T, B, G*H) array that XLA
@@ -259,13 +292,29 @@ def _backward(cell: FusedCell, cfg: Config, res, cts):
     cd = None if cfg.compute_dtype is None else jnp.dtype(cfg.compute_dtype)
     params, carry0, xs, lengths, hs, prevs, saved = res
     dcarry_T, dys = cts
-    hidden = params.V.shape[0]
-    num_steps, batch, _ = xs.shape
+    num_steps = xs.shape[0]
     dtype = params.V.dtype
     V = _cast(params.V, cd)
     VT = V.T
     p = params._replace(V=V)
     hs_prev = _shift_in(carry0[0], hs)
+    if cfg.kernel == "pallas":
+        # The loop in one kernel (rnncells._pallas); what follows it is shared.
+        blocks = _pallas.BLOCK_CELLS[cfg.cell]
+        reads = {"h_prev": hs_prev, **prevs}
+        dcarry0, outs = _pallas.backward(
+            blocks,
+            cell.state._fields,
+            cfg.pallas,
+            V,
+            blocks.consts(params),
+            tuple(dcarry_T),
+            dys,
+            saved,
+            {k: reads[k] for k in blocks.reads},
+            lengths if cfg.masked else None,
+        )
+        return _grads_after_loop(cell, cfg, params, xs, hs_prev, dcarry0, outs)
     seq = {"dy": dys, **prevs}
     if cfg.remat or "h_prev" in cell.reads:
         seq["h_prev"] = hs_prev
@@ -298,10 +347,7 @@ def _backward(cell: FusedCell, cfg: Config, res, cts):
         return dprev, out
 
     def weight_grads(x, hp, outs):
-        """The params-typed gradient from rows of x_t, h_{t-1} and the loop's outputs."""
-        dW = mm_tn(x, outs["dA"], cd, dtype)
-        db = jnp.sum(outs["dA"], axis=0)
-        return cell.grads(dW, db, hp, outs, lambda a, b: mm_tn(a, b, cd, dtype))
+        return _weight_grads(cell, cd, dtype, x, hp, outs)
 
     if cfg.remat:
         # Memory O(carry): the weight gradients accumulate in the loop, dx_t leaves it.
@@ -339,12 +385,29 @@ def _backward(cell: FusedCell, cfg: Config, res, cts):
             reverse=True,
             before_write=tie_dA if overwrite else None,
         )
+    return _grads_after_loop(cell, cfg, params, xs, hs_prev, dcarry0, outs)
+
+
+def _weight_grads(cell: FusedCell, cd, dtype, x, hp, outs):
+    """The params-typed gradient from rows of x_t, h_{t-1} and the loop's outputs."""
+    dW = mm_tn(x, outs["dA"], cd, dtype)
+    db = jnp.sum(outs["dA"], axis=0)
+    return cell.grads(dW, db, hp, outs, lambda a, b: mm_tn(a, b, cd, dtype))
+
+
+def _grads_after_loop(cell: FusedCell, cfg: Config, params, xs, hs_prev, dcarry0, outs):
+    """What leaves the backward loop as single large matmuls over all T * B rows: dW, db,
+    dV (and the cell's other parameter gradients, ``cell.grads``) and dx_t = dA_t W^T."""
+    cd = None if cfg.compute_dtype is None else jnp.dtype(cfg.compute_dtype)
+    dtype = params.V.dtype
+    num_steps, batch, _ = xs.shape
     rows = num_steps * batch
     dA = outs.pop("dA").reshape((rows, -1))
     outs = {"dA": dA, **{k: v.reshape((rows, -1)) for k, v in outs.items()}}
-    grads = weight_grads(xs.reshape((rows, -1)), hs_prev.reshape((rows, hidden)), outs)
-    dxs = mm(outs["dA"], W.T, cd, dtype).reshape(xs.shape)
-    return grads, dcarry0, dxs, None
+    hp = hs_prev.reshape((rows, params.V.shape[0]))
+    grads = _weight_grads(cell, cd, dtype, xs.reshape((rows, -1)), hp, outs)
+    dxs = mm(outs["dA"], _cast(params.W, cd).T, cd, dtype).reshape(xs.shape)
+    return grads, tuple(dcarry0), dxs, None
 
 
 @functools.cache
