@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from rnncells import _checks, cells
 from rnncells.cells import step_for
+from rnncells.unrolling import check_kernel
 from rnncells.unrolling import unroll as _unroll
 
 MERGES = ("concat", "sum")
@@ -86,6 +87,7 @@ def bidirectional_unroll(
     time_major: bool = False,
     unroll: int | None = None,
     remat: bool = False,
+    kernel: str | None = None,
 ) -> tuple[Bidirectional, jax.Array]:
     """Runs a forward and a reversed unroll over ``xs`` and merges their outputs.
 
@@ -100,6 +102,7 @@ def bidirectional_unroll(
       time_major: as in ``unroll``.
       unroll: as in ``unroll``.
       remat: as in ``unroll``.
+      kernel: as in ``unroll``: None, "xla" or "pallas".
 
     Returns:
       (Bidirectional(forward_carry, backward_carry), ys).
@@ -119,7 +122,7 @@ def bidirectional_unroll(
         )
     fwd_step = step_for(params.forward) if step is None else step
     bwd_step = step_for(params.backward) if step is None else step
-    kwargs = dict(lengths=lengths, time_major=time_major, unroll=unroll, remat=remat)
+    kwargs = dict(lengths=lengths, time_major=time_major, unroll=unroll, remat=remat, kernel=kernel)
     carry_f, ys_f = _unroll(fwd_step, params.forward, xs, carry.forward, **kwargs)
     carry_b, ys_b = _unroll(bwd_step, params.backward, xs, carry.backward, reverse=True, **kwargs)
     if merge == "sum" and ys_f.shape[-1] != ys_b.shape[-1]:
@@ -202,6 +205,7 @@ def stack_unroll(
     time_major: bool = False,
     unroll: int | None = None,
     remat: bool = False,
+    kernel: str | None = None,
 ) -> tuple[tuple[Any, ...], jax.Array]:
     """Runs a stack of layers (from ``stack_init`` or ``interop.from_torch``) over ``xs``.
 
@@ -220,6 +224,8 @@ def stack_unroll(
       time_major: as in ``unroll``.
       unroll: as in ``unroll``.
       remat: as in ``unroll``.
+      kernel: as in ``unroll``: None (the measured choice per backend and shape), "xla"
+        or "pallas", for every layer.
 
     Returns:
       (final_carries, ys): one final carry per layer, and the last layer's outputs.
@@ -241,7 +247,8 @@ def stack_unroll(
     if dropout_rate > 0.0 and dropout_key is None:
         raise ValueError("dropout_key is required when dropout_rate > 0 (dropout_key=None given)")
     check_merge(merge)
-    kwargs = dict(lengths=lengths, time_major=time_major, unroll=unroll, remat=remat)
+    kernel = check_kernel(kernel)
+    kwargs = dict(lengths=lengths, time_major=time_major, unroll=unroll, remat=remat, kernel=kernel)
     finals = []
     ys = xs
     for depth, (layer, carry) in enumerate(zip(layers, carries, strict=True)):

@@ -31,6 +31,7 @@ from rnncells import _checks
 from rnncells import modules_common as common
 from rnncells.cells import step_for
 from rnncells.layers import check_dropout_rate
+from rnncells.unrolling import check_kernel
 
 
 class _CellMethods:
@@ -191,6 +192,7 @@ class _LayerMethods:
         dropout_rate = check_dropout_rate(self.dropout_rate)
         for name in ("bidirectional", "reverse", "remat"):
             _checks.check_bool(name, getattr(self, name))
+        check_kernel(self.kernel)
         for value in (self.deterministic, deterministic):  # None: given at the other place
             if value is not None:
                 _checks.check_bool("deterministic", value)
@@ -226,6 +228,7 @@ class _LayerMethods:
             time_major=time_major,
             unroll=self.unroll,
             remat=self.remat,
+            kernel=self.kernel,
         )
 
 
@@ -242,6 +245,8 @@ _LAYER_DOC = """
       reverse: run every one-directional layer from the last valid step to the first.
       unroll: ``jax.lax.scan`` unroll factor; None: ``rnncells.default_unroll``.
       remat: recompute steps in the backward pass.
+      kernel: how a fused cell's layers run: None (the measured choice per backend and
+        shape), "xla" or "pallas" (``rnncells.unroll``).
       dtype: params dtype.
 
     ``__call__(xs, carries=None, *, lengths=None, time_major=False,
@@ -265,6 +270,7 @@ class LSTM(_LayerMethods, nn.Module):
     reverse: bool = False
     unroll: int | None = None
     remat: bool = False
+    kernel: str | None = None
     forget_bias: float = 1.0
     chrono_t_max: float | None = None
     dtype: Any = jnp.float32
@@ -293,6 +299,7 @@ class GRU(_LayerMethods, nn.Module):
     reverse: bool = False
     unroll: int | None = None
     remat: bool = False
+    kernel: str | None = None
     reset_after: bool = False
     chrono_t_max: float | None = None
     dtype: Any = jnp.float32
@@ -318,6 +325,7 @@ class RNN(_LayerMethods, nn.Module):
     reverse: bool = False
     unroll: int | None = None
     remat: bool = False
+    kernel: str | None = None
     dtype: Any = jnp.float32
     cell_name = "rnn"
 
@@ -347,6 +355,7 @@ class Layer(_LayerMethods, nn.Module):
     reverse: bool = False
     unroll: int | None = None
     remat: bool = False
+    kernel: str | None = None
     forget_bias: float = 1.0
     chrono_t_max: float | None = None
     reset_after: bool = False

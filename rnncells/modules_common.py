@@ -204,6 +204,7 @@ def layer_apply(
     time_major: bool = False,
     unroll: int | None = None,
     remat: bool = False,
+    kernel: str | None = None,
 ) -> tuple[tuple[Any, ...], jax.Array]:
     """Runs a stack with ``rnncells.stack_unroll``; ``reverse`` runs every layer backwards.
 
@@ -213,7 +214,7 @@ def layer_apply(
 
     Args:
       layers, xs, carries, lengths, merge, dropout_rate, dropout_key, time_major, unroll,
-        remat: as in ``rnncells.stack_unroll``.
+        remat, kernel: as in ``rnncells.stack_unroll``.
       reverse: run each one-directional layer from the last valid step to the first.
 
     Returns:
@@ -240,6 +241,7 @@ def layer_apply(
         time_major=time_major,
         unroll=unroll,
         remat=remat,
+        kernel=kernel,
     )
     if not reverse:
         return stack_unroll(tuple(layers), xs, carries, **kwargs)

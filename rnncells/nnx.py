@@ -35,6 +35,7 @@ from rnncells import _checks
 from rnncells import modules_common as common
 from rnncells.cells import cell_spec, init_carry, step_for
 from rnncells.layers import Bidirectional, check_dropout_rate, check_layers, check_merge
+from rnncells.unrolling import check_kernel
 
 
 class _Params(nnx.Module):
@@ -244,12 +245,15 @@ class Layer(nnx.Module):
       deterministic: True disables dropout (also settable per call or by ``nnx.view``).
       unroll: ``jax.lax.scan`` unroll factor; None: ``rnncells.default_unroll``.
       remat: recompute steps in the backward pass.
+      kernel: how a fused cell's layers run: None (the measured choice per backend and
+        shape), "xla" or "pallas" (``rnncells.unroll``).
       rngs: ``nnx.Rngs`` whose ``dropout`` stream is kept for dropout masks (optional:
         a key can be given per call instead).
 
     Raises:
       TypeError: an entry of ``layers`` is not a registered cell's params.
-      ValueError: ``reverse`` with bidirectional layers (they already run both ways).
+      ValueError: ``reverse`` with bidirectional layers (they already run both ways), or
+        ``kernel`` not None, "xla" or "pallas".
     """
 
     def __init__(
@@ -262,6 +266,7 @@ class Layer(nnx.Module):
         deterministic: bool = False,
         unroll: int | None = None,
         remat: bool = False,
+        kernel: str | None = None,
         rngs: nnx.Rngs | None = None,
     ):
         check_layers(layers)
@@ -270,6 +275,7 @@ class Layer(nnx.Module):
         reverse = _checks.check_bool("reverse", reverse)
         deterministic = _checks.check_bool("deterministic", deterministic)
         remat = _checks.check_bool("remat", remat)
+        kernel = check_kernel(kernel)
         if reverse and any(isinstance(layer, Bidirectional) for layer in layers):
             raise ValueError("reverse=True does not apply to bidirectional layers (got both)")
         self.layers = nnx.List([_Params(layer) for layer in layers])
@@ -279,6 +285,7 @@ class Layer(nnx.Module):
         self.deterministic = deterministic
         self.unroll = unroll
         self.remat = remat
+        self.kernel = kernel
         use_rngs = rngs is not None and self.dropout_rate > 0.0
         self.rngs = rngs.dropout.fork() if use_rngs else nnx.data(None)
 
@@ -348,6 +355,7 @@ class Layer(nnx.Module):
             time_major=time_major,
             unroll=self.unroll,
             remat=self.remat,
+            kernel=self.kernel,
         )
 
     def set_view(self, deterministic: bool | None = None):
@@ -392,6 +400,7 @@ def make_layer(
     deterministic: bool = False,
     unroll: int | None = None,
     remat: bool = False,
+    kernel: str | None = None,
     forget_bias: float = 1.0,
     chrono_t_max: float | None = None,
     reset_after: bool = False,
@@ -413,6 +422,7 @@ def make_layer(
       deterministic: True disables dropout.
       unroll: ``jax.lax.scan`` unroll factor; None: ``rnncells.default_unroll``.
       remat: recompute steps in the backward pass.
+      kernel: None, "xla" or "pallas", as ``rnncells.unroll``.
       forget_bias: as for ``make_cell``.
       chrono_t_max: as for ``make_cell``.
       reset_after: as for ``make_cell``.
@@ -451,6 +461,7 @@ def make_layer(
         deterministic=deterministic,
         unroll=unroll,
         remat=remat,
+        kernel=kernel,
         rngs=rngs,
     )
 
@@ -467,6 +478,7 @@ _LAYER_ARGS = """
       deterministic: True disables dropout.
       unroll: ``jax.lax.scan`` unroll factor; None: ``rnncells.default_unroll``.
       remat: recompute steps in the backward pass.
+      kernel: None, "xla" or "pallas", as ``rnncells.unroll``.
       dtype: params dtype.
       rngs: ``nnx.Rngs``: ``params`` initialises the weights, ``dropout`` is kept for
         dropout masks.
@@ -493,6 +505,7 @@ class LSTM(Layer):
         deterministic: bool = False,
         unroll: int | None = None,
         remat: bool = False,
+        kernel: str | None = None,
         forget_bias: float = 1.0,
         chrono_t_max: float | None = None,
         dtype: Any = jnp.float32,
@@ -517,6 +530,7 @@ class LSTM(Layer):
             deterministic=deterministic,
             unroll=unroll,
             remat=remat,
+            kernel=kernel,
             rngs=rngs,
         )
 
@@ -541,6 +555,7 @@ class GRU(Layer):
         deterministic: bool = False,
         unroll: int | None = None,
         remat: bool = False,
+        kernel: str | None = None,
         reset_after: bool = False,
         chrono_t_max: float | None = None,
         dtype: Any = jnp.float32,
@@ -565,6 +580,7 @@ class GRU(Layer):
             deterministic=deterministic,
             unroll=unroll,
             remat=remat,
+            kernel=kernel,
             rngs=rngs,
         )
 
@@ -588,6 +604,7 @@ class RNN(Layer):
         deterministic: bool = False,
         unroll: int | None = None,
         remat: bool = False,
+        kernel: str | None = None,
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -610,5 +627,6 @@ class RNN(Layer):
             deterministic=deterministic,
             unroll=unroll,
             remat=remat,
+            kernel=kernel,
             rngs=rngs,
         )

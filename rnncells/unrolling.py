@@ -16,15 +16,23 @@ packed-sequence semantics).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.interpreters.ad
 import jax.numpy as jnp
 
-from rnncells import _checks, _fused
-from rnncells.cells import cell_spec, params_dtype, registered_steps, specs_of_step
+from rnncells import _checks, _fused, _pallas
+from rnncells.cells import (
+    cell_names,
+    cell_spec,
+    cell_spec_by_name,
+    params_dtype,
+    registered_steps,
+    specs_of_step,
+)
 
 
 def unroll(
@@ -40,6 +48,7 @@ def unroll(
     remat: bool = False,
     compute_dtype: Any = None,
     fused: bool = True,
+    kernel: str | None = None,
 ) -> tuple[Any, Any]:
     """Runs ``step`` over the time axis of ``xs``.
 
@@ -84,6 +93,16 @@ def unroll(
         applied around this call ``unroll`` runs the plain scan by itself; where it cannot
         see the jvp (``jax.jvp(jax.jit(f))``, a ``lax.scan`` or ``jax.checkpoint`` body),
         pass False for forward mode.
+      kernel: how a fused cell's layer runs. "xla": the fused layer's loops as
+        ``jax.lax.scan``. "pallas": each loop as one Pallas kernel (``rnncells._pallas``:
+        the LSTM and both GRU forms; V held on chip across all steps; on a CPU the
+        kernels run in Pallas's interpreter, slowly, for tests), with the same values,
+        gradients and ``custom_vjp``; not with remat. Where the kernels cannot run the
+        layer (a GPU with H not a power of two >= 16 or V over 256 KiB; a TPU) it runs
+        "xla" with a ``RuntimeWarning`` saying why. None (default): ``default_kernel``,
+        the one measured faster for this backend and shape (``KERNEL_FIGURES``; "xla"
+        until GPU figures exist). A step without a fused layer runs ``jax.lax.scan``
+        with None or "xla", and refuses "pallas".
 
     Returns:
       (final_carry, ys): ys has the layout of xs with the step's output as last axis.
@@ -93,7 +112,9 @@ def unroll(
       ValueError / TypeError: a registered cell's params of wrong shapes or mixed
         dtypes, xs of rank < 2, wrong input size or dtype, carry not matching, lengths of
         wrong shape or dtype or outside [0, T] (when concrete), compute_dtype not a
-        floating dtype or given with a step that has no fused layer.
+        floating dtype or given with a step that has no fused layer, kernel not None,
+        "xla" or "pallas", or "pallas" for a step without Pallas kernels, with
+        fused=False or with remat=True.
 
     Example:
       >>> params = lstm_init(jax.random.key(0), input_size=2, hidden_size=16)
@@ -107,6 +128,7 @@ def unroll(
     time_major = _checks.check_bool("time_major", time_major)
     remat = _checks.check_bool("remat", remat)
     fused = _checks.check_bool("fused", fused)
+    kernel = check_kernel(kernel)
     _checks.check_array("xs", xs)
     layout = "(T, *batch, input_size)" if time_major else "(*batch, T, input_size)"
     _checks.check_min_rank("xs", xs, 2, layout)
@@ -150,6 +172,8 @@ def unroll(
             )
         if not jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating):
             raise TypeError(f"compute_dtype must be a floating dtype, got {compute_dtype!r}")
+    if kernel == "pallas":
+        _check_pallas(step, params, spec, fused, remat)
     if lengths is not None:
         lengths = _checks.check_lengths(lengths, batch_shape, num_steps)
         xs_tm = _zero_padding(xs_tm, lengths)
@@ -167,6 +191,7 @@ def unroll(
             )
         use_fused = False  # a custom_vjp has no forward mode: the plain scan has one
     if use_fused:
+        layer_kernel = _layer_kernel(kernel, params, xs_tm, remat, compute_dtype)
         try:
             carry, ys_tm = _fused_scan(
                 params,
@@ -177,6 +202,7 @@ def unroll(
                 unroll=unroll,
                 remat=remat,
                 compute_dtype=compute_dtype,
+                kernel=layer_kernel,
             )
         except TypeError as error:
             if "forward-mode autodiff" not in str(error):
@@ -212,6 +238,115 @@ def default_unroll(step: Callable) -> int:
     if fused and jax.default_backend() == "gpu":
         return GPU_UNROLL
     return 1
+
+
+KERNELS = ("xla", "pallas")
+
+
+def check_kernel(kernel: Any) -> str | None:
+    """Returns ``kernel`` if it is None, "xla" or "pallas"; else raises ValueError."""
+    if kernel is not None and (not isinstance(kernel, str) or kernel not in KERNELS):
+        raise ValueError(f"kernel must be None, 'xla' or 'pallas', got {kernel!r}")
+    return kernel
+
+
+class KernelFigure(NamedTuple):
+    """One benchmark measurement of a training step: the fused layer's loops as XLA scans
+    against the Pallas kernels, same process, same card."""
+
+    backend: str  # jax.default_backend(): "gpu"
+    device: str  # jax.devices()[0].device_kind, e.g. "NVIDIA H100 80GB HBM3"
+    cell: str  # registered cell name: "lstm", "gru", "gru_reset_after"
+    batch: int
+    steps: int  # T
+    hidden: int  # H
+    compute_dtype: str | None  # None: the parameters' (fp32)
+    xla_ms: float  # median training step (forward + backward), kernel="xla"
+    pallas_ms: float  # the same with kernel="pallas"
+
+
+# What kernel=None chooses from: training-step times measured by ``bash
+# experiments/gpu_pallas.sh OUTDIR`` (experiments.bench, impls rc_u8 and rc_pallas, sizes
+# small, medium, large, long, xl; results in experiments/results/gpu/). No GPU has run it
+# yet, so the table is empty and kernel=None chooses "xla" on every backend and shape.
+KERNEL_FIGURES: tuple[KernelFigure, ...] = ()
+
+
+def default_kernel(
+    params: Any,
+    batch: int,
+    num_steps: int,
+    compute_dtype: Any = None,
+    backend: str | None = None,
+) -> str:
+    """The kernel ``unroll(..., kernel=None)`` runs a fused cell's layer with.
+
+    Among ``KERNEL_FIGURES`` rows of ``backend`` (JAX's default when None), cell and
+    compute dtype, the one nearest in shape (log-distance in B, T and H) decides: "pallas"
+    where it measured faster and the kernels can run this layer
+    (``rnncells._pallas.unsupported``), else "xla". With no such row: "xla".
+    """
+    backend = jax.default_backend() if backend is None else backend
+    name = cell_spec(params).name
+    cd = None if compute_dtype is None else jnp.dtype(compute_dtype).name
+    rows = [
+        r
+        for r in KERNEL_FIGURES
+        if r.backend == backend and r.cell == name and r.compute_dtype == cd
+    ]
+    if not rows or _pallas.unsupported(params, compute_dtype, backend) is not None:
+        return "xla"
+    shape = (batch, num_steps, params.V.shape[0])
+
+    def distance(r: KernelFigure) -> float:
+        measured = (r.batch, r.steps, r.hidden)
+        return sum(abs(math.log2(a / b)) for a, b in zip(measured, shape, strict=True))
+
+    nearest = min(rows, key=distance)
+    return "pallas" if nearest.pallas_ms < nearest.xla_ms else "xla"
+
+
+def _check_pallas(step, params, spec, fused, remat) -> None:
+    """Raises ValueError unless ``kernel="pallas"`` can apply to this call."""
+    if spec is None or not spec.fused or not _pallas.has_kernel(params):
+        names = [n for n in cell_names() if cell_spec_by_name(n).params in _pallas.BLOCK_CELLS]
+        what = (
+            f"step {getattr(step, '__name__', step)!r} is not a registered cell's step"
+            if spec is None
+            else f"the {spec.name!r} cell has none"
+        )
+        raise ValueError(
+            f"kernel='pallas' needs a cell with Pallas kernels ({', '.join(names)}), and "
+            f"{what}: pass kernel=None or 'xla'"
+        )
+    if not fused:
+        raise ValueError("kernel='pallas' runs the fused layer: it needs fused=True, got False")
+    if remat:
+        raise ValueError(
+            "kernel='pallas' saves the activations and has no remat: pass remat=False, or "
+            "kernel='xla' (or None) for remat"
+        )
+
+
+def _layer_kernel(kernel, params, xs_tm, remat, compute_dtype) -> str:
+    """The kernel the fused layer runs: ``kernel``, or ``default_kernel`` for None; a
+    forced "pallas" the backend cannot run becomes "xla" with a warning."""
+    if kernel is None:
+        if remat:
+            return "xla"
+        batch = math.prod(xs_tm.shape[1:-1])
+        return default_kernel(params, batch, xs_tm.shape[0], compute_dtype)
+    if kernel == "pallas":
+        reason = _pallas.unsupported(params, compute_dtype)
+        if reason is not None:
+            warnings.warn(
+                f"kernel='pallas' cannot run this layer on the {jax.default_backend()} "
+                f"backend ({reason}); running kernel='xla'",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return "xla"
+    return kernel
 
 
 def _under_forward_mode(*trees: Any) -> bool:
