@@ -16,6 +16,10 @@ Conventions mapped (PyTorch -> rnncells):
   (G*H, H) -> V = weight_hh.T (H, G*H). The backward direction's names end in
   ``_reverse``. Gate order is PyTorch's: LSTM (i, f, g, o), GRU (r, z, n) = (r, z, h).
 - LSTM and RNN: b = bias_ih + bias_hh (only the sum enters the equations).
+- LSTM with ``proj_size=P`` (> 0): ``LSTMPParams`` (``rnncells.lstmp``), whose V is
+  weight_hh.T (P, 4H) and W_hr = ``weight_hr_l{k}``.T (H, P); its h (the output and the
+  recurrent input) is P wide and its c H wide, and layer k > 0 reads P * num_directions
+  inputs.
 - RNN: ``nonlinearity="tanh"`` (the default) is ``RNNParams``, ``nonlinearity="relu"``
   is the IRNN's ``IRNNParams`` (h_t = relu(W x_t + V h_{t-1} + b)), same layout.
 - GRU: PyTorch's GRU is the reset-after form with z meaning "keep",
@@ -24,7 +28,8 @@ Conventions mapped (PyTorch -> rnncells):
   blocks b = bias_ih + bias_hh, for the candidate block b = bias_ih and
   b_hn = bias_hh's n block (it sits inside the reset product).
 - Carries: PyTorch's ``h_n`` (and ``c_n``) has shape (num_layers * num_directions, *batch, H)
-  with row ``layer * num_directions + direction`` (direction 0 forward, 1 backward);
+  (``h_n`` P wide with ``proj_size``) with row ``layer * num_directions + direction``
+  (direction 0 forward, 1 backward);
   rnncells keeps one carry per layer (``LSTMState(h, c)``, ``GRUState(h)``,
   ``RNNState(h)``, or ``Bidirectional`` of two), see ``from_torch_carries`` and
   ``to_torch_carries``.
@@ -35,8 +40,9 @@ Conventions mapped (PyTorch -> rnncells):
 
 Not convertible, refused with an error: reset-before ``GRUParams`` (a different function
 family from PyTorch's GRU), ``RNNParams`` (tanh) for ``nn.RNN(nonlinearity="relu")`` and
-``IRNNParams`` (relu) for a tanh ``nn.RNN``, and ``nn.LSTM(proj_size > 0)`` (projected
-LSTM).
+``IRNNParams`` (relu) for a tanh ``nn.RNN``, ``LSTMParams`` for an ``nn.LSTM`` with
+``proj_size > 0`` and ``LSTMPParams`` for one without (the projection is a weight the
+other does not have; an ``LSTMPParams`` with P >= H has no PyTorch module).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from rnncells.interop._checks import array_dtype, check_dtype_arg, type_name
 from rnncells.irnn import IRNNParams
 from rnncells.layers import Bidirectional
 from rnncells.lstm import LSTMParams, LSTMState
+from rnncells.lstmp import LSTMPParams
 from rnncells.rnn import RNNParams, RNNState
 
 try:
@@ -90,12 +97,20 @@ def _check_module(module: Any, argname: str = "module") -> tuple[type, type, int
             f"{argname} must be a torch.nn.LSTM, torch.nn.GRU or torch.nn.RNN, "
             f"got {type(module).__name__} with mode {module.mode!r}"
         )
-    if getattr(module, "proj_size", 0) > 0:
-        raise ValueError(
-            f"{argname} is an LSTM with proj_size={module.proj_size}; projected LSTMs "
-            "(h_t = W_hr (o_t * tanh(C_t))) are not an rnncells cell, only proj_size=0 converts"
-        )
+    if module.mode == "LSTM" and _proj_size(module) > 0:
+        return LSTMPParams, LSTMState, 4
     return _CELLS[module.mode]
+
+
+def _proj_size(module) -> int:
+    """An nn.LSTM's ``proj_size`` (0: no projection); 0 for the other modules."""
+    return getattr(module, "proj_size", 0)
+
+
+def _out_size(module) -> int:
+    """The width of h (each layer's output and recurrent input): P with a projection, H
+    otherwise (PyTorch's ``real_hidden_size``)."""
+    return _proj_size(module) or module.hidden_size
 
 
 def _num_directions(module) -> int:
@@ -128,8 +143,9 @@ def _input_width(module, layer: int) -> tuple[int, str]:
     """Layer ``layer``'s input width, and how a message names it."""
     if layer == 0:
         return module.input_size, f"input_size {module.input_size}"
-    width = module.hidden_size * _num_directions(module)
-    return width, f"layer {layer}'s input hidden_size * num_directions {width}"
+    width = _out_size(module) * _num_directions(module)
+    size = "proj_size" if _proj_size(module) else "hidden_size"
+    return width, f"layer {layer}'s input {size} * num_directions {width}"
 
 
 def _module_weight(module, name: str, layer: int, suffix: str, shape, what: str) -> np.ndarray:
@@ -158,7 +174,8 @@ def _layer_from_torch(module, params_type: type, layer: int, suffix: str, dtype)
         return _module_weight(module, name, layer, suffix, shape, what)
 
     W = read("weight_ih", (G * hidden, width), f"{gates}, {width_what}").T
-    V = read("weight_hh", (G * hidden, hidden), f"{gates}, hidden_size {hidden}").T
+    out, out_what = _out_size(module), "proj_size" if _proj_size(module) else "hidden_size"
+    V = read("weight_hh", (G * hidden, out), f"{gates}, {out_what} {out}").T
     if module.bias:
         b_ih = read("bias_ih", (G * hidden,), gates)
         b_hh = read("bias_hh", (G * hidden,), gates)
@@ -173,6 +190,9 @@ def _layer_from_torch(module, params_type: type, layer: int, suffix: str, dtype)
         z = 1  # PyTorch's z keeps the old state, ours writes the candidate: negate its block
         W, V, b = (_negate_block(x, z, hidden) for x in (W, V, b))
         return GRUResetAfterParams(cast(W), cast(V), cast(b), cast(b_hh[2 * hidden :]))
+    if params_type is LSTMPParams:
+        W_hr = read("weight_hr", (out, hidden), f"proj_size {out}, hidden_size {hidden}").T
+        return LSTMPParams(cast(W), cast(V), cast(b_ih + b_hh), cast(W_hr))
     return params_type(cast(W), cast(V), cast(b_ih + b_hh))
 
 
@@ -193,7 +213,7 @@ def from_torch(module, *, dtype=jnp.float32) -> tuple[Any, ...]:
     converted.
 
     Args:
-      module: ``torch.nn.LSTM`` (proj_size=0), ``torch.nn.GRU`` or ``torch.nn.RNN``
+      module: ``torch.nn.LSTM`` (any ``proj_size``), ``torch.nn.GRU`` or ``torch.nn.RNN``
         (nonlinearity "tanh" or "relu"), any ``num_layers``, ``bidirectional``,
         ``bias``, ``batch_first``.
       dtype: floating dtype of the returned arrays (float32 by default; float64 needs
@@ -202,16 +222,16 @@ def from_torch(module, *, dtype=jnp.float32) -> tuple[Any, ...]:
     Returns:
       A tuple of ``module.num_layers`` entries, each ``LSTMParams``,
       ``GRUResetAfterParams``, ``RNNParams`` (tanh) or ``IRNNParams`` (relu) (W (D_k,
-      G*H), V (H, G*H), b (G*H,), b_hn (H,)), or ``Bidirectional(forward, backward)`` of
-      two when the module is bidirectional. D_0 = input_size, D_k = H * num_directions
-      for k > 0.
+      G*H), V (H, G*H), b (G*H,), b_hn (H,)), or ``LSTMPParams`` for ``proj_size=P``
+      (W (D_k, 4H), V (P, 4H), b (4H,), W_hr (H, P)), or ``Bidirectional(forward,
+      backward)`` of two when the module is bidirectional. D_0 = input_size,
+      D_k = H * num_directions for k > 0 (P * num_directions with a projection).
 
     Raises:
       TypeError: ``module`` is not one of the three modules, holds non-floating
         (e.g. complex) parameters, or ``dtype`` is not floating or is float64 while
         ``jax_enable_x64`` is off (JAX would silently make it float32).
-      ValueError: ``nn.LSTM(proj_size > 0)``, or a parameter whose shape does not match
-        the module's sizes.
+      ValueError: a parameter whose shape does not match the module's sizes.
 
     Example:
       >>> module = torch.nn.GRU(3, 5, num_layers=2, bidirectional=True)
@@ -292,19 +312,35 @@ def _check_layer_params(path: str, params: Any, module, layer: int, params_type:
             f"nn.RNN(nonlinearity='{wanted}'): different activations, so no weights make "
             f"them equal; use {params_type.__name__} ({init}) for this module"
         )
+    if {type(params), params_type} == {LSTMParams, LSTMPParams}:
+        proj = _proj_size(module)
+        raise ValueError(
+            f"{path} is {type(params).__name__}, but the module is nn.LSTM(proj_size={proj}): "
+            + (
+                "its projection weight_hr has no counterpart in LSTMParams; use LSTMPParams "
+                "(lstmp_init(..., proj_size=P))"
+                if proj
+                else "it has no projection to hold LSTMPParams.W_hr; use nn.LSTM(..., "
+                "proj_size=P) with P = W_hr.shape[1]"
+            )
+        )
     if type(params) is not params_type:
         raise TypeError(
             f"{path} must be {params_type.__name__} for a torch.nn.{type(module).__name__}, "
             f"got {type(params).__name__}"
         )
-    hidden = module.hidden_size
-    width = module.input_size if layer == 0 else hidden * _num_directions(module)
+    hidden, out = module.hidden_size, _out_size(module)
+    width = module.input_size if layer == 0 else out * _num_directions(module)
     what = f"layer {layer}: input {width}, hidden_size {hidden}, {G} gate blocks"
+    if params_type is LSTMPParams:
+        what += f", proj_size {out}"
     _check_param_shape(path, "W", params.W, (width, G * hidden), what)
-    _check_param_shape(path, "V", params.V, (hidden, G * hidden), what)
+    _check_param_shape(path, "V", params.V, (out, G * hidden), what)
     _check_param_shape(path, "b", params.b, (G * hidden,), what)
     if params_type is GRUResetAfterParams:
         _check_param_shape(path, "b_hn", params.b_hn, (hidden,), what)
+    if params_type is LSTMPParams:
+        _check_param_shape(path, "W_hr", params.W_hr, (hidden, out), what)
     for field in params._fields[1:]:  # one dtype per cell, as the core's steps require
         value = getattr(params, field)
         if value.dtype != params.W.dtype:
@@ -328,10 +364,12 @@ def to_torch(params: tuple[Any, ...], module):
     Args:
       params: a tuple with one entry per layer, as ``stack_init`` or ``from_torch``
         return: ``LSTMParams`` for ``nn.LSTM``, ``GRUResetAfterParams`` for ``nn.GRU``,
-        ``RNNParams`` for ``nn.RNN`` (``IRNNParams`` for ``nonlinearity="relu"``), each
-        wrapped in ``Bidirectional(forward, backward)`` when the module is bidirectional.
-        Layer k has W (D_k, G*H), V (H, G*H), b (G*H,) (and b_hn (H,)), D_0 = input_size,
-        D_k = H * num_directions.
+        ``RNNParams`` for ``nn.RNN`` (``IRNNParams`` for ``nonlinearity="relu"``),
+        ``LSTMPParams`` for ``nn.LSTM(proj_size=P)``, each wrapped in
+        ``Bidirectional(forward, backward)`` when the module is bidirectional. Layer k has
+        W (D_k, G*H), V (H, G*H), b (G*H,) (and b_hn (H,)), D_0 = input_size,
+        D_k = H * num_directions; with a projection V (P, 4H), W_hr (H, P) (written to
+        ``weight_hr_l{k}`` transposed) and D_k = P * num_directions.
       module: the ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` to overwrite.
 
     Returns:
@@ -344,7 +382,8 @@ def to_torch(params: tuple[Any, ...], module):
       ValueError: the number of layers, bidirectionality or a shape does not match the
         module; reset-before ``GRUParams`` for an ``nn.GRU``; non-zero biases for a module
         with ``bias=False``; the other activation's params for an ``nn.RNN``;
-        ``nn.LSTM(proj_size > 0)``.
+        ``LSTMParams`` for an ``nn.LSTM`` with ``proj_size > 0``, ``LSTMPParams`` for one
+        without.
     """
     params_type, _, G = _check_module(module)
     items = _layer_items(params, module, "params")
@@ -365,12 +404,14 @@ def to_torch(params: tuple[Any, ...], module):
                 f"the module has bias=False, so {path}.{names} must be all zeros, "
                 f"got non-zero values (largest |value| {max(np.abs(b).max(), np.abs(b_hh).max())})"
             )
-        converted.append((layer, suffix, W.T, V.T, b, b_hh))
+        values = {"weight_ih": W.T, "weight_hh": V.T}
+        if params_type is LSTMPParams:
+            values["weight_hr"] = np.array(entry.W_hr, dtype=np.float64).T
+        if module.bias:
+            values.update(bias_ih=b, bias_hh=b_hh)
+        converted.append((layer, suffix, values))
     with torch.no_grad():
-        for layer, suffix, W_t, V_t, b, b_hh in converted:
-            values = {"weight_ih": W_t, "weight_hh": V_t}
-            if module.bias:
-                values.update(bias_ih=b, bias_hh=b_hh)
+        for layer, suffix, values in converted:
             for name, value in values.items():
                 target = getattr(module, f"{name}_l{layer}{suffix}")
                 target.copy_(torch.from_numpy(np.ascontiguousarray(value)))
@@ -387,12 +428,14 @@ def from_torch_carries(module, h0, c0=None, *, dtype=jnp.float32) -> tuple[Any, 
     Args:
       module: the ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` the states belong to.
       h0: (num_layers * num_directions, *batch, H) tensor or array (batch may be empty,
-        as for PyTorch's unbatched input).
-      c0: the LSTM's cell state, same shape; required for an LSTM, refused otherwise.
+        as for PyTorch's unbatched input); (..., P) for an LSTM with ``proj_size=P``.
+      c0: the LSTM's cell state, (num_layers * num_directions, *batch, H); required for
+        an LSTM, refused otherwise.
       dtype: floating dtype of the returned arrays.
 
     Returns:
-      A tuple of ``num_layers`` carries, each field of shape (*batch, H).
+      A tuple of ``num_layers`` carries, each field of shape (*batch, H) (h (*batch, P)
+      with a projection).
 
     Raises:
       TypeError: unsupported module; non-floating (integer, bool, complex) states;
@@ -417,16 +460,17 @@ def from_torch_carries(module, h0, c0=None, *, dtype=jnp.float32) -> tuple[Any, 
     arrays = []
     for name, value in states.items():
         value = _tensor_to_numpy(name, value)
-        if value.ndim < 2 or value.shape[0] != rows or value.shape[-1] != module.hidden_size:
+        size, what = _state_size(module, name[0])
+        if value.ndim < 2 or value.shape[0] != rows or value.shape[-1] != size:
             raise ValueError(
                 f"{name} must have shape (num_layers * num_directions = {rows}, *batch, "
-                f"hidden_size = {module.hidden_size}), got shape {shape_str(value.shape)}"
+                f"{what} = {size}), got shape {shape_str(value.shape)}"
             )
         arrays.append(jnp.asarray(value.astype(dtype)))
-    if len(arrays) == 2 and arrays[0].shape != arrays[1].shape:
+    if len(arrays) == 2 and arrays[0].shape[:-1] != arrays[1].shape[:-1]:
         raise ValueError(
-            f"h0 and c0 must have the same shape, got {shape_str(arrays[0].shape)} "
-            f"and {shape_str(arrays[1].shape)}"
+            f"h0 and c0 must have the same shape but for the last axis, got "
+            f"{shape_str(arrays[0].shape)} and {shape_str(arrays[1].shape)}"
         )
     directions = _num_directions(module)
     carries = []
@@ -438,6 +482,13 @@ def from_torch_carries(module, h0, c0=None, *, dtype=jnp.float32) -> tuple[Any, 
     return tuple(carries)
 
 
+def _state_size(module, field: str) -> tuple[int, str]:
+    """The last dimension of carry field ``field`` ("h" or "c"), and its name."""
+    if field == "h" and _proj_size(module):
+        return _proj_size(module), "proj_size"
+    return module.hidden_size, "hidden_size"
+
+
 def to_torch_carries(carries: tuple[Any, ...], module):
     """Turns per-layer carries (as ``stack_unroll`` returns) into PyTorch's ``h_n`` layout.
 
@@ -446,12 +497,14 @@ def to_torch_carries(carries: tuple[Any, ...], module):
 
     Args:
       carries: a tuple of ``num_layers`` carries (``LSTMState``, ``GRUState``,
-        ``RNNState``, or ``Bidirectional`` of two), each field of shape (*batch, H).
+        ``RNNState``, or ``Bidirectional`` of two), each field of shape (*batch, H)
+        (h (*batch, P) for an LSTM with ``proj_size=P``).
       module: the ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` whose layout to follow.
 
     Returns:
       ``(h_n, c_n)`` for an LSTM, ``h_n`` otherwise: tensors of shape
-      (num_layers * num_directions, *batch, H) in the module's parameter dtype and device.
+      (num_layers * num_directions, *batch, H) (``h_n`` (..., P) with a projection) in
+      the module's parameter dtype and device.
 
     Raises:
       TypeError: unsupported module, wrong carry types or non-floating carries.
@@ -461,7 +514,7 @@ def to_torch_carries(carries: tuple[Any, ...], module):
     items = _layer_items(carries, module, "carries")
     reference = module.weight_ih_l0
     fields: list[list[np.ndarray]] = [[] for _ in state_type._fields]
-    expected = None
+    batch = None
     for path, _, _, carry in items:
         if not isinstance(carry, state_type):
             raise TypeError(
@@ -470,11 +523,12 @@ def to_torch_carries(carries: tuple[Any, ...], module):
             )
         for i, (field, value) in enumerate(zip(state_type._fields, carry, strict=True)):
             value = _tensor_to_numpy(f"{path}.{field}", value)
-            expected = value.shape if expected is None else expected
-            if value.ndim < 1 or value.shape[-1] != module.hidden_size or value.shape != expected:
+            size, what = _state_size(module, field)
+            batch = value.shape[:-1] if batch is None else batch
+            if value.ndim < 1 or value.shape != batch + (size,):
                 raise ValueError(
-                    f"{path}.{field} must have shape (*batch, hidden_size = "
-                    f"{module.hidden_size}), the same in every layer ({shape_str(expected)}), "
+                    f"{path}.{field} must have shape (*batch, {what} = {size}), with the "
+                    f"same batch in every layer ({shape_str(batch + (size,))}), "
                     f"got shape {shape_str(value.shape)}"
                 )
             fields[i].append(value)
