@@ -260,7 +260,8 @@ def log_space_unroll(
     carry stays frozen and the output is 0.
 
     Args:
-      log_a, log_b: (T, *batch, H), time-major.
+      log_a: (T, *batch, H), time-major: log a_t.
+      log_b: (T, *batch, H), time-major: log b_t.
       h0: (*batch, H), the initial state.
       lengths: None, or int32 (*batch,) valid lengths.
 
