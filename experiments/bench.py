@@ -26,7 +26,18 @@ torch, flax (``nn.RNN`` of ``OptimizedLSTMCell`` / ``GRUCell``), eqx (``LSTMCell
 JAX's binding of cuDNN's fused LSTM); the fused layer with its options changed: rc_u2,
 rc_u8 (unroll 2 and 8), rc_remat, rc_bf16 (``compute_dtype=bfloat16``). The layer's other
 variants measured in bench.md (rc_nohoist, rc_logistic, rc_noblock, rc_concat) were not
-kept, and their code is gone.
+kept, and their code is gone. Kernels (``rc.unroll(..., kernel=...)``, default unroll):
+rc_xla (the fused layer's scans), rc_pallas (its Pallas kernels, ``rnncells._pallas``;
+interpreted on a CPU, so slow there), rc_xla_bf16 and rc_pallas_bf16 (the same with
+``compute_dtype=bfloat16``). ``--kernel`` sets the kernel of ``rnncells`` (default None:
+the library's choice). An implementation that cannot run a size (the Pallas kernels
+above H = 128 on a GPU, cuDNN on a CPU) is skipped with its reason under "skipped"; one
+that fails to build is recorded under "errors" and the others still run.
+
+``--quick`` shrinks every size to (B, T, D, H) <= (3, 4, 3, 16) with 2 repetitions: a
+dry run of a command line (e.g. ``experiments/gpu_pallas.sh``) on a CPU in seconds.
+``--targets JSON`` prints issue 14's targets, met or missed, from a GPU run's JSON, and
+``--figures JSON`` the ``rnncells.unrolling.KERNEL_FIGURES`` rows it measured.
 
 On a GPU (``jax.default_backend() == "gpu"``) the same harness runs with: PyTorch on
 CUDA (cuDNN's fused nn.LSTM / nn.GRU, synchronised after each call); every fp32 matmul
@@ -65,6 +76,8 @@ GPU_REPS = {"small": 10, "medium": 5, "large": 5, "long": 5, "xl": 5}
 GATES = {"lstm": 4, "gru": 3}
 DEFAULT_IMPLS = ("rnncells", "torch", "flax", "eqx")
 MEMORY_SIZE = (8, 10_000, 8, 128)  # (B, T, D, H) for --memory
+QUICK_LIMIT = (3, 4, 3, 16)  # --quick: every size at most this (B, T, D, H)
+RNNCELLS_KERNEL = None  # the ``rnncells`` impl's kernel (--kernel)
 
 
 def flops(cell: str, B: int, T: int, D: int, H: int) -> tuple[float, float]:
@@ -135,13 +148,25 @@ def build_rnncells(cell, B, T, D, H, variant=None):
     if variant is None:
 
         def run(p, x):
-            return rc.unroll(step, p, x)[1]
+            return rc.unroll(step, p, x, kernel=RNNCELLS_KERNEL)[1]
 
     elif variant == "generic":
         wrapped = lambda p, c, x: step(p, c, x)  # a user step: plain lax.scan + autodiff
 
         def run(p, x):
             return rc.unroll(wrapped, p, x, rc.init_carry(p, (B,)))[1]
+
+    elif isinstance(variant, dict):  # rc.unroll options: kernel, compute_dtype
+        from rnncells import _pallas
+
+        kwargs = dict(variant)
+        if kwargs.get("kernel") == "pallas":
+            reason = _pallas.unsupported(params, kwargs.get("compute_dtype"))
+            if reason is not None:
+                return reason  # skipped, not timed as the XLA layer it would fall back to
+
+        def run(p, x):
+            return rc.unroll(step, p, x, **kwargs)[1]
 
     else:
         changes = {
@@ -265,6 +290,14 @@ BUILDERS = {
     "rc_u8": lambda *a: build_rnncells(*a, variant="u8"),
     "rc_remat": lambda *a: build_rnncells(*a, variant="remat"),
     "rc_bf16": lambda *a: build_rnncells(*a, variant="bf16"),
+    "rc_xla": lambda *a: build_rnncells(*a, variant={"kernel": "xla"}),
+    "rc_pallas": lambda *a: build_rnncells(*a, variant={"kernel": "pallas"}),
+    "rc_xla_bf16": lambda *a: build_rnncells(
+        *a, variant={"kernel": "xla", "compute_dtype": "bfloat16"}
+    ),
+    "rc_pallas_bf16": lambda *a: build_rnncells(
+        *a, variant={"kernel": "pallas", "compute_dtype": "bfloat16"}
+    ),
     "torch": build_torch,
     "cudnn": build_cudnn,
     "flax": build_flax,
@@ -311,12 +344,21 @@ def run_size(size: str, cells, impls, reps: int) -> dict:
 
     result = {"size": size, "B": B, "T": T, "D": D, "H": H, "reps": reps, "cells": {}}
     result["device"] = str(jax.devices()[0].device_kind)
+    result["backend"] = jax.default_backend()
     result["gemm_gflops_before"] = gemm_rate()
+    result["skipped"], result["errors"] = {}, {}
     for cell in cells:
         built, compile_s = {}, {}
         for impl in impls:
-            made = BUILDERS[impl](cell, B, T, D, H)
-            if made is None:  # not available for this cell or backend
+            try:
+                made = BUILDERS[impl](cell, B, T, D, H)
+            except Exception as error:  # e.g. a kernel the GPU's compiler refuses
+                result["errors"].setdefault(cell, {})[impl] = f"{type(error).__name__}: {error}"
+                print(f"{size} {cell} {impl} failed: {error}", file=sys.stderr)
+                continue
+            if made is None or isinstance(made, str):  # not for this cell, size or backend
+                if made is not None:
+                    result["skipped"].setdefault(cell, {})[impl] = made
                 continue
             fwd, train, comp = made
             built[impl] = (fwd, train)
@@ -421,6 +463,9 @@ def table(result: dict) -> str:
                 f"{100 * fwd_flop / r['fwd_s'] / 1e9 / gemm:.0f}% | {comp} | "
                 f"{100 * r['train_spread']:.0f}% | {faulted} |"
             )
+        for what in ("skipped", "errors"):
+            for impl, reason in result.get(what, {}).get(cell, {}).items():
+                lines.append(f"\n{what}: {impl}: {reason[:300]}")
     return "\n".join(lines)
 
 
@@ -468,6 +513,79 @@ def combined_table(runs: list[dict], impl: str = "rnncells") -> str:
     return "\n".join(lines)
 
 
+FP32_IMPLS = ("rnncells", "rc_xla", "rc_pallas", "rc_u8")  # the library in fp32
+BF16_IMPLS = ("rc_xla_bf16", "rc_pallas_bf16", "rc_bf16")
+BENCH_CELL_NAMES = {"lstm": "lstm", "gru": "gru_reset_after"}  # the bench's GRU is reset-after
+
+
+def _best(rows: dict, impls, key: str):
+    """(seconds, impl) of the fastest of ``impls`` in ``rows`` by ``key``; None if none ran."""
+    found = [(rows[i][key], i) for i in impls if i in rows]
+    return min(found) if found else None
+
+
+def targets_table(run: dict) -> str:
+    """Issue 14's targets from one run's JSON (fp32 against PyTorch's cuDNN, TF32 off):
+    training step >= 1.0x torch at every size (>= 1.5x at medium), forward >= 1.0x,
+    bf16 compute >= 1.5x over fp32 at large and xl, training-step compile < 5 s. The
+    library's entry is its fastest fp32 implementation measured (``FP32_IMPLS``)."""
+    lines = [
+        "| size | cell | train: best fp32 (impl) | torch | speed-up | target | met | "
+        "fwd: best fp32 (impl) | torch | speed-up | met | bf16 / fp32 train | met | "
+        "compile s | met |",
+        "|---" * 15 + "|",
+    ]
+
+    def ms(x):
+        return f"{x * 1e3:.2f} ms"
+
+    for result in run["results"]:
+        size = result["size"]
+        for cell, rows in result["cells"].items():
+            train, fwd = _best(rows, FP32_IMPLS, "train_s"), _best(rows, FP32_IMPLS, "fwd_s")
+            torch = rows.get("torch")
+            if train is None or torch is None:
+                continue
+            goal = 1.5 if size == "medium" else 1.0
+            up, up_fwd = torch["train_s"] / train[0], torch["fwd_s"] / fwd[0]
+            low = _best(rows, BF16_IMPLS, "train_s")
+            bf16, bf16_met = "-", "-"
+            if low is not None:
+                gain = train[0] / low[0]
+                bf16 = f"{gain:.2f}x ({low[1]})"
+                if size in ("large", "xl"):
+                    bf16_met = "yes" if gain >= 1.5 else "no"
+            comp = rows[train[1]]["compile_s"]
+            lines.append(
+                f"| {size} | {cell.upper()} | {ms(train[0])} ({train[1]}) | "
+                f"{ms(torch['train_s'])} | {up:.2f}x | >= {goal}x | "
+                f"{'yes' if up >= goal else 'no'} | {ms(fwd[0])} ({fwd[1]}) | "
+                f"{ms(torch['fwd_s'])} | {up_fwd:.2f}x | {'yes' if up_fwd >= 1.0 else 'no'} | "
+                f"{bf16} | {bf16_met} | {comp:.1f} | {'yes' if comp < 5 else 'no'} |"
+            )
+    return "\n".join(lines)
+
+
+def kernel_figures(run: dict) -> str:
+    """``rnncells.unrolling.KernelFigure`` rows for every size and cell of one run's JSON
+    where both kernels were measured (rc_xla against rc_pallas, and in bf16)."""
+    out = []
+    for result in run["results"]:
+        for cell, rows in result["cells"].items():
+            for xla, pallas, cd in (
+                ("rc_xla", "rc_pallas", None),
+                ("rc_xla_bf16", "rc_pallas_bf16", "bfloat16"),
+            ):
+                if xla in rows and pallas in rows:
+                    out.append(
+                        f"    KernelFigure({result.get('backend', 'gpu')!r}, "
+                        f"{result['device']!r}, {BENCH_CELL_NAMES[cell]!r}, {result['B']}, "
+                        f"{result['T']}, {result['H']}, {cd!r}, "
+                        f"{rows[xla]['train_s'] * 1e3:.3f}, {rows[pallas]['train_s'] * 1e3:.3f}),"
+                    )
+    return "\n".join(out)
+
+
 def memory_table(mem: dict) -> str:
     lines = [
         f"\n### Memory of the training step at B={mem['B']}, T={mem['T']}, D={mem['D']}, "
@@ -493,6 +611,27 @@ def main(argv=None) -> None:
     parser.add_argument("--memory", action="store_true", help="memory mode instead of speed")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
+        "--kernel",
+        default=None,
+        choices=("xla", "pallas"),
+        help="the rnncells impl's kernel (default: the library's choice)",
+    )
+    parser.add_argument(
+        "--size-timeout",
+        type=float,
+        default=None,
+        help="stop a size's process after this many seconds and go on to the next",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, 2 reps: a dry run of a command line"
+    )
+    parser.add_argument(
+        "--targets", default=None, metavar="JSON", help="print issue 14's targets from a run"
+    )
+    parser.add_argument(
+        "--figures", default=None, metavar="JSON", help="print KERNEL_FIGURES rows of a run"
+    )
+    parser.add_argument(
         "--combine",
         nargs="+",
         default=None,
@@ -507,6 +646,17 @@ def main(argv=None) -> None:
                 runs.append(json.load(f))
         print(combined_table(runs))
         return
+    for path, report in ((args.targets, targets_table), (args.figures, kernel_figures)):
+        if path:
+            with open(path) as f:
+                print(report(json.load(f)))
+            return
+    global RNNCELLS_KERNEL
+    RNNCELLS_KERNEL = args.kernel
+    if args.quick:
+        for name, shape in SIZES.items():
+            SIZES[name] = tuple(min(a, b) for a, b in zip(shape, QUICK_LIMIT, strict=True))
+        args.reps = args.reps or 2
     cells = [c for c in args.cells.split(",") if c]
     impls = [i for i in args.impls.split(",") if i]
     for name, given, known in (("cells", cells, GATES), ("impls", impls, BUILDERS)):
@@ -530,7 +680,7 @@ def main(argv=None) -> None:
         return
 
     sizes = [s for s in args.sizes.split(",") if s]
-    results = []
+    results, failed = [], {}
     for size in sizes:
         if size not in SIZES:
             parser.error(f"unknown size {size!r}; choose from {list(SIZES)}")
@@ -538,22 +688,38 @@ def main(argv=None) -> None:
         cmd += ["--cells", ",".join(cells), "--impls", ",".join(impls)]
         if args.reps:
             cmd += ["--reps", str(args.reps)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr)
-            raise SystemExit(f"size {size} failed (exit {proc.returncode})")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        results.append(result)
-        print(table(result), flush=True)
+        if args.kernel:
+            cmd += ["--kernel", args.kernel]
+        if args.quick:
+            cmd += ["--quick"]
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, check=False, timeout=args.size_timeout
+            )
+        except subprocess.TimeoutExpired:
+            failed[size] = f"stopped after --size-timeout {args.size_timeout} s"
+        else:
+            if proc.returncode == 0:
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                results.append(result)
+                print(table(result), flush=True)
+            else:
+                sys.stderr.write(proc.stderr)
+                failed[size] = f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"
+        if size in failed:  # the next sizes still run
+            print(f"\nsize {size} failed: {failed[size][:300]}", flush=True)
         meta = {  # written after every size, so a stopped run keeps what it measured
             "command": " ".join(["python -m experiments.bench"] + (argv or sys.argv[1:])),
             "cpu_count": os.cpu_count(),
             "ld_preload": os.environ.get("LD_PRELOAD", ""),
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "loadavg_end": os.getloadavg(),
+            "failed_sizes": failed,
         }
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=1)
+    if failed:
+        raise SystemExit(f"sizes failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

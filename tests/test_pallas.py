@@ -254,3 +254,45 @@ def test_kernels_lower_to_triton_for_the_gpu(key, kind):
         exported = jax.export.export(grad, platforms=("cuda",), disabled_checks=[triton])
         text = exported(params, xs, carry).mlir_module()
         assert text.count("__gpu$xla.gpu.triton") == 2  # the forward and backward kernels
+
+
+def test_bench_records_skipped_and_failed_kernels_and_reports_targets(monkeypatch):
+    """experiments.bench goes on past an implementation that cannot run or fails to build,
+    and turns a run into issue 14's targets and KERNEL_FIGURES rows (no compile here)."""
+    bench = pytest.importorskip("experiments.bench")
+
+    def fails(*args):
+        raise RuntimeError("the compiler refused the kernel")
+
+    monkeypatch.setitem(bench.SIZES, "tiny", (2, 3, 4, 5))
+    monkeypatch.setattr(bench, "gemm_rate", lambda: 1.0)
+    monkeypatch.setitem(bench.BUILDERS, "rc_pallas", lambda *args: "V exceeds 256 KiB")
+    monkeypatch.setitem(bench.BUILDERS, "rc_pallas_bf16", fails)
+    monkeypatch.setitem(bench.BUILDERS, "torch", lambda *args: (lambda: None, lambda: None, None))
+    result = bench.run_size("tiny", ["lstm"], ["rc_pallas", "rc_pallas_bf16", "torch"], reps=1)
+    assert result["skipped"] == {"lstm": {"rc_pallas": "V exceeds 256 KiB"}}
+    assert "the compiler refused" in result["errors"]["lstm"]["rc_pallas_bf16"]
+    assert sorted(result["cells"]["lstm"]) == ["torch"]
+    assert "skipped: rc_pallas: V exceeds 256 KiB" in bench.table(result)
+
+    def row(train_ms, fwd_ms, compile_s=1.0):
+        return {"train_s": train_ms / 1e3, "fwd_s": fwd_ms / 1e3, "compile_s": compile_s}
+
+    cells = {
+        "lstm": {
+            "rc_xla": row(10, 4),
+            "rc_pallas": row(5, 2, compile_s=6.0),
+            "rc_xla_bf16": row(4, 2),
+            "rc_pallas_bf16": row(3, 1),
+            "torch": row(8, 3),
+        }
+    }
+    run = {"results": [dict(size="large", B=8, T=2048, H=128, device="H100", cells=cells)]}
+    (line,) = bench.targets_table(run).splitlines()[2:]
+    assert line.startswith("| large | LSTM | 5.00 ms (rc_pallas) | 8.00 ms | 1.60x | >= 1.0x | yes")
+    assert "| 1.67x (rc_pallas_bf16) | yes | 6.0 | no |" in line
+    figures = bench.kernel_figures(run).splitlines()
+    assert figures[0].strip() == (
+        "KernelFigure('gpu', 'H100', 'lstm', 8, 2048, 128, None, 10.000, 5.000),"
+    )
+    assert figures[1].endswith("128, 'bfloat16', 4.000, 3.000),")
