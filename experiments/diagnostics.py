@@ -88,7 +88,7 @@ def hidden_grad_norms(params: ModelParams, task, batch) -> jax.Array:
     step = rc.step_for(layer)
     xs = embed_inputs(params, batch.inputs, task.vocab_size)
     B, T, D = xs.shape
-    H = layer.V.shape[0]
+    H = rc.init_carry(layer, (B,)).h.shape[-1]  # h's width (not V's rows for every cell)
 
     def perturbed_step(p, carry, xd):
         x, d = xd[..., :D], xd[..., D:]

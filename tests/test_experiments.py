@@ -206,3 +206,13 @@ def test_report_finds_runs_under_a_path_naming_checkpoints(tmp_path):
     (run / "summary.json").write_text(json.dumps({"task": "adding"}))
     (run / "checkpoints" / "100" / "summary.json").write_text(json.dumps({"task": "decoy"}))
     assert report.find_runs(str(tmp_path)) == [(str(run), {"task": "adding"})]
+
+
+@pytest.mark.parametrize("cell", ["mingru", "slstm"])
+def test_gradient_norms_of_cells_whose_v_is_not_h_by_gates(key, cell):
+    # minGRU has no V; the sLSTM's V is (heads, dh, 4 dh): h's width comes from the carry.
+    task = get_task("adding", T=5)
+    params = model_init(key, cell=cell, input_size=2, output_size=1, hidden_size=4)
+    norms = diagnostics.hidden_grad_norms(params, task, task.make_batch(jax.random.PRNGKey(0), 3))
+    assert norms.shape == (4,)
+    assert np.all(np.isfinite(np.asarray(norms))) and float(norms[-1]) > 0

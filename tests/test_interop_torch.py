@@ -290,11 +290,6 @@ def test_relu_rnn_is_the_irnn_and_the_other_activation_is_refused(rng):
         to_torch(random_stack(rng, "peephole_lstm"), torch.nn.LSTM(D, H))
 
 
-def test_projected_lstm_refused():
-    with pytest.raises(ValueError, match="proj_size=2"):
-        from_torch(torch.nn.LSTM(D, H, proj_size=2))
-
-
 @pytest.mark.parametrize("module", [torch.nn.Linear(D, H), torch.nn.LSTMCell(D, H), "lstm"])
 def test_not_a_recurrent_module_refused(rng, module):
     with pytest.raises(TypeError, match="must be a torch.nn.LSTM, torch.nn.GRU or torch.nn.RNN"):

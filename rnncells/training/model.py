@@ -29,7 +29,7 @@ class ModelParams(NamedTuple):
     embed: (vocab_size, embed_size) learned embedding, or None when the inputs are
         real-valued or one-hot encoded.
     layers: tuple of the core's per-layer params (LSTMParams, GRUParams, ...).
-    W_out: (hidden_size, output_size) readout weights.
+    W_out: (width of the last layer's output, output_size) readout weights.
     b_out: (output_size,) readout bias.
     """
 
@@ -158,8 +158,12 @@ def model_init(
         width = embed_size
     base = "gru" if cell == "gru_reset_after" else cell
     layers = rc.stack_init(k_layers, base, width, hidden_size, num_layers=num_layers, **kwargs)
-    scale = jnp.sqrt(jnp.asarray(1.0 / hidden_size, jnp.float32))
-    W_out = jax.random.normal(k_out, (hidden_size, output_size), jnp.float32) * scale
+    # The readout reads the last layer's output, which is not H wide for every cell (the
+    # LSTMP's is its projection size).
+    top = layers[-1]
+    width_out = rc.cell_spec(top).output_size(top)
+    scale = jnp.sqrt(jnp.asarray(1.0 / width_out, jnp.float32))
+    W_out = jax.random.normal(k_out, (width_out, output_size), jnp.float32) * scale
     return ModelParams(embed, layers, W_out, jnp.zeros((output_size,), jnp.float32))
 
 
