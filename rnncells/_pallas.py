@@ -305,7 +305,8 @@ def _pow2_clip(n: int, low: int, high: int) -> int:
 
 def pad_batch(block_b: int, xs, carry0, lengths):
     """Pads the batch (axis 1 of xs (T, B, D), axis 0 of the carries and lengths) with
-    zero rows to a multiple of ``block_b``; padded rows have length 0."""
+    zero rows to a multiple of ``block_b``. Padded rows have length 0 when lengths are
+    given; without, they run on zeros. The caller drops them from the results."""
     batch = xs.shape[1]
     extra = -batch % block_b
     if not extra:
