@@ -18,7 +18,10 @@ loss = sum(outputs) with respect to the parameters and the inputs, as the median
 - ``lstmp``: ``rc.unroll`` of ``lstmp_step`` (projection P = H / 2, ``lax.scan`` of the
   step), and ``torch_lstmp``: PyTorch's ``nn.LSTM(D, H, proj_size=P)`` forward + backward
   of the same loss, with ``torch.set_num_threads(os.cpu_count())`` (skipped when torch is
-  not installed).
+  not installed);
+- ``gru_reset_after``: the seed's fused reset-after GRU; ``keras_lstm``, ``keras_gru``:
+  Keras 3's ``LSTM`` and ``GRU`` (reset after, its default) on the JAX backend, the same
+  loss through ``stateless_call`` under ``jax.jit`` (skipped without Keras).
 
 The column "vs lstm" is each row's time over the fused LSTM's at the same T. Each
 implementation is compiled and timed in turn in one process; no other process should
@@ -90,6 +93,34 @@ def _torch_step(batch, steps, inputs, hidden, proj):
     return call
 
 
+def _keras_step(layer_name, batch, steps, inputs, hidden):
+    """A timed call: value-and-grad of sum(outputs) of a Keras 3 layer on its JAX backend
+    (``stateless_call`` under ``jax.jit``), or None without Keras or on another backend."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # only read when Keras is first imported
+    try:
+        import keras
+    except ImportError:
+        return None
+    if keras.backend.backend() != "jax":
+        return None
+    layer = getattr(keras.layers, layer_name)(hidden, return_sequences=True)
+    layer.build((batch, steps, inputs))
+    trainable = [v.value for v in layer.trainable_variables]
+    fixed = [v.value for v in layer.non_trainable_variables]
+    xs = jax.random.normal(jax.random.key(steps), (batch, steps, inputs), jnp.float32)
+
+    def loss(trainable, xs):
+        ys, _ = layer.stateless_call(trainable, fixed, xs)
+        return jnp.sum(ys)
+
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+    def call():
+        jax.block_until_ready(grad(trainable, xs))
+
+    return call
+
+
 def run(ts, batch, inputs, hidden, reps):
     """Rows (T, name, seconds) for every T in ``ts``."""
     key = jax.random.key(0)
@@ -109,9 +140,15 @@ def run(ts, batch, inputs, hidden, reps):
         calls["gru"] = _jax_step(rc.gru_step, rc.gru_init(key, inputs, hidden), xs)
         lstmp = rc.lstmp_init(key, inputs, hidden, proj_size=proj)
         calls["lstmp"] = _jax_step(rc.lstmp_step, lstmp, xs)
-        torch_call = _torch_step(batch, steps, inputs, hidden, proj)
-        if torch_call is not None:
-            calls["torch_lstmp"] = torch_call
+        reset_after = rc.gru_init(key, inputs, hidden, reset_after=True)
+        calls["gru_reset_after"] = _jax_step(rc.gru_step, reset_after, xs)
+        for name, call in (
+            ("torch_lstmp", _torch_step(batch, steps, inputs, hidden, proj)),
+            ("keras_lstm", _keras_step("LSTM", batch, steps, inputs, hidden)),
+            ("keras_gru", _keras_step("GRU", batch, steps, inputs, hidden)),  # reset after
+        ):
+            if call is not None:
+                calls[name] = call
         for name, call in calls.items():
             rows.append((steps, name, _time(call, reps)))
     return rows
