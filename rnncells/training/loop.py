@@ -491,7 +491,7 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
             losses = np.asarray(chunk["loss"])  # (log_every, S)
             records = []
             for i in range(config.log_every):
-                record = {"step": step + i + 1}
+                record: dict[str, Any] = {"step": step + i + 1}
                 for name, values in chunk.items():
                     record[name] = float(np.mean(values[i]))
                     record[f"{name}_per_seed"] = values[i]
