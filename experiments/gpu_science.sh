@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU rows of the science studies (experiments/science.py, where="gpu": adding at
+# T = 750 and 1000, copy at T = 500 and 1000), a slice at a time, resumable across
+# machines:
+#
+#     bash experiments/gpu_science.sh OUTDIR [BUDGET_S]          # one GPU, default 600 s
+#     QUICK=1 bash experiments/gpu_science.sh OUTDIR 60          # plumbing check on a CPU
+#
+# Rows run one after the other, 5 seeds each at once (vmap), until BUDGET_S seconds of
+# training are spent; a row cut off by the budget stops at its last checkpoint. State
+# travels in OUTDIR/science_state.tar.gz: the JSON of every finished row and the run folder of the row in progress (its newest checkpoint
+# and logs, a few MiB). Unpack that archive in the repository root before the next
+# call (it restores runs/science/ and experiments/results/science/), so the next call
+# goes on where this one stopped; finished rows are skipped.
+#
+# The GPU image lacks ml_collections: carry its wheel in .whl/ (pure Python):
+#     python -m pip download --no-deps -d .whl ml_collections
+# and the script installs it into /tmp/site when it is missing.
+#
+# Estimated GPU time for all GPU rows (H100, from the T=500 copy figure of 57 steps/s
+# and ~30 ms per adding step at T=1000 with 5 seeds): about 4 hours, so about 16 calls.
+set -u
+OUT=${1:?usage: bash experiments/gpu_science.sh OUTDIR [BUDGET_S]}
+BUDGET_S=${2:-600}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python3}
+QUICK=${QUICK:-0}
+
+if ! $PY -c "import ml_collections" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 2
+  export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
+{
+  date -u
+  git log -1 --format='commit %H %cd' 2>/dev/null
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1
+  $PY -c "import jax; print('jax', jax.__version__, jax.default_backend(), jax.devices())"
+} 2>&1 | tee "$OUT/gpu_info.txt"
+BACKEND=$($PY -c "import jax; print(jax.default_backend())" 2>/dev/null)
+if [ "$BACKEND" != gpu ] && [ "$QUICK" != 1 ]; then
+  echo "JAX's backend is '$BACKEND', not gpu: stopping (QUICK=1 for a dry run on a CPU)"
+  exit 2
+fi
+
+WHERE=(--where=gpu)
+RESULTS=experiments/results/science
+WORK=runs/science
+if [ "$QUICK" = 1 ]; then  # a CPU: one small GPU row's plumbing, into scratch folders
+  WHERE=(--only=adding_T750_gru)
+  RESULTS=$OUT/quick_results
+  WORK=$OUT/quick_runs
+fi
+set -o pipefail
+$PY -m experiments.science "${WHERE[@]}" --workdir="$WORK" --results="$RESULTS" \
+  --budget_s="$BUDGET_S" 2>&1 | grep -v "^WARNING" | tee "$OUT/science_log.txt"
+STATUS=$?
+
+# Finished rows need only their JSON; the row in progress travels with its run folder.
+UNFINISHED=()
+for dir in "$WORK"/*/*/; do
+  [ -d "$dir" ] || continue
+  name=$(basename "$dir")
+  study=$(basename "$(dirname "$dir")")
+  [ -f "$RESULTS/$study/$name.json" ] || UNFINISHED+=("${dir%/}")
+done
+tar -czf "$OUT/science_state.tar.gz" "$RESULTS" "${UNFINISHED[@]}" 2>/dev/null
+ls -la "$OUT"
+exit $STATUS

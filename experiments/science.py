@@ -1,0 +1,568 @@
+"""The long-dependency studies with fixed step budgets, 5 seeds and 10,000 test sequences.
+
+    python -m experiments.science --study=adding --where=cpu   # train, then score
+    python -m experiments.science --report                     # tables and plots
+
+Each study is a list of `Run` rows (task, T, cell, init, optimiser), all trained from a
+config file plus overrides, with 5 seeds at once (``vmap``), for a fixed number of steps
+(``num_steps``; ``early_stop`` ends a run only when every seed meets the task's criterion
+at a scheduled evaluation, which is deterministic, so a rerun on any machine gives the
+same table). ``where`` says where the committed command runs a row: ``cpu`` rows fit a
+CPU working day, ``gpu`` rows are in ``experiments/gpu_science.sh``.
+
+After a row's training finishes, its final parameters are scored on a test set of 10,000
+sequences drawn from a key of its own (`TEST_KEY`), the same sequences for every row of
+one task and T, and disjoint in key from training and from the in-training evaluation:
+per seed the loss, the task's metric, the fraction of sequences that meet the per-sequence
+criterion (`CRITERIA`; for the adding problem Hochreiter & Schmidhuber's ``|error| <
+0.04``), whether every sequence meets it, the project's ``solved``, and the first
+evaluation step at which the seed met ``solved`` during training. The constant (memoryless)
+predictor is scored on the same sequences. One JSON per row goes to
+``experiments/results/science/<study>/<row>.json``; ``--report`` rebuilds every table and
+plot from those files alone (`experiments/results/science/README.md` explains them).
+
+A row's training resumes from its checkpoints (``--time_limit_s`` stops each row after so
+many seconds, resumable), and a row whose JSON exists is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from absl import app, flags, logging
+
+RESULTS = os.path.join("experiments", "results", "science")
+NUM_SEEDS = 5
+TEST_SEQUENCES = 10_000
+TEST_CHUNK = 1_000
+TEST_KEY = 0x7E575E7
+"""Seed of the test sets: chunk i of a task's test set is drawn with
+``fold_in(PRNGKey(TEST_KEY), i)``; training uses ``PRNGKey(seed + s)`` and the in-training
+evaluation ``fold_in(PRNGKey(seed), 0x5EED)``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One row of a study: a config file, its overrides, and what the papers found.
+
+    Attributes:
+        study: the study's name (the results subfolder).
+        name: the row's name (its workdir and JSON file).
+        config: the config file, e.g. ``configs/adding.py``.
+        overrides: ``(dotted key, value)`` pairs applied to the file's config.
+        label: the row's name in tables and plots, e.g. ``"LSTM (b_f = 1)"``.
+        paper: the papers' outcome for this row, "" where they make no claim.
+        expect: ``"solve"``, ``"beat"`` (beats the constant predictor) or ``"fail"``:
+            the papers' outcome in the terms `outcome` measures; None where no claim.
+        where: ``"cpu"`` or ``"gpu"``: which committed command trains the row.
+    """
+
+    study: str
+    name: str
+    config: str
+    overrides: tuple[tuple[str, Any], ...]
+    label: str
+    paper: str = ""
+    expect: str | None = None
+    where: str = "cpu"
+
+    def make_config(self):
+        """The row's resolved config: the file's, the overrides, `NUM_SEEDS` seeds."""
+        module = importlib.import_module(self.config[: -len(".py")].replace("/", "."))
+        config = module.get_config()
+        config.num_seeds = NUM_SEEDS
+        config.seed = 0
+        config.progress = False
+        for key, value in self.overrides:
+            node = config
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        return config
+
+    def value(self, key: str) -> Any:
+        """The value of a dotted key in the row's config."""
+        node = self.make_config()
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    def command(self) -> str:
+        """The command that trains and scores this row alone."""
+        return f"python -m experiments.science --study={self.study} --only={self.name}"
+
+
+# --- the studies -------------------------------------------------------------------------
+
+ADDING_T = (100, 200, 400, 750, 1000)
+COPY_T = (100, 200, 500, 1000)
+
+
+def _adding_rows() -> list[Run]:
+    # (name, label, overrides, paper outcome per T: {T: (text, expect)})
+    le, arj = "Le et al. 2015", "Arjovsky et al. 2016"
+    T_400 = (100, 200, 400)
+    cells = [
+        (
+            "rnn",
+            "tanh RNN",
+            (("model.cell", "rnn"),),
+            {t: (f"fails ({arj})", "fail") for t in ADDING_T},
+        ),
+        (
+            "irnn",
+            "IRNN",
+            (("model.cell", "irnn"),),
+            {t: (f"solves ({le})", "solve") for t in T_400},
+        ),
+        ("gru", "GRU", (("model.cell", "gru"),), {}),
+        (
+            "gru_h37",
+            "GRU, 37 units (LSTM's parameters)",
+            (("model.cell", "gru"), ("model.hidden_size", 37)),
+            {},
+        ),
+        (
+            "lstm",
+            "LSTM (b_f = 1)",
+            (("model.cell", "lstm"),),
+            {
+                **{t: (f"solves ({le}; {arj})", "solve") for t in T_400},
+                750: (f"beats the baseline, not near 0 ({arj})", "beat"),
+            },
+        ),
+        (
+            "lstm_chrono",
+            "LSTM (chrono)",
+            (("model.cell", "lstm"), ("model.init", "chrono")),
+            {},
+        ),
+    ]
+    rows = []
+    for T in ADDING_T:
+        for name, label, overrides, papers in cells:
+            text, expect = papers.get(T, ("", None))
+            rows.append(
+                Run(
+                    study="adding",
+                    name=f"adding_T{T}_{name}",
+                    config="configs/adding.py",
+                    overrides=(
+                        ("task.kwargs.T", T),
+                        ("num_steps", 10_000),
+                        ("eval_every", 500),
+                        ("checkpoint_every", 500),
+                        ("eval_batch_size", 1000),
+                        *overrides,
+                    ),
+                    label=label,
+                    paper=text,
+                    expect=expect,
+                    where="cpu" if T <= 400 else "gpu",
+                )
+            )
+    return rows
+
+
+def _copy_rows() -> list[Run]:
+    to = "Tallec & Ollivier 2018"
+    inits = [
+        ("b0", "b_f = 0", (("model.init", "forget_bias"), ("model.forget_bias", 0.0))),
+        ("b1", "b_f = 1", (("model.init", "forget_bias"), ("model.forget_bias", 1.0))),
+        ("chrono", "chrono", (("model.init", "chrono"),)),
+    ]
+    optimizers = [
+        (
+            "rmsprop",
+            "RMSProp 1e-3",
+            (("optim.optimizer", "rmsprop"), ("optim.learning_rate", 1e-3)),
+        ),
+        ("adam", "Adam 3e-3", (("optim.optimizer", "adam"), ("optim.learning_rate", 3e-3))),
+    ]
+    rows = []
+    for task, lengths in (("copy", COPY_T), ("variable_copy", (100,))):
+        for T in lengths:
+            for opt, opt_label, opt_overrides in optimizers:
+                for init, init_label, init_overrides in inits:
+                    paper, expect = "", None
+                    if task == "copy" and T in (500, 1000) and init == "chrono":
+                        paper, expect = f"chrono drives the loss to ~0 ({to})", "solve"
+                    elif task == "copy" and T in (500, 1000):
+                        paper, expect = f"standard init stays at the baseline ({to})", "fail"
+                    rows.append(
+                        Run(
+                            study="copy",
+                            name=f"{task}_T{T}_lstm_{init}_{opt}",
+                            config="configs/copy.py",
+                            overrides=(
+                                ("task.name", task),
+                                ("task.kwargs.T", T),
+                                ("model.hidden_size", 128),
+                                ("num_steps", 20_000),
+                                ("eval_every", 1000),
+                                ("checkpoint_every", 1000),
+                                ("eval_batch_size", 1000),
+                                *init_overrides,
+                                *opt_overrides,
+                            ),
+                            label=f"LSTM ({init_label}, {opt_label})",
+                            paper=paper,
+                            expect=expect,
+                            where="cpu" if T < 500 else "gpu",
+                        )
+                    )
+    return rows
+
+
+def _digits_rows() -> list[Run]:
+    rows = []
+    for permute in (False, True):
+        for cell, label in (("rnn", "tanh RNN"), ("gru", "GRU"), ("lstm", "LSTM (b_f = 1)")):
+            rows.append(
+                Run(
+                    study="digits",
+                    name=f"digits_{'permuted' if permute else 'sequential'}_{cell}",
+                    config="configs/digits.py",
+                    overrides=(("task.kwargs.permute", permute), ("model.cell", cell)),
+                    label=label,
+                )
+            )
+    return rows
+
+
+STUDIES: dict[str, Callable[[], list[Run]]] = {
+    "adding": _adding_rows,
+    "copy": _copy_rows,
+    "digits": _digits_rows,
+}
+"""Every study's rows, in table order."""
+
+REFERENCE = {"adding": "LSTM (b_f = 1)", "digits": "LSTM (b_f = 1)"}
+"""The row each other row of a (task, T) group is compared with in the paired tests
+(copy: the chrono row of the same optimiser)."""
+
+
+def all_rows(study: str | None = None) -> list[Run]:
+    """The rows of ``study`` (all studies for None).
+
+    Raises:
+        ValueError: an unknown study, naming the known ones.
+    """
+    if study is not None and study not in STUDIES:
+        raise ValueError(f"study must be one of {sorted(STUDIES)}, got {study!r}")
+    names = [study] if study else list(STUDIES)
+    return [row for name in names for row in STUDIES[name]()]
+
+
+# --- scoring on the test set -------------------------------------------------------------
+
+
+def _last(ys, batch):
+    from rnncells.tasks._common import last_step
+
+    return last_step(ys, batch.lengths)
+
+
+def _adding_passes(ys, batch):
+    import jax.numpy as jnp
+
+    from rnncells.tasks.adding import SUCCESS_TOLERANCE
+
+    return jnp.abs(_last(ys, batch)[:, 0] - batch.targets[:, 0]) < SUCCESS_TOLERANCE
+
+
+def _copy_passes(ys, batch):
+    import jax.numpy as jnp
+
+    correct = jnp.argmax(ys, axis=-1) == batch.targets
+    if batch.mask is None:  # fixed copy: the last ten steps recall the data
+        return jnp.all(correct[:, -10:], axis=1)
+    return jnp.all(correct | (batch.mask == 0), axis=1)
+
+
+def _digits_passes(ys, batch):
+    import jax.numpy as jnp
+
+    return jnp.argmax(_last(ys, batch), axis=-1) == batch.targets
+
+
+CRITERIA: dict[str, tuple[str, Callable]] = {
+    "adding": ("|error| < 0.04 (Hochreiter & Schmidhuber)", _adding_passes),
+    "adding_hs": ("|error| < 0.04 (Hochreiter & Schmidhuber)", _adding_passes),
+    "copy": ("all 10 symbols recalled", _copy_passes),
+    "variable_copy": ("all 10 symbols recalled", _copy_passes),
+    "digits": ("label right", _digits_passes),
+}
+"""Per task: the per-sequence criterion's description and ``(ys, batch) -> (B,) bool``."""
+
+
+def constant_outputs(task_name: str, task, batch):
+    """The outputs ``(B, seq_len, output_size)`` of the task's best memoryless predictor:
+    adding 1 (the mean target), adding_hs 0.5, copy and variable copy the memoryless
+    logits of `rnncells.tasks.copy`, digits uniform logits."""
+    import jax.numpy as jnp
+
+    from rnncells.tasks import copy as copy_task
+
+    B = batch.targets.shape[0]
+    shape = (B, task.seq_len, task.output_size)
+    if task_name == "adding":
+        return jnp.ones(shape, jnp.float32)
+    if task_name == "adding_hs":
+        return jnp.full(shape, 0.5, jnp.float32)
+    if task_name == "copy":
+        return copy_task.memoryless_logits(B, task.seq_len - 20)
+    if task_name == "variable_copy":
+        return copy_task.variable_memoryless_logits(batch.inputs)
+    if task_name == "digits":
+        return jnp.zeros(shape, jnp.float32)
+    raise ValueError(f"no constant predictor for task {task_name!r}")
+
+
+def test_batches(task, task_name: str) -> list:
+    """The test set: the task's fixed test set if it has one (digits), else
+    `TEST_SEQUENCES` sequences in chunks of `TEST_CHUNK`, drawn from `TEST_KEY`."""
+    import jax
+
+    if task.test_batch is not None:
+        return [task.test_batch()]
+    key = jax.random.PRNGKey(TEST_KEY)
+    return [
+        task.make_batch(jax.random.fold_in(key, i), TEST_CHUNK)
+        for i in range(TEST_SEQUENCES // TEST_CHUNK)
+    ]
+
+
+def score(config, params) -> dict[str, Any]:
+    """Per seed test metrics of ``params`` (leading seed axis) on the task's test set,
+    and the constant predictor's on the same sequences (see the module docstring)."""
+    import jax
+    import numpy as np
+
+    from rnncells.tasks import get_task
+    from rnncells.training.model import model_apply
+
+    task_name = config.task.name
+    task = get_task(task_name, **dict(config.task.kwargs))
+    criterion_text, passes = CRITERIA[task_name]
+    batches = test_batches(task, task_name)
+    apply = jax.jit(functools.partial(model_apply, vocab_size=task.vocab_size))
+
+    @jax.jit
+    def one_chunk(p, batch):
+        ys = apply(p, batch.inputs, lengths=batch.lengths)
+        return task.metric(ys, batch), passes(ys, batch)
+
+    num_seeds = jax.tree.leaves(params)[0].shape[0]
+    sizes = np.array([b.targets.shape[0] for b in batches], dtype=float)
+    per_seed: dict[str, list] = {}
+    for s in range(num_seeds):
+        p = jax.tree.map(lambda x, s=s: x[s], params)
+        sums: dict[str, float] = {}
+        passed = []
+        for batch, size in zip(batches, sizes, strict=True):
+            metrics, ok = jax.device_get(one_chunk(p, batch))
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * size
+            passed.append(np.asarray(ok))
+        ok_all = np.concatenate(passed)
+        for k, v in sums.items():
+            per_seed.setdefault(k, []).append(v / sizes.sum())
+        per_seed.setdefault("criterion_fraction", []).append(float(ok_all.mean()))
+        per_seed.setdefault("criterion_all", []).append(bool(ok_all.all()))
+    metric_names = [k for k in per_seed if k not in ("criterion_fraction", "criterion_all")]
+    per_seed["solved"] = [
+        bool(task.solved({k: per_seed[k][s] for k in metric_names})) for s in range(num_seeds)
+    ]
+    constant = 0.0
+    for batch, size in zip(batches, sizes, strict=True):
+        ys = constant_outputs(task_name, task, batch)
+        constant += float(jax.device_get(task.metric(ys, batch))["loss"]) * size
+    return {
+        "num_sequences": int(sizes.sum()),
+        "test_key": None if task.test_batch is not None else TEST_KEY,
+        "criterion": criterion_text,
+        "per_seed": per_seed,
+        "constant_loss": constant / sizes.sum(),
+        "analytic_baseline": float(task.baseline_loss),
+    }
+
+
+def steps_to_solve(config, workdir: str) -> list[int | None]:
+    """Per seed, the first in-training evaluation step at which the seed met the task's
+    ``solved`` (None: never within the run)."""
+    from rnncells.tasks import get_task
+    from rnncells.training.metrics import read_jsonl
+
+    task = get_task(config.task.name, **dict(config.task.kwargs))
+    first: list[int | None] = [None] * config.num_seeds
+    for record in read_jsonl(os.path.join(workdir, "eval.jsonl")):
+        names = [k[: -len("_per_seed")] for k in record if k.endswith("_per_seed")]
+        for s in range(config.num_seeds):
+            if first[s] is None and task.solved({k: record[f"{k}_per_seed"][s] for k in names}):
+                first[s] = int(record["step"])
+    return first
+
+
+def eval_curve(workdir: str) -> dict[str, list]:
+    """The in-training held-out loss per seed at each evaluation (for learning curves)."""
+    from rnncells.training.metrics import read_jsonl
+
+    records = read_jsonl(os.path.join(workdir, "eval.jsonl"))
+    return {
+        "step": [int(r["step"]) for r in records],
+        "loss_per_seed": [[float(v) for v in r["loss_per_seed"]] for r in records],
+    }
+
+
+def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 0.0):
+    """Trains ``row`` in ``workdir/<study>/<name>`` (or resumes it) and, once finished,
+    writes its JSON to ``results/<study>/<name>.json``; returns that path, or None when the
+    time limit stopped the run first."""
+    import jax
+
+    from rnncells.training import train
+    from rnncells.training.loop import final_params
+
+    config = row.make_config()
+    config.time_limit_s = float(time_limit_s)
+    folder = os.path.join(workdir, row.study, row.name)
+    tick = time.perf_counter()
+    summary = train(config, folder)
+    if not summary["finished"]:
+        return None
+    params = final_params(config, folder)
+    result = {
+        "study": row.study,
+        "name": row.name,
+        "label": row.label,
+        "command": row.command(),
+        "config": config.to_dict(),
+        "task": config.task.name,
+        "T": config.task.kwargs.get("T"),
+        "seeds": list(range(config.seed, config.seed + config.num_seeds)),
+        "num_steps": config.num_steps,
+        "steps_run": summary["steps_run"],
+        "stopped_early": summary["stopped_early"],
+        "steps_to_solve": steps_to_solve(config, folder),
+        "test": score(config, params),
+        "eval_curve": eval_curve(folder),
+        "device": jax.devices()[0].device_kind,
+        "train_wall_s_last_call": summary["wall_s_this_process"],
+        "score_and_train_wall_s": time.perf_counter() - tick,
+    }
+    path = os.path.join(results, row.study, f"{row.name}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    from rnncells.training.metrics import write_json
+
+    write_json(path, result)
+    return path
+
+
+def select(study: str | None, where: str | None, only: Iterable[str] | None) -> list[Run]:
+    """The rows of ``study`` on ``where`` (both None: all), or exactly the rows named in
+    ``only``.
+
+    Raises:
+        ValueError: a name in ``only`` that no study has.
+    """
+    rows = all_rows(study)
+    if only:
+        by_name = {row.name: row for row in all_rows()}
+        missing = [n for n in only if n not in by_name]
+        if missing:
+            raise ValueError(f"--only names unknown rows {missing}; see --list")
+        return [by_name[n] for n in only]
+    return [row for row in rows if where in (None, "all", row.where)]
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    from experiments import science_report
+    from experiments.run import user_errors
+
+    if _REPORT.value:
+        for path in science_report.write_all(_RESULTS.value):
+            print("wrote", path)
+        return
+    try:
+        rows = select(_STUDY.value, _WHERE.value, _ONLY.value)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    if _LIST.value:
+        for row in rows:
+            done = os.path.exists(os.path.join(_RESULTS.value, row.study, f"{row.name}.json"))
+            print(f"{row.name:40s} {row.where}  {'done' if done else 'pending'}  {row.label}")
+        return
+    failed = []
+    start = time.perf_counter()
+    for row in rows:
+        path = os.path.join(_RESULTS.value, row.study, f"{row.name}.json")
+        if os.path.exists(path):
+            print(f"{row.name}: done ({path})", flush=True)
+            continue
+        tick = time.perf_counter()
+        limit = _TIME_LIMIT.value
+        if _BUDGET.value > 0:
+            left = _BUDGET.value - (tick - start)
+            if left <= 0:
+                print(f"{row.name}: not started, --budget_s={_BUDGET.value:g} is spent")
+                continue
+            limit = left if limit <= 0 else min(limit, left)
+        try:
+            with user_errors():
+                written = train_and_score(row, _WORKDIR.value, _RESULTS.value, limit)
+        except SystemExit:  # the row's error is printed; the other rows go on
+            failed.append(row.name)
+            continue
+        took = time.perf_counter() - tick
+        if written is None:
+            print(f"{row.name}: stopped at the time limit after {took:.0f} s; rerun to resume")
+            continue
+        with open(written, encoding="utf-8") as file:
+            result = json.load(file)
+        loss = result["test"]["per_seed"]["loss"]
+        print(
+            f"{row.name}: test loss {sum(loss) / len(loss):.4g} (constant "
+            f"{result['test']['constant_loss']:.4g}), solved "
+            f"{sum(result['test']['per_seed']['solved'])}/{len(loss)}, "
+            f"steps {result['steps_run']}, {took:.0f} s -> {written}",
+            flush=True,
+        )
+    print("tables and plots: python -m experiments.science --report")
+    if failed:
+        print(f"error: {len(failed)} rows stopped with an error: {', '.join(failed)}")
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    _STUDY = flags.DEFINE_enum("study", None, list(STUDIES), "the study to run (default: all)")
+    _WHERE = flags.DEFINE_enum(
+        "where", "cpu", ["cpu", "gpu", "all"], "run the rows planned for this machine kind"
+    )
+    _ONLY = flags.DEFINE_list("only", None, "run exactly these rows (names as in --list)")
+    _LIST = flags.DEFINE_bool("list", False, "list the selected rows and whether each is done")
+    _REPORT = flags.DEFINE_bool(
+        "report", False, "rebuild every table and plot from the committed JSON and exit"
+    )
+    _WORKDIR = flags.DEFINE_string("workdir", "runs/science", "folder of the training runs")
+    _RESULTS = flags.DEFINE_string("results", RESULTS, "folder of the per-row JSON results")
+    _TIME_LIMIT = flags.DEFINE_float(
+        "time_limit_s", 0.0, "stop each row after this many seconds (resumable); 0: none"
+    )
+    _BUDGET = flags.DEFINE_float(
+        "budget_s",
+        0.0,
+        "stop (resumable) once this call has trained this many seconds in all; 0: none",
+    )
+    app.run(main)

@@ -1,0 +1,373 @@
+"""Tables and plots of the science studies, rebuilt from their committed JSON alone.
+
+    python -m experiments.science --report
+
+writes the summary table at the head of ``experiments/results/README.md`` (between the
+``science`` markers), one ``README.md`` per study under ``experiments/results/science/``
+(per-seed values, steps to solve, paired tests) and the studies' plots. A row with no JSON
+yet is listed as pending with the command that makes it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import defaultdict
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from experiments import science, stats  # noqa: E402
+
+BEGIN, END = "<!-- science:begin -->", "<!-- science:end -->"
+GPU_SCRIPT = "experiments/gpu_science.sh"
+
+
+def load(results: str, row: science.Run) -> dict[str, Any] | None:
+    """The JSON of ``row`` under ``results``, None when it has not run yet."""
+    path = os.path.join(results, row.study, f"{row.name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def _g(x: float) -> str:
+    return "nan" if math.isnan(x) else f"{x:.3g}"
+
+
+def interval(values) -> str:
+    """``mean [low, high]``: the mean and its Student-t 95% interval."""
+    mean, low, high = stats.t_interval(values)
+    return f"{_g(mean)} [{_g(low)}, {_g(high)}]"
+
+
+def outcome(result: dict[str, Any]) -> str:
+    """``solves`` (every seed meets the task's ``solved`` on the test set), ``beats the
+    baseline`` (the t interval of the mean test loss lies below the constant predictor's
+    loss on the same sequences) or ``fails``."""
+    test = result["test"]
+    if all(test["per_seed"]["solved"]):
+        return "solves"
+    _, _, high = stats.t_interval(test["per_seed"]["loss"])
+    if high < test["constant_loss"]:
+        return "beats the baseline"
+    return "fails"
+
+
+def agree(row: science.Run, observed: str) -> str:
+    """Whether ``observed`` matches the papers' outcome of ``row`` ("-" where none)."""
+    if row.expect is None:
+        return "-"
+    if row.expect == "beat" and observed == "solves":
+        return "yes (better)"
+    wanted = {"solve": "solves", "beat": "beats the baseline", "fail": "fails"}[row.expect]
+    return "yes" if observed == wanted else "no"
+
+
+def _T(row: science.Run) -> str:
+    config = row.make_config()
+    T = config.task.kwargs.get("T")
+    if config.task.name == "digits":
+        return "permuted" if config.task.kwargs.get("permute") else "sequential"
+    return str(T)
+
+
+def summary_table(results: str, link_prefix: str = "science") -> str:
+    """The lead table: one line per row of every study (pending rows included)."""
+    head = [
+        "task",
+        "T",
+        "cell",
+        "test loss, mean [95% CI]",
+        "constant predictor",
+        "solved",
+        "per-sequence criterion",
+        "papers",
+        "agree?",
+        "result",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in science.all_rows():
+        result = load(results, row)
+        task = row.value("task.name")
+        if result is None:
+            pending = "GPU script" if row.where == "gpu" else "CPU"
+            lines.append(
+                f"| {task} | {_T(row)} | {row.label} | pending ({pending}) | | | | "
+                f"{row.paper or '-'} | | `{row.command()}` |"
+            )
+            continue
+        test = result["test"]
+        per = test["per_seed"]
+        n = len(per["loss"])
+        crit = f"{sum(per['criterion_all'])}/{n} all; {np.mean(per['criterion_fraction']):.3f}"
+        observed = outcome(result)
+        link = f"[{row.name}]({link_prefix}/{row.study}/{row.name}.json)"
+        lines.append(
+            f"| {task} | {_T(row)} | {row.label} | {interval(per['loss'])} | "
+            f"{test['constant_loss']:.4f} | {sum(per['solved'])}/{n} | {crit} | "
+            f"{row.paper or '-'} | {agree(row, observed)} ({observed}) | {link} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+FOOTNOTE = """\
+How to read it. Each row: 5 seeds trained at once (pairs of rows with the same seed index
+share the data stream), a fixed step budget (the study's README), scored after training on
+10,000 test sequences drawn from a key of their own, the same for every row of a task and
+T (digits: the fixed 297-image test split, all there is). *test loss*: mean over seeds
+with a two-sided Student-t 95% interval (4 degrees of freedom). *constant predictor*: the
+best memoryless predictor's loss on the same sequences (adding: always 1, analytic 1/6;
+copy: 10 ln 8 / (T + 20); variable copy: ln 8; digits: ln 10). *solved*: seeds meeting the
+project's criterion on the test set (adding MSE < 0.01; copy >= 99% of symbols; digits
+accuracy >= 0.9). *per-sequence criterion*: seeds for which every test sequence meets it,
+then the mean fraction that does (adding: Hochreiter & Schmidhuber's |error| < 0.04; copy:
+all 10 symbols recalled; digits: label right). *agree?*: the papers' outcome against the
+observed one, where *solves* is every seed solved, *beats the baseline* the interval
+wholly below the constant predictor, *fails* otherwise. *pending*: not run yet; the
+command (or `experiments/gpu_science.sh` for GPU rows) makes it.
+"""
+
+
+def study_readme(study: str, results: str) -> str:
+    """The study's README: commands, then per (task, T) group every row's per-seed
+    figures and its paired test against the group's reference row."""
+    rows = science.all_rows(study)
+    out = [f"# Study: {study}", ""]
+    out += [
+        "Made by (CPU rows, then the GPU rows; a rerun skips rows whose JSON exists):",
+        "",
+        f"    python -m experiments.science --study={study} --where=cpu",
+        f"    bash {GPU_SCRIPT} OUT_DIR   # the rows marked gpu",
+        "",
+        "Tables and plots (from the JSON here): `python -m experiments.science --report`.",
+        "",
+    ]
+    config = rows[0].make_config()
+    out += [
+        f"Common settings: config `{rows[0].config}`, {science.NUM_SEEDS} seeds (0-4), "
+        f"batch {config.batch_size}, {config.optim.optimizer} {config.optim.learning_rate:g} "
+        f"({config.optim.schedule}), clipping {config.optim.clip_norm:g}, hidden size "
+        f"{config.model.hidden_size}, at most {config.num_steps} steps "
+        f"(early stop when every seed is solved at an evaluation: {config.early_stop}); "
+        "each row's own overrides are in its JSON under `config`.",
+        "",
+    ]
+    groups: dict[tuple, list] = defaultdict(list)
+    for row in rows:
+        groups[(row.value("task.name"), _T(row))].append(row)
+    for (task, T), members in groups.items():
+        out += [f"## {task}, {T}", ""]
+        loaded = [(row, load(results, row)) for row in members]
+        reference = _reference(study, members)
+        ref_result = next((r for row, r in loaded if row is reference), None)
+        p_raw = []
+        for row, result in loaded:
+            if result is None or ref_result is None or row is reference:
+                p_raw.append(math.nan)
+            else:
+                p_raw.append(
+                    stats.paired_t_test(
+                        result["test"]["per_seed"]["loss"], ref_result["test"]["per_seed"]["loss"]
+                    )
+                )
+        p_holm = stats.holm(p_raw)
+        head = [
+            "cell",
+            "where",
+            "steps run",
+            "test loss mean [95% CI]",
+            "geometric mean [95% CI]",
+            "per seed",
+            "solved",
+            "steps to solve",
+            "criterion all / mean fraction",
+            "accuracy",
+            f"p vs {reference.label if reference else '-'} (paired t on log10, Holm)",
+        ]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for (row, result), p in zip(loaded, p_holm, strict=True):
+            if result is None:
+                out.append(f"| {row.label} | {row.where} | pending: `{row.command()}` |" + " |" * 8)
+                continue
+            per = result["test"]["per_seed"]
+            n = len(per["loss"])
+            geo = stats.log_t_interval(per["loss"])
+            acc = interval(per["accuracy"]) if "accuracy" in per else "-"
+            solve_steps = ", ".join("-" if s is None else str(s) for s in result["steps_to_solve"])
+            out.append(
+                f"| {row.label} | {row.where} | {result['steps_run']} | {interval(per['loss'])} | "
+                f"{_g(geo[0])} [{_g(geo[1])}, {_g(geo[2])}] | "
+                f"{', '.join(f'{v:.3g}' for v in per['loss'])} | {sum(per['solved'])}/{n} | "
+                f"{solve_steps} | {sum(per['criterion_all'])}/{n}; "
+                f"{np.mean(per['criterion_fraction']):.3f} | {acc} | "
+                f"{'-' if math.isnan(p) else f'{p:.3g}'} |"
+            )
+        done = [r for _, r in loaded if r is not None]
+        if done:
+            test = done[0]["test"]
+            out += [
+                "",
+                f"Test set: {test['num_sequences']} sequences; constant predictor "
+                f"{test['constant_loss']:.4f} on them (analytic {test['analytic_baseline']:.4f}); "
+                f"criterion: {test['criterion']}. Devices: "
+                f"{', '.join(sorted({r['device'] for r in done}))}.",
+            ]
+        out.append("")
+    return "\n".join(out)
+
+
+def _reference(study: str, members: list[science.Run]) -> science.Run | None:
+    if study == "copy":
+        return next((r for r in members if "chrono" in r.name and "rmsprop" in r.name), None)
+    label = science.REFERENCE.get(study)
+    return next((r for r in members if r.label == label), None)
+
+
+def plot_loss_vs_T(study: str, results: str, path: str) -> bool:
+    """Test loss against T per row label: geometric mean with its log-space t interval as a
+    band, each seed as a dot, the constant predictor dashed; False when under two T."""
+    series: dict[str, list] = defaultdict(list)
+    constant: dict[int, float] = {}
+    for row in science.all_rows(study):
+        result = load(results, row)
+        if (
+            result is None
+            or result["T"] is None
+            or row.value("task.name") != "copy"
+            and study == "copy"
+        ):
+            continue
+        loss = result["test"]["per_seed"]["loss"]
+        series[row.label].append((result["T"], loss))
+        constant[result["T"]] = result["test"]["constant_loss"]
+    if len(constant) < 2:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k, (name, points) in enumerate(sorted(series.items())):
+        points.sort(key=lambda p: p[0])
+        ts = np.array([t for t, _ in points], dtype=float)
+        cis = np.array([stats.log_t_interval(v) for _, v in points])
+        shift = 1.0 + 0.015 * (k - len(series) / 2)  # side by side, not on top
+        (line,) = ax.plot(ts * shift, cis[:, 0], marker="o", ms=3, label=name)
+        if len(points[0][1]) > 1:
+            ax.fill_between(ts * shift, cis[:, 1], cis[:, 2], color=line.get_color(), alpha=0.15)
+        for t, values in points:
+            ax.scatter([t * shift] * len(values), values, s=6, color=line.get_color(), alpha=0.6)
+    ct = sorted(constant)
+    ax.plot(ct, [constant[t] for t in ct], "k--", lw=1, label="constant predictor")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(ct, [str(t) for t in ct])
+    ax.minorticks_off()
+    ax.set_xlabel("T")
+    ax.set_ylabel("test loss (10,000 sequences)")
+    ax.set_title(
+        f"{study}: test loss against T\n(line: geometric mean over seeds; band: its 95% t "
+        "interval in log space; dots: seeds)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_digits(results: str, path: str) -> bool:
+    """Test accuracy per cell, sequential against permuted: each seed a dot, the mean with
+    its t interval as an error bar; False before any digits row has run."""
+    points = defaultdict(dict)
+    for row in science.all_rows("digits"):
+        result = load(results, row)
+        if result is not None:
+            points[row.label][_T(row)] = result["test"]["per_seed"]["accuracy"]
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    orders = ["sequential", "permuted"]
+    width = 0.8 / len(points)
+    for k, (label, by_order) in enumerate(sorted(points.items())):
+        for j, order in enumerate(orders):
+            if order not in by_order:
+                continue
+            x = j + (k - (len(points) - 1) / 2) * width
+            values = by_order[order]
+            mean, low, high = stats.t_interval(values)
+            color = f"C{k}"
+            ax.errorbar(
+                [x],
+                [mean],
+                yerr=[[mean - low], [high - mean]],
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=label if j == 0 or orders[0] not in by_order else None,
+            )
+            ax.scatter([x + width / 4] * len(values), values, s=6, color=color, alpha=0.6)
+    ax.set_xticks(range(len(orders)), orders)
+    ax.set_ylabel("test accuracy (297 images)")
+    ax.set_title(
+        "digits: test accuracy, pixel order sequential and permuted\n"
+        "(point and bar: mean and 95% t interval over seeds; dots: seeds)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_lead(readme: str, text: str) -> None:
+    """Puts ``text`` between the science markers of ``readme`` (after its title the first
+    time)."""
+    with open(readme, encoding="utf-8") as file:
+        content = file.read()
+    block = f"{BEGIN}\n{text}{END}"
+    if BEGIN in content:
+        content = re.sub(
+            re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, content, flags=re.S
+        )
+    else:
+        title, _, rest = content.partition("\n")
+        content = f"{title}\n\n{block}\n{rest}"
+    with open(readme, "w", encoding="utf-8") as file:
+        file.write(content)
+
+
+def write_all(results: str = science.RESULTS) -> list[str]:
+    """Rebuilds every study README, plot and the lead table from the JSON in ``results``;
+    returns the paths written."""
+    written = []
+    for study in science.STUDIES:
+        folder = os.path.join(results, study)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, "README.md")
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(study_readme(study, results))
+        written.append(path)
+        plot = os.path.join(folder, "loss_vs_T.png")
+        if study != "digits" and plot_loss_vs_T(study, results, plot):
+            written.append(plot)
+        plot = os.path.join(folder, "accuracy.png")
+        if study == "digits" and plot_digits(results, plot):
+            written.append(plot)
+    lead = (
+        "## Summary: the long-dependency studies (5 seeds, 10,000 test sequences)\n\n"
+        "Rebuilt from the JSON under `science/` by `python -m experiments.science --report`; "
+        "each study's README (`science/<study>/README.md`) has its commands, per-seed values, "
+        "steps to solve and paired tests.\n\n" + summary_table(results) + "\n" + FOOTNOTE
+    )
+    readme = os.path.join(os.path.dirname(results.rstrip("/")), "README.md")
+    if os.path.exists(readme):
+        write_lead(readme, lead)
+        written.append(readme)
+    return written

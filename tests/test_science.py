@@ -1,0 +1,246 @@
+"""The science harness: statistics, test-set scoring, the per-row JSON and the tables."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scipy")
+pytest.importorskip("matplotlib")
+
+from experiments import science, science_report, stats  # noqa: E402
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+def test_t_interval_is_the_student_t_interval():
+    x = [1.0, 2.0, 4.0, 3.0, 5.0]
+    mean, low, high = stats.t_interval(x)
+    # t_{0.975, 4} = 2.776445105; sd (ddof 1) = sqrt(2.5)
+    half = 2.776445105 * math.sqrt(2.5) / math.sqrt(5)
+    assert mean == pytest.approx(3.0)
+    assert low == pytest.approx(3.0 - half, rel=1e-8)
+    assert high == pytest.approx(3.0 + half, rel=1e-8)
+
+
+def test_t_interval_of_one_value_has_no_spread_and_bad_input_is_named():
+    mean, low, high = stats.t_interval([0.5])
+    assert mean == 0.5 and math.isnan(low) and math.isnan(high)
+    with pytest.raises(ValueError, match="values"):
+        stats.t_interval([])
+    with pytest.raises(ValueError, match="confidence"):
+        stats.t_interval([1.0, 2.0], confidence=1.5)
+
+
+def test_log_interval_stays_positive_where_the_linear_one_does_not():
+    x = [1e-3, 2e-3, 0.17, 0.16, 1e-3]
+    assert stats.t_interval(x)[1] < 0
+    geo, low, high = stats.log_t_interval(x)
+    assert 0 < low < geo < high
+    assert geo == pytest.approx(10 ** np.mean(np.log10(x)))
+    with pytest.raises(ValueError, match="positive"):
+        stats.log_t_interval([0.1, 0.0])
+
+
+def test_paired_t_test_against_the_t_statistic_by_hand():
+    a = np.array([0.10, 0.20, 0.15, 0.30, 0.25])
+    b = np.array([0.12, 0.21, 0.19, 0.33, 0.26])
+    d = np.log10(a) - np.log10(b)
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(d.size))
+    from scipy.stats import t as student
+
+    assert stats.paired_t_test(a, b) == pytest.approx(2 * student.sf(abs(t), d.size - 1))
+    assert stats.paired_t_test(a, a) == 1.0
+    assert stats.paired_t_test(a, a * 10) == 0.0  # a constant shift: no spread at all
+    assert math.isnan(stats.paired_t_test([0.1], [0.2]))
+    with pytest.raises(ValueError, match="pair up"):
+        stats.paired_t_test(a, b[:3])
+
+
+def test_holm_adjusts_in_order_and_keeps_nan():
+    adjusted = stats.holm([0.01, 0.04, math.nan, 0.03])
+    assert adjusted[0] == pytest.approx(0.03)
+    assert adjusted[3] == pytest.approx(0.06)
+    assert adjusted[1] == pytest.approx(0.06)  # 1 x 0.04, raised to keep the order
+    assert math.isnan(adjusted[2])
+
+
+# --- rows, scoring and the JSON -------------------------------------------------------------
+
+
+def test_every_row_builds_a_valid_config_with_five_seeds():
+    from rnncells.training.validation import validate
+
+    rows = science.all_rows()
+    assert len({row.name for row in rows}) == len(rows)
+    for row in rows:
+        config = row.make_config()
+        validate(config)
+        assert config.num_seeds == science.NUM_SEEDS >= 5
+        assert config.time_limit_s == 0  # fixed step budgets, not wall-clock limits
+    adding = {row.name: row for row in science.all_rows("adding")}
+    assert {r.value("task.kwargs.T") for r in adding.values()} == {100, 200, 400, 750, 1000}
+    assert adding["adding_T1000_lstm"].where == "gpu"
+    assert adding["adding_T400_irnn"].expect == "solve"
+    with pytest.raises(ValueError, match="study"):
+        science.all_rows("nope")
+
+
+@pytest.fixture
+def small_test_set(monkeypatch):
+    monkeypatch.setattr(science, "TEST_SEQUENCES", 2000)
+    monkeypatch.setattr(science, "TEST_CHUNK", 500)
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def tiny_row(**extra):
+    overrides = {
+        "task.kwargs.T": 20,
+        "model.hidden_size": 8,
+        "num_steps": 100,
+        "log_every": 25,
+        "eval_every": 50,
+        "checkpoint_every": 50,
+        "eval_batch_size": 64,
+        "model.cell": "gru",
+        **extra,
+    }
+    return science.Run(
+        study="adding",
+        name="adding_T20_tiny",
+        config="configs/adding.py",
+        overrides=tuple(overrides.items()),
+        label="GRU",
+        paper="solves (someone)",
+        expect="solve",
+    )
+
+
+def test_train_and_score_writes_every_figure_per_seed(tmp_path, small_test_set):
+    path = science.train_and_score(tiny_row(), str(tmp_path / "runs"), str(tmp_path / "res"))
+    result = read_json(path)
+    per = result["test"]["per_seed"]
+    assert result["seeds"] == [0, 1, 2, 3, 4] and result["steps_run"] == 100
+    assert result["test"]["num_sequences"] == 2000
+    for key in ("loss", "success_rate", "criterion_fraction", "criterion_all", "solved"):
+        assert len(per[key]) == 5, key
+    # The per-sequence criterion and the task's own success_rate are the same numbers,
+    # computed two ways.
+    np.testing.assert_allclose(per["criterion_fraction"], per["success_rate"], atol=1e-6)
+    assert per["criterion_all"] == [f == 1.0 for f in per["criterion_fraction"]]
+    # Always predicting 1 on 2000 sequences: 1/6 up to sampling error.
+    assert result["test"]["constant_loss"] == pytest.approx(1 / 6, abs=0.01)
+    assert len(result["eval_curve"]["step"]) == 2 and len(result["steps_to_solve"]) == 5
+    # The seeds are distinct runs, and the rerun of a finished row returns the same.
+    assert len(set(per["loss"])) == 5
+    again = science.train_and_score(tiny_row(), str(tmp_path / "runs"), str(tmp_path / "r2"))
+    assert read_json(again)["test"] == result["test"]
+
+
+def test_copy_constant_predictor_scores_the_analytic_baseline(small_test_set):
+    from rnncells.tasks import get_task
+
+    config = science.Run(
+        "copy", "c", "configs/copy.py", (("task.kwargs.T", 30), ("model.hidden_size", 4)), "x"
+    ).make_config()
+    task = get_task("copy", T=30)
+    batch = science.test_batches(task, "copy")[0]
+    ys = science.constant_outputs("copy", task, batch)
+    assert float(task.metric(ys, batch)["loss"]) == pytest.approx(task.baseline_loss, rel=1e-5)
+    assert config.task.kwargs.T == 30
+
+
+def test_test_sets_are_the_same_for_every_row_and_apart_from_training(small_test_set):
+    import jax
+
+    from rnncells.tasks import get_task
+
+    task = get_task("adding", T=20)
+    a = science.test_batches(task, "adding")
+    b = science.test_batches(task, "adding")
+    assert len(a) == 4 and all(np.array_equal(x.inputs, y.inputs) for x, y in zip(a, b))
+    train = task.make_batch(jax.random.split(jax.random.PRNGKey(0))[1], 500)
+    assert not np.array_equal(train.inputs, a[0].inputs)
+
+
+def test_steps_to_solve_reads_each_seed_from_the_eval_log(tmp_path):
+    config = tiny_row(num_steps=100).make_config()
+    config.num_seeds = 3
+    records = [
+        {"step": 50, "loss_per_seed": [0.2, 0.005, 0.2], "success_rate_per_seed": [0, 1, 0]},
+        {"step": 100, "loss_per_seed": [0.009, 0.004, 0.2], "success_rate_per_seed": [0, 1, 0]},
+    ]
+    with open(tmp_path / "eval.jsonl", "w") as file:
+        file.writelines(json.dumps(r) + "\n" for r in records)
+    assert science.steps_to_solve(config, str(tmp_path)) == [100, 50, None]
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+def fake_result(losses, solved, constant=0.1667):
+    n = len(losses)
+    return {
+        "test": {
+            "per_seed": {
+                "loss": losses,
+                "solved": solved,
+                "criterion_all": [False] * n,
+                "criterion_fraction": [0.5] * n,
+            },
+            "constant_loss": constant,
+        }
+    }
+
+
+def test_outcome_and_agreement():
+    row = tiny_row()
+    assert science_report.outcome(fake_result([0.001] * 5, [True] * 5)) == "solves"
+    beats = fake_result([0.05, 0.06, 0.04, 0.05, 0.07], [False] * 5)
+    assert science_report.outcome(beats) == "beats the baseline"
+    assert science_report.outcome(fake_result([0.17, 0.16, 0.17, 0.01, 0.17], [False] * 5)) == (
+        "fails"
+    )
+    assert science_report.agree(row, "solves") == "yes"
+    assert science_report.agree(row, "fails") == "no"
+    beat_row = science.Run("adding", "x", "configs/adding.py", (), "x", expect="beat")
+    assert science_report.agree(beat_row, "solves") == "yes (better)"
+    assert science_report.agree(science.Run("a", "x", "configs/adding.py", (), "x"), "fails") == "-"
+
+
+def test_report_from_json_alone(tmp_path, small_test_set, monkeypatch):
+    results = tmp_path / "results" / "science"
+    row = tiny_row()
+    monkeypatch.setitem(science.STUDIES, "adding", lambda: [row])
+    science.train_and_score(row, str(tmp_path / "runs"), str(results))
+    readme = tmp_path / "results" / "README.md"
+    readme.write_text("# Reproductions\n\nolder sections\n")
+    written = science_report.write_all(str(results))
+    text = readme.read_text()
+    assert text.startswith("# Reproductions\n\n" + science_report.BEGIN)
+    assert "older sections" in text
+    assert "adding_T20_tiny.json" in text and "pending" in text  # copy and digits rows
+    assert os.path.join(str(results), "adding", "README.md") in written
+    study = (results / "adding" / "README.md").read_text()
+    assert "python -m experiments.science --study=adding --where=cpu" in study
+    # Rebuilding again replaces the block instead of adding a second one.
+    science_report.write_all(str(results))
+    assert readme.read_text().count(science_report.BEGIN) == 1
+
+
+def test_committed_summary_matches_committed_json():
+    readme = os.path.join("experiments", "results", "README.md")
+    with open(readme, encoding="utf-8") as file:
+        text = file.read()
+    if science_report.BEGIN not in text:
+        pytest.fail("experiments/results/README.md has no science summary")
+    assert science_report.summary_table(science.RESULTS) in text, (
+        "the committed summary table differs from what the committed JSON gives: run "
+        "python -m experiments.science --report"
+    )
