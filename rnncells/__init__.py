@@ -1,8 +1,9 @@
 """rnncells: LSTM, GRU and RNN cells for JAX as pure functions over NamedTuple params.
 
 The seed's cells (LSTM, GRU in both reset placements, tanh RNN) and the LSTM family
-(peephole, CIFG, layer-normalised LSTM and GRU, IRNN, LSTMP), the sLSTM, and the
-parallel-in-time minGRU and minLSTM, each registered in ``rnncells.cells``.
+(peephole, CIFG, layer-normalised LSTM and GRU, IRNN, LSTMP, Greff et al.'s ablations),
+the sLSTM, and the parallel-in-time minGRU and minLSTM, each registered in
+``rnncells.cells``.
 
 import rnncells as rc
 params = rc.lstm_init(key, input_size=2, hidden_size=128)
@@ -41,6 +42,7 @@ from rnncells.layers import Bidirectional, bidirectional_unroll, stack_init, sta
 from rnncells.ln_gru import LNGRUParams, ln_gru_gate, ln_gru_init, ln_gru_step
 from rnncells.ln_lstm import LNLSTMParams, ln_lstm_gate, ln_lstm_init, ln_lstm_step
 from rnncells.lstm import LSTMParams, LSTMState, lstm_cell, lstm_gate, lstm_init, lstm_step
+from rnncells.lstm_ablations import ablated_lstm_init, ablated_lstm_step
 from rnncells.lstmp import LSTMPParams, lstmp_gate, lstmp_init, lstmp_step
 from rnncells.mingru import MinGRUParams, mingru_gate, mingru_init, mingru_step
 from rnncells.minlstm import (
@@ -84,6 +86,8 @@ __all__ = [
     "RNNState",
     "SLSTMParams",
     "SLSTMState",
+    "ablated_lstm_init",
+    "ablated_lstm_step",
     "bidirectional_unroll",
     "cell_names",
     "cell_spec",
