@@ -60,7 +60,9 @@ class Run:
         label: the row's name in tables and plots, e.g. ``"LSTM (b_f = 1)"``.
         paper: the papers' outcome for this row, "" where they make no claim.
         expect: ``"solve"``, ``"beat"`` (beats the constant predictor) or ``"fail"``:
-            the papers' outcome in the terms `outcome` measures; None where no claim.
+            the papers' outcome in the terms `outcome` measures; ``"worse"`` or
+            ``"same"``: the papers' finding against the study's reference row (by the
+            paired test); None where no claim.
         where: ``"cpu"`` or ``"gpu"``: which committed command trains the row.
     """
 
@@ -238,14 +240,64 @@ def _digits_rows() -> list[Run]:
     return rows
 
 
+ABLATION_CELLS = (
+    ("peephole_lstm", "vanilla LSTM (peepholes)", "the reference (Greff et al.'s vanilla)", None),
+    ("lstm", "NP: no peepholes", "no significant change", "same"),
+    ("cifg_lstm", "CIFG: coupled gates, no peepholes", "no significant change", "same"),
+    ("lstm_nig", "NIG: no input gate", "worse", "worse"),
+    ("lstm_nfg", "NFG: no forget gate", "worse, among the most", "worse"),
+    ("lstm_nog", "NOG: no output gate", "worse", "worse"),
+    ("lstm_niaf", "NIAF: no input activation", "worse", "worse"),
+    ("lstm_noaf", "NOAF: no output activation", "worse, among the most", "worse"),
+    ("gru", "GRU", "", None),
+    ("mingru", "minGRU", "", None),
+    ("minlstm", "minLSTM", "", None),
+)
+"""The ablation's cells: (cell, label, Greff et al. 2017's finding against the vanilla
+LSTM, the finding as `Run.expect`: "worse" or "same" than the study's reference row)."""
+
+
+def _ablation_rows() -> list[Run]:
+    tasks = (
+        ("adding_T200", "configs/adding.py", (("task.kwargs.T", 200), ("num_steps", 10_000))),
+        (
+            "copy_T100",
+            "configs/copy.py",
+            (("task.kwargs.T", 100), ("model.init", "default"), ("num_steps", 10_000)),
+        ),
+        ("digits", "configs/digits.py", ()),
+    )
+    common = (("eval_every", 500), ("checkpoint_every", 500), ("eval_batch_size", 1000))
+    rows = []
+    for task, config, overrides in tasks:
+        for cell, label, finding, expect in ABLATION_CELLS:
+            rows.append(
+                Run(
+                    study="ablation",
+                    name=f"ablation_{task}_{cell}",
+                    config=config,
+                    overrides=(*overrides, *common, ("model.cell", cell)),
+                    label=label,
+                    paper=f"{finding} (Greff et al. 2017)" if finding else "",
+                    expect=expect,
+                )
+            )
+    return rows
+
+
 STUDIES: dict[str, Callable[[], list[Run]]] = {
     "adding": _adding_rows,
     "copy": _copy_rows,
     "digits": _digits_rows,
+    "ablation": _ablation_rows,
 }
 """Every study's rows, in table order."""
 
-REFERENCE = {"adding": "LSTM (b_f = 1)", "digits": "LSTM (b_f = 1)"}
+REFERENCE = {
+    "adding": "LSTM (b_f = 1)",
+    "digits": "LSTM (b_f = 1)",
+    "ablation": "vanilla LSTM (peepholes)",
+}
 """The row each other row of a (task, T) group is compared with in the paired tests
 (copy: the chrono row of the same optimiser)."""
 

@@ -61,10 +61,23 @@ def outcome(result: dict[str, Any]) -> str:
     return "fails"
 
 
-def agree(row: science.Run, observed: str) -> str:
-    """Whether ``observed`` matches the papers' outcome of ``row`` ("-" where none)."""
+def agree(row: science.Run, observed: str, comparison: tuple[float, float] | None = None) -> str:
+    """Whether ``observed`` matches the papers' outcome of ``row`` ("-" where none).
+
+    For ``expect`` "worse" or "same" the verdict reads ``comparison``, ``(p, d)`` of the
+    row's paired test against its reference (`paired_tests`): "worse" agrees when
+    p < 0.05 and the row's log loss is higher (d > 0), "same" when p >= 0.05.
+    """
     if row.expect is None:
         return "-"
+    if row.expect in ("worse", "same"):
+        if comparison is None or math.isnan(comparison[0]):
+            return "-"
+        p, d = comparison
+        significant = p < 0.05
+        if row.expect == "same":
+            return "yes" if not significant else "no"
+        return "yes" if significant and d > 0 else "no"
     if row.expect == "beat" and observed == "solves":
         return "yes (better)"
     wanted = {"solve": "solves", "beat": "beats the baseline", "fail": "fails"}[row.expect]
@@ -94,6 +107,7 @@ def summary_table(results: str, link_prefix: str = "science") -> str:
         "result",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    tests = {k: v for study in science.STUDIES for k, v in paired_tests(study, results).items()}
     for row in science.all_rows():
         result = load(results, row)
         task = row.value("task.name")
@@ -113,7 +127,8 @@ def summary_table(results: str, link_prefix: str = "science") -> str:
         lines.append(
             f"| {task} | {_T(row)} | {row.label} | {interval(per['loss'])} | "
             f"{test['constant_loss']:.4f} | {sum(per['solved'])}/{n} | {crit} | "
-            f"{row.paper or '-'} | {agree(row, observed)} ({observed}) | {link} |"
+            f"{row.paper or '-'} | {agree(row, observed, tests.get(row.name))} ({observed}) | "
+            f"{link} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -136,10 +151,28 @@ command (or `experiments/gpu_science.sh` for GPU rows) makes it.
 """
 
 
+def _settings(row: science.Run) -> str:
+    c = row.make_config()
+    return (
+        f"config `{row.config}`, {c.model.hidden_size} units, batch {c.batch_size}, "
+        f"{c.optim.optimizer} {c.optim.learning_rate:g} ({c.optim.schedule}), clipping "
+        f"{c.optim.clip_norm:g}, {c.num_steps} steps at most (early stop once every seed is "
+        f"solved at an evaluation: {'yes' if c.early_stop else 'no'})"
+    )
+
+
+def _versus(row: science.Run, members: list[science.Run], tests: dict) -> str:
+    ref = reference_for(row, members)
+    if ref is None or row.name not in tests:
+        return "reference" if ref is None and row.study in science.REFERENCE else "-"
+    p, d = tests[row.name]
+    way = "higher" if d > 0 else "lower"
+    return f"{way} than {ref.label}, p = {p:.2g}"
+
+
 def study_readme(study: str, results: str) -> str:
     """The study's README: commands, then per (task, T) group every row's per-seed
-    figures and its paired test against the group's reference row."""
-    rows = science.all_rows(study)
+    figures and its paired test against its reference row (`reference_for`)."""
     out = [f"# Study: {study}", ""]
     out += [
         "Made by (CPU rows, then the GPU rows; a rerun skips rows whose JSON exists):",
@@ -147,38 +180,16 @@ def study_readme(study: str, results: str) -> str:
         f"    python -m experiments.science --study={study} --where=cpu",
         f"    bash {GPU_SCRIPT} OUT_DIR   # the rows marked gpu",
         "",
-        "Tables and plots (from the JSON here): `python -m experiments.science --report`.",
+        "Tables and plots (from the JSON here): `python -m experiments.science --report`. "
+        f"{science.NUM_SEEDS} seeds (0 to {science.NUM_SEEDS - 1}) per row; each row's "
+        "whole config is in its JSON under `config`. *paired test*: the row's log10 test "
+        "loss against its reference's, seed by seed (same data stream), two-sided paired "
+        "t-test, Holm-adjusted over the rows of the table.",
         "",
     ]
-    config = rows[0].make_config()
-    out += [
-        f"Common settings: config `{rows[0].config}`, {science.NUM_SEEDS} seeds (0-4), "
-        f"batch {config.batch_size}, {config.optim.optimizer} {config.optim.learning_rate:g} "
-        f"({config.optim.schedule}), clipping {config.optim.clip_norm:g}, hidden size "
-        f"{config.model.hidden_size}, at most {config.num_steps} steps "
-        f"(early stop when every seed is solved at an evaluation: {config.early_stop}); "
-        "each row's own overrides are in its JSON under `config`.",
-        "",
-    ]
-    groups: dict[tuple, list] = defaultdict(list)
-    for row in rows:
-        groups[(row.value("task.name"), _T(row))].append(row)
-    for (task, T), members in groups.items():
-        out += [f"## {task}, {T}", ""]
-        loaded = [(row, load(results, row)) for row in members]
-        reference = _reference(study, members)
-        ref_result = next((r for row, r in loaded if row is reference), None)
-        p_raw = []
-        for row, result in loaded:
-            if result is None or ref_result is None or row is reference:
-                p_raw.append(math.nan)
-            else:
-                p_raw.append(
-                    stats.paired_t_test(
-                        result["test"]["per_seed"]["loss"], ref_result["test"]["per_seed"]["loss"]
-                    )
-                )
-        p_holm = stats.holm(p_raw)
+    tests = paired_tests(study, results)
+    for (task, T), members in groups(study).items():
+        out += [f"## {task}, {T}", "", f"Settings: {_settings(members[0])}.", ""]
         head = [
             "cell",
             "where",
@@ -190,13 +201,16 @@ def study_readme(study: str, results: str) -> str:
             "steps to solve",
             "criterion all / mean fraction",
             "accuracy",
-            f"p vs {reference.label if reference else '-'} (paired t on log10, Holm)",
+            "paired test",
         ]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for (row, result), p in zip(loaded, p_holm, strict=True):
+        done = []
+        for row in members:
+            result = load(results, row)
             if result is None:
                 out.append(f"| {row.label} | {row.where} | pending: `{row.command()}` |" + " |" * 8)
                 continue
+            done.append(result)
             per = result["test"]["per_seed"]
             n = len(per["loss"])
             geo = stats.log_t_interval(per["loss"])
@@ -208,9 +222,8 @@ def study_readme(study: str, results: str) -> str:
                 f"{', '.join(f'{v:.3g}' for v in per['loss'])} | {sum(per['solved'])}/{n} | "
                 f"{solve_steps} | {sum(per['criterion_all'])}/{n}; "
                 f"{np.mean(per['criterion_fraction']):.3f} | {acc} | "
-                f"{'-' if math.isnan(p) else f'{p:.3g}'} |"
+                f"{_versus(row, members, tests)} |"
             )
-        done = [r for _, r in loaded if r is not None]
         if done:
             test = done[0]["test"]
             out += [
@@ -224,11 +237,51 @@ def study_readme(study: str, results: str) -> str:
     return "\n".join(out)
 
 
-def _reference(study: str, members: list[science.Run]) -> science.Run | None:
-    if study == "copy":
-        return next((r for r in members if "chrono" in r.name and "rmsprop" in r.name), None)
-    label = science.REFERENCE.get(study)
-    return next((r for r in members if r.label == label), None)
+def reference_for(row: science.Run, members: list[science.Run]) -> science.Run | None:
+    """The row ``row`` is compared with in its (task, T) group, None for the reference
+    itself: the study's `science.REFERENCE` row; in the copy study, a standard init is
+    compared with chrono under the same optimiser, and chrono with Adam with chrono with
+    RMSProp."""
+    if row.study == "copy":
+        if "chrono" not in row.name:
+            target = row.name.rsplit("_", 2)[0] + "_chrono_" + row.name.rsplit("_", 1)[1]
+        elif row.name.endswith("_adam"):
+            target = row.name[: -len("_adam")] + "_rmsprop"
+        else:
+            return None
+        return next((r for r in members if r.name == target), None)
+    label = science.REFERENCE.get(row.study)
+    found = next((r for r in members if r.label == label), None)
+    return None if found is row else found
+
+
+def groups(study: str) -> dict[tuple[str, str], list[science.Run]]:
+    """The study's rows by (task, T), in table order."""
+    out: dict[tuple[str, str], list[science.Run]] = defaultdict(list)
+    for row in science.all_rows(study):
+        out[(row.value("task.name"), _T(row))].append(row)
+    return out
+
+
+def paired_tests(study: str, results: str) -> dict[str, tuple[float, float]]:
+    """Per row with a reference and both results: ``(p, d)``, the paired t-test's p-value
+    on log10 test loss (pairs: the same seed), Holm-adjusted over the rows of its (task,
+    T) group, and ``d`` the mean of log10(row) - log10(reference)."""
+    out = {}
+    for members in groups(study).values():
+        names, p_raw, diffs = [], [], []
+        for row in members:
+            ref = reference_for(row, members)
+            a, b = load(results, row), load(results, ref) if ref else None
+            if a is None or b is None:
+                continue
+            x, y = a["test"]["per_seed"]["loss"], b["test"]["per_seed"]["loss"]
+            names.append(row.name)
+            p_raw.append(stats.paired_t_test(x, y))
+            diffs.append(float(np.mean(np.log10(x) - np.log10(y))))
+        for name, p, d in zip(names, stats.holm(p_raw), diffs, strict=True):
+            out[name] = (p, d)
+    return out
 
 
 def plot_loss_vs_T(study: str, results: str, path: str) -> bool:

@@ -164,7 +164,9 @@ def test_test_sets_are_the_same_for_every_row_and_apart_from_training(small_test
     task = get_task("adding", T=20)
     a = science.test_batches(task, "adding")
     b = science.test_batches(task, "adding")
-    assert len(a) == 4 and all(np.array_equal(x.inputs, y.inputs) for x, y in zip(a, b))
+    assert len(a) == 4 and all(
+        np.array_equal(x.inputs, y.inputs) for x, y in zip(a, b, strict=True)
+    )
     train = task.make_batch(jax.random.split(jax.random.PRNGKey(0))[1], 500)
     assert not np.array_equal(train.inputs, a[0].inputs)
 
