@@ -121,8 +121,9 @@ def _adding_rows() -> list[Run]:
         ),
         (
             "irnn",
-            "IRNN",
-            (("model.cell", "irnn"),),
+            "IRNN (Adam 1e-3)",
+            # At the others' 1e-2 an IRNN seed's loss became inf within 4 steps at T=200.
+            (("model.cell", "irnn"), ("optim.learning_rate", 1e-3)),
             {t: (f"solves ({le})", "solve") for t in T_400},
         ),
         ("gru", "GRU", (("model.cell", "gru"),), {}),
@@ -227,13 +228,22 @@ def _copy_rows() -> list[Run]:
 def _digits_rows() -> list[Run]:
     rows = []
     for permute in (False, True):
-        for cell, label in (("rnn", "tanh RNN"), ("gru", "GRU"), ("lstm", "LSTM (b_f = 1)")):
+        for name, label, overrides in (
+            ("rnn", "tanh RNN", (("model.cell", "rnn"),)),
+            ("gru", "GRU", (("model.cell", "gru"),)),
+            (
+                "gru_h74",
+                "GRU, 74 units (LSTM's parameters)",
+                (("model.cell", "gru"), ("model.hidden_size", 74)),
+            ),
+            ("lstm", "LSTM (b_f = 1)", (("model.cell", "lstm"),)),
+        ):
             rows.append(
                 Run(
                     study="digits",
-                    name=f"digits_{'permuted' if permute else 'sequential'}_{cell}",
+                    name=f"digits_{'permuted' if permute else 'sequential'}_{name}",
                     config="configs/digits.py",
-                    overrides=(("task.kwargs.permute", permute), ("model.cell", cell)),
+                    overrides=(("task.kwargs.permute", permute), *overrides),
                     label=label,
                 )
             )
@@ -312,6 +322,72 @@ def all_rows(study: str | None = None) -> list[Run]:
         raise ValueError(f"study must be one of {sorted(STUDIES)}, got {study!r}")
     names = [study] if study else list(STUDIES)
     return [row for name in names for row in STUDIES[name]()]
+
+
+# --- the GRU against the LSTM: cost ---------------------------------------------------------
+
+COST_ROWS = (
+    ("adding_T100_lstm", "adding_T100_gru", "adding_T100_gru_h37"),
+    ("adding_T200_lstm", "adding_T200_gru", "adding_T200_gru_h37"),
+    ("adding_T400_lstm", "adding_T400_gru", "adding_T400_gru_h37"),
+    ("digits_sequential_lstm", "digits_sequential_gru", "digits_sequential_gru_h74"),
+)
+"""The rows of the GRU-against-LSTM cost table: per task, the LSTM, the GRU of equal
+hidden size and the GRU of (about) equal parameter count."""
+
+
+def train_flops(config, task) -> int:
+    """Matrix-product FLOPs of one training step of one seed, counted by hand: forward
+    ``2 G H (D + H)`` per sequence step for the cell's G gate blocks and ``2 H O`` for
+    the per-step readout, times 3 for forward and backward (the backward pass computes
+    the input and weight gradients, two products of the forward's size each), times
+    ``batch_size * T``. Elementwise work is left out."""
+    from rnncells.cells import cell_spec_by_name
+
+    G = len(cell_spec_by_name(config.model.cell).gates)
+    H, D, O = config.model.hidden_size, task.input_size, task.output_size
+    per_step = 2 * G * H * (D + H) + 2 * H * O
+    return 3 * config.batch_size * task.seq_len * per_step
+
+
+def measure_cost(repeats: int = 7, steps: int = 10) -> dict[str, Any]:
+    """Parameters, FLOPs and the median time of one training step (one seed, the row's
+    batch) of every `COST_ROWS` row on this machine; the rows of a task are timed in
+    turn, repeat by repeat, so load on the machine touches them alike."""
+    import jax
+    import numpy as np
+
+    from rnncells.training.loop import build
+
+    by_name = {row.name: row for row in all_rows()}
+    out: dict[str, Any] = {"device": jax.devices()[0].device_kind, "rows": {}}
+    out["load_average_before"] = os.getloadavg()
+    for names in COST_ROWS:
+        chunks = {}
+        for name in names:
+            config = by_name[name].make_config()
+            config.num_seeds, config.log_every = 1, steps
+            setup = build(config)
+            state = setup.init_state()
+            params = jax.tree.leaves(state.params)
+            state = jax.block_until_ready(setup.train_chunk(state)[0])  # compile
+            chunks[name] = (setup.train_chunk, state)
+            out["rows"][name] = {
+                "cell": config.model.cell,
+                "hidden_size": config.model.hidden_size,
+                "params": int(sum(p.size for p in params)),
+                "train_flops": train_flops(config, setup.task),
+                "seconds": [],
+            }
+        for _ in range(repeats):
+            for name, (chunk, state) in chunks.items():
+                tick = time.perf_counter()
+                jax.block_until_ready(chunk(state))
+                out["rows"][name]["seconds"].append((time.perf_counter() - tick) / steps)
+        for name in names:
+            out["rows"][name]["median_s_per_step"] = float(np.median(out["rows"][name]["seconds"]))
+    out["load_average_after"] = os.getloadavg()
+    return out
 
 
 # --- scoring on the test set -------------------------------------------------------------
@@ -543,6 +619,19 @@ def main(argv):
     from experiments import science_report
     from experiments.run import user_errors
 
+    if _COST.value:
+        result = measure_cost()
+        path = os.path.join(_RESULTS.value, "cost.json")
+        from rnncells.training.metrics import write_json
+
+        write_json(path, result)
+        for name, r in result["rows"].items():
+            print(
+                f"{name:30s} params {r['params']:7d}  FLOPs/step {r['train_flops']:.3g}  "
+                f"{1e3 * r['median_s_per_step']:.2f} ms/step"
+            )
+        print("wrote", path)
+        return
     if _REPORT.value:
         for path in science_report.write_all(_RESULTS.value):
             print("wrote", path)
@@ -606,6 +695,11 @@ if __name__ == "__main__":
     _LIST = flags.DEFINE_bool("list", False, "list the selected rows and whether each is done")
     _REPORT = flags.DEFINE_bool(
         "report", False, "rebuild every table and plot from the committed JSON and exit"
+    )
+    _COST = flags.DEFINE_bool(
+        "cost",
+        False,
+        "time one training step of the GRU and LSTM rows of COST_ROWS here, write cost.json",
     )
     _WORKDIR = flags.DEFINE_string("workdir", "runs/science", "folder of the training runs")
     _RESULTS = flags.DEFINE_string("results", RESULTS, "folder of the per-row JSON results")

@@ -379,6 +379,72 @@ def plot_digits(results: str, path: str) -> bool:
     return True
 
 
+def cost_table(results: str) -> str | None:
+    """The GRU against the LSTM (`science.COST_ROWS`): parameters, FLOPs and time of a
+    training step from ``cost.json``, steps to solve and test loss from the rows' JSON;
+    None before ``cost.json`` exists."""
+    path = os.path.join(results, "cost.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        cost = json.load(file)
+    by_name = {row.name: row for row in science.all_rows()}
+    out = [
+        "# The GRU against the LSTM: cost and result",
+        "",
+        "Is the GRU 'like the LSTM with less computation'? Per task: the LSTM, the GRU of "
+        "the same hidden size and the GRU of about the same parameter count. *params*: "
+        "per model (cell and readout). *FLOPs*: matrix products of one training step of "
+        "one seed, counted by hand (`experiments.science.train_flops`). *time*: median "
+        f"of {len(next(iter(cost['rows'].values()))['seconds'])} timings of one training "
+        f"step (one seed, the row's batch) on {cost['device']}, the rows of a task timed "
+        "in turn (load average "
+        f"{cost['load_average_before'][0]:.1f} before, {cost['load_average_after'][0]:.1f} "
+        "after). *steps to solve*: per seed, the first evaluation at which it met the "
+        "task's criterion ('-': not within the run). *test loss*: as in the summary.",
+        "",
+        "Made by `python -m experiments.science --cost` (timings) and the studies' runs.",
+        "",
+    ]
+    for names in science.COST_ROWS:
+        rows = [by_name[n] for n in names]
+        reference = cost["rows"][names[0]]
+        out += [f"## {rows[0].value('task.name')}, {_T(rows[0])}", ""]
+        head = [
+            "cell",
+            "hidden",
+            "params",
+            "FLOPs / step",
+            "time / step",
+            "time vs LSTM",
+            "steps to solve",
+            "test loss mean [95% CI]",
+            "solved",
+            "paired test",
+        ]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        tests = paired_tests(rows[0].study, results)
+        members = groups(rows[0].study)[(rows[0].value("task.name"), _T(rows[0]))]
+        for row in rows:
+            c = cost["rows"][row.name]
+            result = load(results, row)
+            if result is None:
+                loss = solve = solved = "pending"
+            else:
+                per = result["test"]["per_seed"]
+                loss = interval(per["loss"])
+                solve = ", ".join("-" if v is None else str(v) for v in result["steps_to_solve"])
+                solved = f"{sum(per['solved'])}/{len(per['solved'])}"
+            out.append(
+                f"| {row.label} | {c['hidden_size']} | {c['params']} | {c['train_flops']:.3g} | "
+                f"{1e3 * c['median_s_per_step']:.2f} ms | "
+                f"{c['median_s_per_step'] / reference['median_s_per_step']:.2f} | {solve} | "
+                f"{loss} | {solved} | {_versus(row, members, tests)} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
 def write_lead(readme: str, text: str) -> None:
     """Puts ``text`` between the science markers of ``readme`` (after its title the first
     time)."""
@@ -413,11 +479,21 @@ def write_all(results: str = science.RESULTS) -> list[str]:
         plot = os.path.join(folder, "accuracy.png")
         if study == "digits" and plot_digits(results, plot):
             written.append(plot)
+    cost = cost_table(results)
+    if cost is not None:
+        path = os.path.join(results, "cost.md")
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(cost)
+        written.append(path)
     lead = (
         "## Summary: the long-dependency studies (5 seeds, 10,000 test sequences)\n\n"
         "Rebuilt from the JSON under `science/` by `python -m experiments.science --report`; "
         "each study's README (`science/<study>/README.md`) has its commands, per-seed values, "
-        "steps to solve and paired tests.\n\n" + summary_table(results) + "\n" + FOOTNOTE
+        "steps to solve and paired tests; `science/cost.md` sets the GRU against the LSTM "
+        "(parameters, FLOPs, time per step, steps to solve).\n\n"
+        + summary_table(results)
+        + "\n"
+        + FOOTNOTE
     )
     readme = os.path.join(os.path.dirname(results.rstrip("/")), "README.md")
     if os.path.exists(readme):

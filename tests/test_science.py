@@ -246,3 +246,61 @@ def test_committed_summary_matches_committed_json():
         "the committed summary table differs from what the committed JSON gives: run "
         "python -m experiments.science --report"
     )
+
+
+def test_train_flops_counted_by_hand():
+    from rnncells.tasks import get_task
+
+    by_name = {row.name: row for row in science.all_rows()}
+    config = by_name["adding_T100_lstm"].make_config()
+    task = get_task("adding", T=100)
+    # LSTM, D=2, H=32, O=1, B=32, T=100: 3 * 32 * 100 * (2*4*32*34 + 2*32*1)
+    assert science.train_flops(config, task) == 84_172_800
+    gru = by_name["adding_T100_gru"].make_config()
+    assert science.train_flops(gru, task) == 3 * 32 * 100 * (2 * 3 * 32 * 34 + 2 * 32)
+
+
+def test_equal_parameter_grus_have_about_the_lstms_parameters():
+    import jax
+
+    from rnncells.tasks import get_task
+    from rnncells.training.model import model_init
+
+    def count(row):
+        c = row.make_config()
+        task = get_task(c.task.name, **dict(c.task.kwargs))
+        params = model_init(
+            jax.random.PRNGKey(0),
+            cell=c.model.cell,
+            input_size=task.input_size,
+            output_size=task.output_size,
+            hidden_size=c.model.hidden_size,
+        )
+        return sum(p.size for p in jax.tree.leaves(params))
+
+    by_name = {row.name: row for row in science.all_rows()}
+    for lstm, gru, gru_equal in science.COST_ROWS:
+        n_lstm, n_gru, n_equal = (count(by_name[n]) for n in (lstm, gru, gru_equal))
+        assert n_gru < 0.8 * n_lstm
+        assert abs(n_equal - n_lstm) / n_lstm < 0.02, (lstm, n_lstm, n_equal)
+
+
+def test_cost_table_from_a_cost_json(tmp_path):
+    rows = {}
+    for names in science.COST_ROWS:
+        for k, name in enumerate(names):
+            rows[name] = {
+                "cell": "lstm",
+                "hidden_size": 32,
+                "params": 100 + k,
+                "train_flops": 1e6,
+                "seconds": [0.01 * (k + 1)] * 3,
+                "median_s_per_step": 0.01 * (k + 1),
+            }
+    cost = {"device": "cpu", "rows": rows, "load_average_before": [1, 1, 1]}
+    cost["load_average_after"] = [1, 1, 1]
+    (tmp_path / "cost.json").write_text(json.dumps(cost))
+    text = science_report.cost_table(str(tmp_path))
+    assert text.count("## ") == len(science.COST_ROWS)
+    assert "| 2.00 |" in text and "pending" in text  # the time ratio; rows not run here
+    assert science_report.cost_table(str(tmp_path / "none")) is None
