@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
 # The GPU rows of the science studies (experiments/science.py, where="gpu": adding at
-# T = 750 and 1000, copy at T = 500 and 1000), a slice at a time, resumable across
-# machines:
+# T = 750 and 1000; every copy and variable-copy row; the ablation's copy rows), a
+# slice at a time, resumable across machines:
 #
 #     bash experiments/gpu_science.sh OUTDIR [BUDGET_S]          # one GPU, default 600 s
 #     QUICK=1 bash experiments/gpu_science.sh OUTDIR 60          # plumbing check on a CPU
 #
 # Rows run one after the other, 5 seeds each at once (vmap), until BUDGET_S seconds of
 # training are spent; a row cut off by the budget stops at its last checkpoint. State
-# travels in OUTDIR/science_state.tar.gz: the JSON of every finished row and the run folder of the row in progress (its newest checkpoint
-# and logs, a few MiB). Unpack that archive in the repository root before the next
-# call (it restores runs/science/ and experiments/results/science/), so the next call
-# goes on where this one stopped; finished rows are skipped.
+# travels in OUTDIR/science_state.tar.gz: the JSON of every finished row and the run
+# folder of the row in progress (its checkpoints and logs, a few MiB). Unpack it in the
+# repository root (it restores runs/science/ and experiments/results/science/) and
+# carry runs/science to the next call, so that call goes on where this one stopped;
+# finished rows are skipped. With the device tool of this project:
+#     run(command='bash experiments/gpu_science.sh "$OUT" 540',
+#         carry=["runs/science", ".whl"], timeout_s=600)
 #
 # The GPU image lacks ml_collections: carry its wheel in .whl/ (pure Python):
 #     python -m pip download --no-deps -d .whl ml_collections
 # and the script installs it into /tmp/site when it is missing.
 #
-# Estimated GPU time for all GPU rows (H100, from the T=500 copy figure of 57 steps/s
-# and ~30 ms per adding step at T=1000 with 5 seeds): about 4 hours, so about 16 calls.
+# 53 rows: 12 adding (10,000 steps at most), 30 copy (20,000 steps, 128 units), 11
+# ablation copy (10,000 steps, 64 units). Estimated from the T=500 copy figure of 57
+# steps/s on an H100 (2 seeds) and ~30 ms per 5-seed adding step at T=1000: roughly 6
+# to 8 hours of GPU time, so many calls; `python -m experiments.science --list
+# --where=gpu` shows what is done.
 set -u
 OUT=${1:?usage: bash experiments/gpu_science.sh OUTDIR [BUDGET_S]}
 BUDGET_S=${2:-600}
