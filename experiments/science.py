@@ -640,8 +640,10 @@ def main(argv):
         for path in science_report.write_all(_RESULTS.value):
             print("wrote", path)
         return
+    # --list shows every row unless --where is given; training defaults to the CPU rows.
+    where = "all" if _LIST.value and not flags.FLAGS["where"].present else _WHERE.value
     try:
-        rows = select(_STUDY.value, _WHERE.value, _ONLY.value)
+        rows = select(_STUDY.value, where, _ONLY.value)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     if _LIST.value:
