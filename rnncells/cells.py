@@ -38,13 +38,13 @@ from rnncells.rnn import RNN_GATES, RNNParams, RNNState, rnn_cell, rnn_init, rnn
 
 def _w_rows(params: Any) -> int | None:
     """D of params whose W is (D, ...); None when there is no such W."""
-    W = getattr(params, "W", None)
+    W: Any = getattr(params, "W", None)
     return W.shape[0] if getattr(W, "ndim", 0) == 2 else None
 
 
 def _v_rows(params: Any) -> int | None:
     """The output size of params whose V is (H, ...) and whose output is h; else None."""
-    V = getattr(params, "V", None)
+    V: Any = getattr(params, "V", None)
     return V.shape[0] if getattr(V, "ndim", 0) == 2 else None
 
 
@@ -220,7 +220,7 @@ def params_dtype(params: Any) -> Any:
     return jax.tree.leaves(params)[0].dtype
 
 
-def same_size_zeros(state: type) -> Callable:
+def same_size_zeros(state: type[Any]) -> Callable:
     """A ``zero_carry`` for carries whose fields are all (*batch, H), H = params.V.shape[0],
     in the dtype of params.W (the seed's cells and the cells in their layout)."""
 

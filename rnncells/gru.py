@@ -24,7 +24,7 @@ is (input_size, 3H).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple, overload
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +76,43 @@ class GRUState(NamedTuple):
     """GRU carry: the hidden state h."""
 
     h: jax.Array  # (*batch, hidden_size)
+
+
+# The params type follows reset_after, so a checker knows which fields the result has.
+@overload
+def gru_init(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    reset_after: Literal[False] = ...,
+    chrono_t_max: float | None = ...,
+    dtype=...,
+) -> GRUParams: ...
+
+
+@overload
+def gru_init(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    reset_after: Literal[True],
+    chrono_t_max: float | None = ...,
+    dtype=...,
+) -> GRUResetAfterParams: ...
+
+
+@overload
+def gru_init(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    reset_after: bool = ...,
+    chrono_t_max: float | None = ...,
+    dtype=...,
+) -> GRUParams | GRUResetAfterParams: ...
 
 
 def gru_init(
