@@ -7,6 +7,7 @@ message that names the argument, what was expected and what was given.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -219,7 +220,7 @@ def check_step_inputs(
     params,
     carry,
     x,
-    state_type: type,
+    state_type: type[NamedTuple],
     num_gates: int,
     x_name: str = "x",
     vectors: dict[str, int] | None = None,

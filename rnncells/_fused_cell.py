@@ -10,7 +10,7 @@ applies to them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +32,7 @@ class FusedCell(NamedTuple):
     ``<field>_prev`` for every carry field after h (the state each step started from).
     """
 
-    state: type  # the carry NamedTuple; its first field is h, the output
+    state: type[Any]  # the carry NamedTuple; its first field is h, the output
     # (params, h_{t-1}, gx, cd) -> acts, the step's gate activations. params.V is cast to
     # cd already; gx = x_t @ W + b (B, G*H).
     activations: Callable

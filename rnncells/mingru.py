@@ -44,7 +44,7 @@ References:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -137,7 +137,7 @@ def check_input_gated_params(params, num_gates: int) -> None:
         raise TypeError(f"params.b must have dtype {W.dtype} (params.W's dtype), got {b.dtype}")
 
 
-def check_h_carry_inputs(params, carry, x, state: type, num_gates: int, x_name: str) -> None:
+def check_h_carry_inputs(params, carry, x, state: type[Any], num_gates: int, x_name: str) -> None:
     """Checks params, then a carry of ``state`` whose field h is (*batch, H) and x (*batch, D)."""
     check_input_gated_params(params, num_gates)
     _checks.check_array(x_name, x)
@@ -307,7 +307,7 @@ def mingru_parallel_unroll(
         return GRUState(final), hs
 
 
-def zero_h_carry(state: type, num_gates: int):
+def zero_h_carry(state: type[Any], num_gates: int):
     """A ``zero_carry`` for a carry ``state(h)`` with h (*batch, H), H = W's width / G."""
 
     def zero_carry(params, batch_shape):
