@@ -147,6 +147,7 @@ def fused_scan(params, carry, xs_tm, lengths=None, *, config: Config | None = No
     carry0 = tuple(leaf.reshape((batch, hidden)) for leaf in carry)
     lens = None if lengths is None else lengths.reshape((batch,))
     if config.kernel == "pallas":  # whole blocks of rows; the padding has length 0
+        assert config.pallas is not None  # default_config sets it for kernel="pallas"
         xs, carry0, lens = _pallas.pad_batch(config.pallas.block_b, xs, carry0, lens)
     final, ys = _layer(config)(params, carry0, xs, lens)
     if xs.shape[1] != batch:

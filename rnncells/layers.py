@@ -122,7 +122,9 @@ def bidirectional_unroll(
         )
     fwd_step = step_for(params.forward) if step is None else step
     bwd_step = step_for(params.backward) if step is None else step
-    kwargs = dict(lengths=lengths, time_major=time_major, unroll=unroll, remat=remat, kernel=kernel)
+    kwargs: dict[str, Any] = dict(
+        lengths=lengths, time_major=time_major, unroll=unroll, remat=remat, kernel=kernel
+    )
     carry_f, ys_f = _unroll(fwd_step, params.forward, xs, carry.forward, **kwargs)
     carry_b, ys_b = _unroll(bwd_step, params.backward, xs, carry.backward, reverse=True, **kwargs)
     if merge == "sum" and ys_f.shape[-1] != ys_b.shape[-1]:
@@ -248,11 +250,13 @@ def stack_unroll(
         raise ValueError("dropout_key is required when dropout_rate > 0 (dropout_key=None given)")
     check_merge(merge)
     kernel = check_kernel(kernel)
-    kwargs = dict(lengths=lengths, time_major=time_major, unroll=unroll, remat=remat, kernel=kernel)
+    kwargs: dict[str, Any] = dict(
+        lengths=lengths, time_major=time_major, unroll=unroll, remat=remat, kernel=kernel
+    )
     finals = []
     ys = xs
     for depth, (layer, carry) in enumerate(zip(layers, carries, strict=True)):
-        if depth > 0 and dropout_rate > 0.0:
+        if depth > 0 and dropout_rate > 0.0 and dropout_key is not None:  # a key: checked above
             dropout_key, sub = jax.random.split(dropout_key)
             keep = jax.random.bernoulli(sub, 1.0 - dropout_rate, ys.shape)
             ys = jnp.where(keep, ys / (1.0 - dropout_rate), jnp.zeros_like(ys))

@@ -158,7 +158,7 @@ def unroll(
     elif carry is None:
         raise ValueError("carry is required when step is not a built-in step (carry=None given)")
     if compute_dtype is not None:
-        if builtin and not spec.fused:
+        if spec is not None and not spec.fused:
             raise ValueError(
                 f"compute_dtype is only supported for cells with a fused layer, and the "
                 f"{spec.name!r} cell has none (it runs through jax.lax.scan of its step): "
@@ -179,9 +179,10 @@ def unroll(
         xs_tm = _zero_padding(xs_tm, lengths)
 
     nonempty = num_steps > 0 and math.prod(batch_shape) > 0
-    use_fused = builtin and spec.fused and fused and nonempty
-    use_parallel = (
-        builtin and not spec.fused and spec.parallel_unroll is not None and fused and nonempty
+    use_fused = spec is not None and spec.fused and fused and nonempty
+    # A parallel-in-time cell's own unroll; None runs the scan of the step.
+    parallel_unroll = (
+        spec.parallel_unroll if spec is not None and not spec.fused and fused and nonempty else None
     )
     if use_fused and _under_forward_mode(params, carry, xs):
         if compute_dtype is not None:
@@ -212,8 +213,8 @@ def unroll(
                 "jax.custom_vjp, where unroll could not see it (e.g. jvp of a jit-compiled "
                 "function): pass unroll(..., fused=False) for forward mode"
             ) from error
-    elif use_parallel:
-        carry, ys_tm = _forward_only(spec.parallel_unroll, params, carry, xs_tm, lengths, reverse)
+    elif parallel_unroll is not None:
+        carry, ys_tm = _forward_only(parallel_unroll, params, carry, xs_tm, lengths, reverse)
     else:
         carry, ys_tm = _scan(
             step, params, carry, xs_tm, lengths, reverse=reverse, unroll=unroll, remat=remat
