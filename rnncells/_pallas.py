@@ -355,7 +355,7 @@ def _specs(block_b, num_steps):
 
 def _call(kernel, name, opts, batch, in_specs, out_shape, out_specs):
     """``pl.pallas_call`` over the batch blocks: interpreted, or compiled by Triton."""
-    extra = {}
+    extra: dict[str, Any] = {}
     if not opts.interpret:
         from jax.experimental.pallas import triton as plt  # only on a GPU
 

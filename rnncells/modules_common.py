@@ -233,7 +233,7 @@ def layer_apply(
         raise ValueError("reverse=True does not apply to bidirectional layers (got both)")
     if dropout_rate == 0.0:
         dropout_key = None
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         lengths=lengths,
         merge=merge,
         dropout_rate=dropout_rate,
