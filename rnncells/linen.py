@@ -21,7 +21,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
@@ -34,15 +35,30 @@ from rnncells.layers import check_dropout_rate
 from rnncells.unrolling import check_kernel
 
 
+class _LinenCell(Protocol):
+    """What ``_CellMethods`` reads from the linen cell it is mixed into."""
+
+    @property
+    def cell_name(self) -> str: ...
+
+    @property
+    def hidden_size(self) -> int: ...
+
+    @property
+    def dtype(self) -> Any: ...
+
+    def param(self, name: str, init_fn: Callable[..., Any], /) -> Any: ...
+
+    def _options(self) -> common.CellOptions: ...
+
+
 class _CellMethods:
     """The linen cells' shared methods; each cell sets ``cell_name`` and ``_options``."""
-
-    cell_name = ""
 
     def _options(self) -> common.CellOptions:
         raise NotImplementedError
 
-    def _step(self, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
+    def _step(self: _LinenCell, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
         options = self._options()
         params = self.param(
             "cell",
@@ -53,7 +69,7 @@ class _CellMethods:
         return step_for(params)(params, carry, x)
 
     @nn.nowrap
-    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> Any:
+    def initialize_carry(self: _LinenCell, rng: jax.Array, input_shape: tuple[int, ...]) -> Any:
         """Zero carry for inputs of shape ``input_shape`` = (*batch, D); ``rng`` is unused."""
         del rng
         return common.zero_carry(
@@ -180,15 +196,29 @@ class Cell(_CellMethods, nn.RNNCellBase):
         return self._step(carry, x)
 
 
+class _LinenLayer(_LinenCell, Protocol):
+    """What ``_LayerMethods`` reads from the linen layer it is mixed into."""
+
+    num_layers: int
+    bidirectional: bool
+    merge: str
+    dropout_rate: float
+    deterministic: bool | None
+    reverse: bool
+    unroll: int | None
+    remat: bool
+    kernel: str | None
+
+    def make_rng(self, name: str, /) -> jax.Array: ...
+
+
 class _LayerMethods:
     """The linen layers' shared ``__call__``; each layer sets ``cell_name``, ``_options``."""
-
-    cell_name = ""
 
     def _options(self) -> common.CellOptions:
         raise NotImplementedError
 
-    def _run(self, xs, carries, lengths, time_major, deterministic):
+    def _run(self: _LinenLayer, xs, carries, lengths, time_major, deterministic):
         dropout_rate = check_dropout_rate(self.dropout_rate)
         for name in ("bidirectional", "reverse", "remat"):
             _checks.check_bool(name, getattr(self, name))

@@ -91,7 +91,10 @@ class Cell(nnx.RNNCellBase):
         params = self.params
         return step_for(params)(params, carry, x)
 
-    def initialize_carry(self, batch_shape: Sequence[int] | int = (), rngs: Any = None) -> Any:
+    # Takes the batch shape where flax's RNNCellBase takes the input shape (see below).
+    def initialize_carry(  # type: ignore[override]
+        self, batch_shape: Sequence[int] | int = (), rngs: Any = None
+    ) -> Any:
         """The zero carry for inputs with leading dims ``batch_shape`` (rngs is unused).
 
         Unlike ``flax.nnx``'s cells this takes the batch shape, not the input shape; inside
@@ -286,8 +289,9 @@ class Layer(nnx.Module):
         self.unroll = unroll
         self.remat = remat
         self.kernel = kernel
-        use_rngs = rngs is not None and self.dropout_rate > 0.0
-        self.rngs = rngs.dropout.fork() if use_rngs else nnx.data(None)
+        self.rngs = (
+            rngs.dropout.fork() if rngs is not None and self.dropout_rate > 0.0 else nnx.data(None)
+        )
 
     @property
     def params(self) -> tuple[Any, ...]:
