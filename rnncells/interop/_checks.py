@@ -167,8 +167,8 @@ def check_core_carry(carry: Any, allowed: tuple[type, ...] = CORE_STATES) -> Non
     """
     if type(carry) not in allowed:
         names = [t.__name__ for t in allowed]
-        names = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
-        raise TypeError(f"carry must be rnncells' {names}, got {type_name(carry)}")
+        listed = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise TypeError(f"carry must be rnncells' {listed}, got {type_name(carry)}")
     first = None
     for field, value in zip(carry._fields, carry, strict=True):
         dtype = array_dtype(f"carry.{field}", value)

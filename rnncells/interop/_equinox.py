@@ -55,7 +55,7 @@ def from_equinox(module: Any) -> Any:
     V = leaves("module.weight_hh", module.weight_hh, (G * H, H)).T
     zeros = jnp.zeros((G * H,), W.dtype)
     b = zeros if module.bias is None else leaves("module.bias", module.bias, (G * H,))
-    if G == 4:
+    if isinstance(module, eqx.nn.LSTMCell):
         return LSTMParams(W, V, b)
     b_hn = zeros[:H] if module.bias_n is None else leaves("module.bias_n", module.bias_n, (H,))
     return negate_update(GRUResetAfterParams(W, V, b, b_hn))
@@ -94,6 +94,8 @@ def to_equinox(params: Any) -> Any:
         )
     D, H = params.W.shape[0], params.V.shape[0]
     key = jax.random.key(0)  # the random initial weights are all replaced below
+    module: eqx.nn.LSTMCell | eqx.nn.GRUCell
+    new: tuple[jax.Array, ...]
     if isinstance(params, LSTMParams):
         module = eqx.nn.LSTMCell(D, H, use_bias=True, dtype=params.W.dtype, key=key)
         new = (params.W.T, params.V.T, params.b)

@@ -175,8 +175,8 @@ def from_flax_linen(cell: Any, variables: Mapping) -> Any:
     if isinstance(cell, nn.GRUCell):
         bs = [read("i" + g, "bias", (H,)) for g in gates]
         b_hn = read("hn", "bias", (H,))
-        params = GRUResetAfterParams(*(jnp.concatenate(x, -1) for x in (Ws, Vs, bs)), b_hn)
-        return negate_update(params)
+        W, V, b = (jnp.concatenate(x, -1) for x in (Ws, Vs, bs))
+        return negate_update(GRUResetAfterParams(W, V, b, b_hn))
     bs = [read("h" + g, "bias", (H,)) for g in gates]
     return LSTMParams(*(jnp.concatenate(x, -1) for x in (Ws, Vs, bs)))
 

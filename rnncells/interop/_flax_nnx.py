@@ -61,7 +61,7 @@ def from_flax_nnx(module: Any) -> Any:
     leaves = Leaves(f"{type(module).__name__} with in_features={D}, hidden_features={H}")
 
     def read(path: str, shape: tuple[int, ...]) -> jax.Array:
-        variable = module
+        variable: Any = module  # then the attribute at each part of the path
         for part in path.split("."):
             variable = getattr(variable, part)
         return leaves(f"module.{path}", variable[...], shape)
@@ -122,6 +122,7 @@ def to_flax_nnx(params: Any, *, optimized: bool = True, rngs: Any = None) -> Any
     rngs = nnx.Rngs(0) if rngs is None else rngs
     D, H = params.W.shape[0], params.V.shape[0]
     kwargs = dict(dtype=params.W.dtype, param_dtype=params.W.dtype, rngs=rngs)
+    module: nnx.OptimizedLSTMCell | nnx.LSTMCell | nnx.GRUCell | nnx.SimpleCell
     if isinstance(params, LSTMParams):
         if optimized:
             module = nnx.OptimizedLSTMCell(D, H, **kwargs)

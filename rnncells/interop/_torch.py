@@ -85,7 +85,7 @@ _RESET_BEFORE_MESSAGE = (
 )
 
 
-def _check_module(module: Any, argname: str = "module") -> tuple[type, type, int]:
+def _check_module(module: Any, argname: str = "module") -> tuple[type[Any], type[Any], int]:
     """Returns (params type, carry type, G) of a supported module, or raises."""
     if not isinstance(module, torch.nn.RNNBase):
         raise TypeError(
@@ -301,7 +301,7 @@ def _check_param_shape(path: str, name: str, x, expected: tuple[int, ...], what:
         )
 
 
-def _check_layer_params(path: str, params: Any, module, layer: int, params_type: type, G: int):
+def _check_layer_params(path: str, params: Any, module, layer: int, params_type: type[Any], G: int):
     if isinstance(params, GRUParams) and params_type is GRUResetAfterParams:
         raise ValueError(f"{path}: {_RESET_BEFORE_MESSAGE}")
     if {type(params), params_type} == {RNNParams, IRNNParams}:
