@@ -58,7 +58,7 @@ def shard_batch(batch: Any, mesh: Mesh, batch_axis: int) -> Any:
         return batch
 
     def constrain(x):
-        spec = [None] * x.ndim
+        spec: list[str | None] = [None] * x.ndim
         spec[batch_axis] = "data"
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
 
