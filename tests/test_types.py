@@ -2,7 +2,8 @@
 
 The package ships ``py.typed``, so its annotations are part of its API: a user's type
 checker reads them. mypy's cache lives in pytest's cache directory (``.pytest_cache``,
-git-ignored): a cold run takes about 20 s on 2 cores, a warm one under a second.
+git-ignored): a cold run (a fresh checkout, as in CI) is 17-25 s on one core, most of it
+reading JAX's, Flax's and PyTorch's annotations; a warm one about 3 s.
 """
 
 from __future__ import annotations
