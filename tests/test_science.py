@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -122,8 +123,19 @@ def tiny_row(**extra):
     )
 
 
-def test_train_and_score_writes_every_figure_per_seed(tmp_path, small_test_set):
-    path = science.train_and_score(tiny_row(), str(tmp_path / "runs"), str(tmp_path / "res"))
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One tiny row trained and scored on 2000 test sequences: (workdir, JSON path)."""
+    root = tmp_path_factory.mktemp("tiny")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(science, "TEST_SEQUENCES", 2000)
+        patch.setattr(science, "TEST_CHUNK", 500)
+        path = science.train_and_score(tiny_row(), str(root / "runs"), str(root / "res"))
+    return root / "runs", path
+
+
+def test_train_and_score_writes_every_figure_per_seed(tiny_run, tmp_path, small_test_set):
+    runs, path = tiny_run
     result = read_json(path)
     per = result["test"]["per_seed"]
     assert result["seeds"] == [0, 1, 2, 3, 4] and result["steps_run"] == 100
@@ -139,7 +151,7 @@ def test_train_and_score_writes_every_figure_per_seed(tmp_path, small_test_set):
     assert len(result["eval_curve"]["step"]) == 2 and len(result["steps_to_solve"]) == 5
     # The seeds are distinct runs, and the rerun of a finished row returns the same.
     assert len(set(per["loss"])) == 5
-    again = science.train_and_score(tiny_row(), str(tmp_path / "runs"), str(tmp_path / "r2"))
+    again = science.train_and_score(tiny_row(), str(runs), str(tmp_path / "r2"))
     assert read_json(again)["test"] == result["test"]
 
 
@@ -216,11 +228,12 @@ def test_outcome_and_agreement():
     assert science_report.agree(science.Run("a", "x", "configs/adding.py", (), "x"), "fails") == "-"
 
 
-def test_report_from_json_alone(tmp_path, small_test_set, monkeypatch):
+def test_report_from_json_alone(tiny_run, tmp_path, monkeypatch):
     results = tmp_path / "results" / "science"
     row = tiny_row()
     monkeypatch.setitem(science.STUDIES, "adding", lambda: [row])
-    science.train_and_score(row, str(tmp_path / "runs"), str(results))
+    (results / "adding").mkdir(parents=True)
+    shutil.copy(tiny_run[1], results / "adding" / f"{row.name}.json")
     readme = tmp_path / "results" / "README.md"
     readme.write_text("# Reproductions\n\nolder sections\n")
     written = science_report.write_all(str(results))
