@@ -303,7 +303,7 @@ def plot_loss_vs_T(study: str, results: str, path: str) -> bool:
         constant[result["T"]] = result["test"]["constant_loss"]
     if len(constant) < 2:
         return False
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(8.6, 4.2))
     for k, (name, points) in enumerate(sorted(series.items())):
         points.sort(key=lambda p: p[0])
         ts = np.array([t for t, _ in points], dtype=float)
@@ -327,7 +327,7 @@ def plot_loss_vs_T(study: str, results: str, path: str) -> bool:
         "interval in log space; dots: seeds)",
         fontsize=9,
     )
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
