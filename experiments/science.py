@@ -5,10 +5,10 @@
 
 Each study is a list of `Run` rows (task, T, cell, init, optimiser), all trained from a
 config file plus overrides, with 5 seeds at once (``vmap``), for a fixed number of steps
-(``num_steps``; ``early_stop`` ends a run only when every seed meets the task's criterion
-at a scheduled evaluation, which is deterministic, so a rerun on any machine gives the
-same table). ``where`` says where the committed command runs a row: ``cpu`` rows fit a
-CPU working day, ``gpu`` rows are in ``experiments/gpu_science.sh``.
+(``num_steps``, never stopped early, so every row of a table is compared after the same
+number of steps, and a rerun on any machine gives the same table). ``where`` says where
+the committed command runs a row: ``cpu`` rows fit a CPU working day, ``gpu`` rows are
+in ``experiments/gpu_science.sh``.
 
 After a row's training finishes, its final parameters are scored on a test set of 10,000
 sequences drawn from a key of its own (`TEST_KEY`), the same sequences for every row of
@@ -48,6 +48,11 @@ TEST_KEY = 0x7E575E7
 evaluation ``fold_in(PRNGKey(seed), 0x5EED)``."""
 
 
+MIN_ROW_S = 60
+"""Under ``--budget_s``, a row starts only with at least this many seconds left (its
+compilation and scoring are not counted in the budget)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
     """One row of a study: a config file, its overrides, and what the papers found.
@@ -76,12 +81,16 @@ class Run:
     where: str = "cpu"
 
     def make_config(self):
-        """The row's resolved config: the file's, the overrides, `NUM_SEEDS` seeds."""
+        """The row's resolved config: the file's, `NUM_SEEDS` seeds, no early stop, then
+        the overrides."""
         module = importlib.import_module(self.config[: -len(".py")].replace("/", "."))
         config = module.get_config()
         config.num_seeds = NUM_SEEDS
         config.seed = 0
         config.progress = False
+        # Every row runs its whole budget: rows stopped early would be compared at
+        # different step counts (and learning rates, under a decaying schedule).
+        config.early_stop = False
         for key, value in self.overrides:
             node = config
             *parents, leaf = key.split(".")
@@ -418,16 +427,19 @@ def _adding_passes(ys, batch):
 def _copy_passes(ys, batch):
     import jax.numpy as jnp
 
-    correct = jnp.argmax(ys, axis=-1) == batch.targets
+    from rnncells.tasks._common import predicted_class
+
+    correct = predicted_class(ys, batch.targets) == batch.targets
     if batch.mask is None:  # fixed copy: the last ten steps recall the data
         return jnp.all(correct[:, -10:], axis=1)
     return jnp.all(correct | (batch.mask == 0), axis=1)
 
 
 def _digits_passes(ys, batch):
-    import jax.numpy as jnp
 
-    return jnp.argmax(_last(ys, batch), axis=-1) == batch.targets
+    from rnncells.tasks._common import predicted_class
+
+    return predicted_class(_last(ys, batch), batch.targets) == batch.targets
 
 
 CRITERIA: dict[str, tuple[str, Callable]] = {
@@ -536,11 +548,10 @@ def steps_to_solve(config, workdir: str) -> list[int | None]:
     """Per seed, the first in-training evaluation step at which the seed met the task's
     ``solved`` (None: never within the run)."""
     from rnncells.tasks import get_task
-    from rnncells.training.metrics import read_jsonl
 
     task = get_task(config.task.name, **dict(config.task.kwargs))
     first: list[int | None] = [None] * config.num_seeds
-    for record in read_jsonl(os.path.join(workdir, "eval.jsonl")):
+    for record in scheduled_evaluations(config, workdir):
         names = [k[: -len("_per_seed")] for k in record if k.endswith("_per_seed")]
         for s in range(config.num_seeds):
             if first[s] is None and task.solved({k: record[f"{k}_per_seed"][s] for k in names}):
@@ -548,11 +559,22 @@ def steps_to_solve(config, workdir: str) -> list[int | None]:
     return first
 
 
-def eval_curve(workdir: str) -> dict[str, list]:
-    """The in-training held-out loss per seed at each evaluation (for learning curves)."""
+def scheduled_evaluations(config, workdir: str) -> list[dict]:
+    """The run's in-training evaluations at scheduled steps (every ``eval_every`` and the
+    last): an evaluation a time limit added where it stopped a run is left out, so the
+    figures do not depend on where a run was cut and resumed."""
     from rnncells.training.metrics import read_jsonl
 
-    records = read_jsonl(os.path.join(workdir, "eval.jsonl"))
+    return [
+        r
+        for r in read_jsonl(os.path.join(workdir, "eval.jsonl"))
+        if r["step"] % config.eval_every == 0 or r["step"] == config.num_steps
+    ]
+
+
+def eval_curve(config, workdir: str) -> dict[str, list]:
+    """The in-training held-out loss per seed at each scheduled evaluation."""
+    records = scheduled_evaluations(config, workdir)
     return {
         "step": [int(r["step"]) for r in records],
         "loss_per_seed": [[float(v) for v in r["loss_per_seed"]] for r in records],
@@ -590,7 +612,7 @@ def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 
         "stopped_early": summary["stopped_early"],
         "steps_to_solve": steps_to_solve(config, folder),
         "test": score(config, params),
-        "eval_curve": eval_curve(folder),
+        "eval_curve": eval_curve(config, folder),
         "device": jax.devices()[0].device_kind,
         "train_wall_s_last_call": summary["wall_s_this_process"],
         "score_and_train_wall_s": time.perf_counter() - tick,
@@ -666,8 +688,8 @@ def main(argv):
         limit = _TIME_LIMIT.value
         if _BUDGET.value > 0:
             left = _BUDGET.value - (tick - start)
-            if left <= 0:
-                print(f"{row.name}: not started, --budget_s={_BUDGET.value:g} is spent")
+            if left < MIN_ROW_S:
+                print(f"{row.name}: not started, under {MIN_ROW_S} s of --budget_s left")
                 continue
             limit = left if limit <= 0 else min(limit, left)
         try:

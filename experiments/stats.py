@@ -16,6 +16,9 @@ import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
+LOG_FLOOR = 1e-12
+"""Losses are raised to this floor before a log is taken: a float32 cross-entropy can
+round to exactly 0 for a model that has learnt a task perfectly."""
 
 
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, ...]:
@@ -40,22 +43,22 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple
 
 def log_t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, ...]:
     """``(geometric mean, low, high)``: `t_interval` of ``log10(values)`` mapped back, so
-    the interval stays positive (on a log axis).
+    the interval stays positive (on a log axis); values under `LOG_FLOOR` count as it.
 
     Raises:
-        ValueError: if a value is not positive.
+        ValueError: if a value is negative or NaN.
     """
     x = np.asarray(values, dtype=float)
-    if np.any(~(x > 0)):
-        raise ValueError(f"values must be positive for a log-space interval, got {x.tolist()}")
-    return tuple(float(10.0**v) for v in t_interval(np.log10(x), confidence))
+    if np.any(~(x >= 0)):
+        raise ValueError(f"values must be >= 0 for a log-space interval, got {x.tolist()}")
+    return tuple(float(10.0**v) for v in t_interval(np.log10(np.maximum(x, LOG_FLOOR)), confidence))
 
 
 def paired_t_test(a: Sequence[float], b: Sequence[float], *, log: bool = True) -> float:
     """Two-sided p-value of the paired t-test of ``a`` against ``b`` (pairs by index: the
     same seed, hence the same data stream, in both configurations), on ``log10`` values
-    when ``log``. 1.0 when every difference is 0 (no evidence of a difference); NaN for
-    fewer than two pairs.
+    (floored at `LOG_FLOOR`) when ``log``. 1.0 when every difference is 0 (no evidence
+    of a difference); NaN for fewer than two pairs.
 
     Raises:
         ValueError: if ``a`` and ``b`` differ in length.
@@ -66,7 +69,7 @@ def paired_t_test(a: Sequence[float], b: Sequence[float], *, log: bool = True) -
     if x.size < 2:
         return math.nan
     if log:
-        x, y = np.log10(x), np.log10(y)
+        x, y = np.log10(np.maximum(x, LOG_FLOOR)), np.log10(np.maximum(y, LOG_FLOOR))
     d = x - y
     if np.all(d == d[0]):
         # No spread: identical pairs carry no evidence; a constant non-zero shift is as

@@ -41,8 +41,10 @@ def test_log_interval_stays_positive_where_the_linear_one_does_not():
     geo, low, high = stats.log_t_interval(x)
     assert 0 < low < geo < high
     assert geo == pytest.approx(10 ** np.mean(np.log10(x)))
-    with pytest.raises(ValueError, match="positive"):
-        stats.log_t_interval([0.1, 0.0])
+    with pytest.raises(ValueError, match=">= 0"):
+        stats.log_t_interval([0.1, -1e-3])
+    with pytest.raises(ValueError, match=">= 0"):
+        stats.log_t_interval([0.1, float("nan")])
 
 
 def test_paired_t_test_against_the_t_statistic_by_hand():
@@ -68,6 +70,12 @@ def test_holm_adjusts_in_order_and_keeps_nan():
     assert math.isnan(adjusted[2])
 
 
+def test_zero_losses_stay_finite_in_log_space():
+    geo, low, high = stats.log_t_interval([0.0, 1e-3, 2e-3, 0.0, 1e-3])
+    assert 0 < low <= geo <= high < 1
+    assert 0 <= stats.paired_t_test([0.0, 0.0, 1e-3], [0.1, 0.2, 0.1]) <= 1
+
+
 # --- rows, scoring and the JSON -------------------------------------------------------------
 
 
@@ -81,6 +89,7 @@ def test_every_row_builds_a_valid_config_with_five_seeds():
         validate(config)
         assert config.num_seeds == science.NUM_SEEDS >= 5
         assert config.time_limit_s == 0  # fixed step budgets, not wall-clock limits
+        assert config.early_stop is False  # every row runs its whole budget
     adding = {row.name: row for row in science.all_rows("adding")}
     assert {r.value("task.kwargs.T") for r in adding.values()} == {100, 200, 400, 750, 1000}
     assert adding["adding_T1000_lstm"].where == "gpu"
@@ -168,9 +177,7 @@ def test_copy_constant_predictor_scores_the_analytic_baseline(small_test_set):
     assert config.task.kwargs.T == 30
 
 
-def test_test_sets_are_the_same_for_every_row_and_apart_from_training(small_test_set):
-    import jax
-
+def test_test_sets_are_the_same_for_every_row_and_its_chunks_distinct(small_test_set):
     from rnncells.tasks import get_task
 
     task = get_task("adding", T=20)
@@ -179,8 +186,29 @@ def test_test_sets_are_the_same_for_every_row_and_apart_from_training(small_test
     assert len(a) == 4 and all(
         np.array_equal(x.inputs, y.inputs) for x, y in zip(a, b, strict=True)
     )
-    train = task.make_batch(jax.random.split(jax.random.PRNGKey(0))[1], 500)
-    assert not np.array_equal(train.inputs, a[0].inputs)
+    rows = np.concatenate([np.asarray(x.inputs).reshape(500, -1) for x in a])
+    assert len(np.unique(rows, axis=0)) == 2000  # every chunk drawn from a key of its own
+
+
+def test_copy_criteria_read_the_recall_steps():
+    import jax
+    import jax.numpy as jnp
+
+    from rnncells.tasks import get_task
+
+    for name in ("copy", "variable_copy"):
+        task = get_task(name, T=12)
+        batch = task.make_batch(jax.random.PRNGKey(1), 6)
+        perfect = jax.nn.one_hot(batch.targets, 10) * 20.0
+        assert bool(jnp.all(science.CRITERIA[name][1](perfect, batch)))
+        # One recalled symbol wrong in sequence 0: only that sequence fails.
+        recall = np.flatnonzero(np.asarray(batch.targets[0]))  # data symbols are 1..8
+        wrong = np.asarray(batch.targets).copy()
+        wrong[0, recall[3]] = wrong[0, recall[3]] % 8 + 1
+        passes = np.asarray(science.CRITERIA[name][1](jax.nn.one_hot(wrong, 10) * 20.0, batch))
+        assert passes.tolist() == [False] + [True] * 5
+        ys = science.constant_outputs(name, task, batch)
+        assert float(task.metric(ys, batch)["loss"]) == pytest.approx(task.baseline_loss, rel=1e-5)
 
 
 def test_steps_to_solve_reads_each_seed_from_the_eval_log(tmp_path):
@@ -188,11 +216,14 @@ def test_steps_to_solve_reads_each_seed_from_the_eval_log(tmp_path):
     config.num_seeds = 3
     records = [
         {"step": 50, "loss_per_seed": [0.2, 0.005, 0.2], "success_rate_per_seed": [0, 1, 0]},
+        # Where a time limit cut the run: not a scheduled evaluation, so not counted.
+        {"step": 75, "loss_per_seed": [0.001, 0.004, 0.001], "success_rate_per_seed": [1, 1, 1]},
         {"step": 100, "loss_per_seed": [0.009, 0.004, 0.2], "success_rate_per_seed": [0, 1, 0]},
     ]
     with open(tmp_path / "eval.jsonl", "w") as file:
         file.writelines(json.dumps(r) + "\n" for r in records)
     assert science.steps_to_solve(config, str(tmp_path)) == [100, 50, None]
+    assert science.eval_curve(config, str(tmp_path))["step"] == [50, 100]
 
 
 # --- tables ----------------------------------------------------------------------------------
@@ -218,11 +249,21 @@ def test_outcome_and_agreement():
     assert science_report.outcome(fake_result([0.001] * 5, [True] * 5)) == "solves"
     beats = fake_result([0.05, 0.06, 0.04, 0.05, 0.07], [False] * 5)
     assert science_report.outcome(beats) == "beats the baseline"
-    assert science_report.outcome(fake_result([0.17, 0.16, 0.17, 0.01, 0.17], [False] * 5)) == (
-        "fails"
-    )
+    mixed = fake_result([0.17, 0.16, 0.17, 0.01, 0.17], [False] * 5)
+    assert science_report.outcome(mixed) == "mixed (1/5)"
+    # 0.3% under the constant predictor is not beating it.
+    assert science_report.outcome(fake_result([0.166] * 5, [False] * 5)) == "fails"
     assert science_report.agree(row, "solves") == "yes"
     assert science_report.agree(row, "fails") == "no"
+    assert science_report.agree(row, "mixed (1/5)") == "partly"
+    worse = science.Run("ablation", "x", "configs/adding.py", (), "x", expect="worse")
+    same = science.Run("ablation", "x", "configs/adding.py", (), "x", expect="same")
+    assert science_report.agree(worse, "fails", (0.01, 0.5)) == "yes"
+    assert science_report.agree(worse, "fails", (0.01, -0.5)) == "no"  # better, not worse
+    assert science_report.agree(worse, "fails", (0.2, 0.5)) == "no"
+    assert science_report.agree(same, "fails", (0.2, 0.5)).startswith("consistent")
+    assert science_report.agree(same, "fails", (0.01, 0.5)) == "no"
+    assert science_report.agree(same, "fails", None) == "-"
     beat_row = science.Run("adding", "x", "configs/adding.py", (), "x", expect="beat")
     assert science_report.agree(beat_row, "solves") == "yes (better)"
     assert science_report.agree(science.Run("a", "x", "configs/adding.py", (), "x"), "fails") == "-"
@@ -317,3 +358,32 @@ def test_cost_table_from_a_cost_json(tmp_path):
     assert text.count("## ") == len(science.COST_ROWS)
     assert "| 2.00 |" in text and "pending" in text  # the time ratio; rows not run here
     assert science_report.cost_table(str(tmp_path / "none")) is None
+
+
+def test_paired_tests_pair_each_row_with_its_reference(tmp_path):
+    copy_rows = {row.name: row for row in science.all_rows("copy")}
+    members = [r for r in copy_rows.values() if r.name.startswith("copy_T100_")]
+    ref = science_report.reference_for
+    assert ref(copy_rows["copy_T100_lstm_b0_rmsprop"], members).name == (
+        "copy_T100_lstm_chrono_rmsprop"
+    )
+    assert ref(copy_rows["copy_T100_lstm_b1_adam"], members).name == "copy_T100_lstm_chrono_adam"
+    assert ref(copy_rows["copy_T100_lstm_chrono_adam"], members).name == (
+        "copy_T100_lstm_chrono_rmsprop"
+    )
+    assert ref(copy_rows["copy_T100_lstm_chrono_rmsprop"], members) is None
+    # Two rows written as JSON: the b0 row's loss is 10x the chrono row's, seed by seed.
+    results = tmp_path / "science"
+    (results / "copy").mkdir(parents=True)
+    base = np.array([0.01, 0.02, 0.015, 0.03, 0.012])
+    for name, losses in (
+        ("copy_T100_lstm_chrono_rmsprop", base),
+        ("copy_T100_lstm_b0_rmsprop", base * 10 * [1, 1.1, 0.9, 1, 1.05]),
+    ):
+        (results / "copy" / f"{name}.json").write_text(
+            json.dumps({"test": {"per_seed": {"loss": list(losses)}}})
+        )
+    tests = science_report.paired_tests("copy", str(results))
+    assert set(tests) == {"copy_T100_lstm_b0_rmsprop"}
+    p, d = tests["copy_T100_lstm_b0_rmsprop"]
+    assert p < 1e-4 and d == pytest.approx(1.0, abs=0.05)
