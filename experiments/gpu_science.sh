@@ -3,7 +3,7 @@
 # T = 750 and 1000; every copy and variable-copy row; the ablation's copy rows), a
 # slice at a time, resumable across machines:
 #
-#     bash experiments/gpu_science.sh OUTDIR [BUDGET_S]          # one GPU, default 600 s
+#     bash experiments/gpu_science.sh OUTDIR [BUDGET_S]          # one GPU, default 360 s
 #     QUICK=1 bash experiments/gpu_science.sh OUTDIR 60          # plumbing check on a CPU
 #
 # Rows run one after the other, 5 seeds each at once (vmap), until BUDGET_S seconds of
@@ -13,8 +13,9 @@
 # repository root (it restores runs/science/ and experiments/results/science/) and
 # carry runs/science to the next call, so that call goes on where this one stopped;
 # finished rows are skipped. With the device tool of this project:
-#     run(command='bash experiments/gpu_science.sh "$OUT" 540',
+#     run(command='bash experiments/gpu_science.sh "$OUT" 360',
 #         carry=["runs/science", ".whl"], timeout_s=600)
+# (360 s of training, at most 150 s more for compiling and scoring, then the archive).
 #
 # The GPU image lacks ml_collections: carry its wheel in .whl/ (pure Python):
 #     python -m pip download --no-deps -d .whl ml_collections
@@ -27,7 +28,7 @@
 # --where=gpu` shows what is done.
 set -u
 OUT=${1:?usage: bash experiments/gpu_science.sh OUTDIR [BUDGET_S]}
-BUDGET_S=${2:-600}
+BUDGET_S=${2:-360}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
@@ -58,8 +59,12 @@ if [ "$QUICK" = 1 ]; then  # a CPU: one small GPU row's plumbing, into scratch f
   WORK=$OUT/quick_runs
 fi
 set -o pipefail
-$PY -m experiments.science "${WHERE[@]}" --workdir="$WORK" --results="$RESULTS" \
-  --budget_s="$BUDGET_S" 2>&1 | grep -v "^WARNING" | tee "$OUT/science_log.txt"
+# The budget counts training only; compiling and scoring a row come on top, so the
+# python process gets BUDGET_S + 150 s before it is stopped (at its last checkpoint), and
+# the archive below is written whatever happened.
+timeout -k 10 $((BUDGET_S + 150)) $PY -m experiments.science "${WHERE[@]}" \
+  --workdir="$WORK" --results="$RESULTS" --budget_s="$BUDGET_S" 2>&1 \
+  | grep -v "^WARNING" | tee "$OUT/science_log.txt"
 STATUS=$?
 
 # Finished rows need only their JSON; the row in progress travels with its run folder.
