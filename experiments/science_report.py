@@ -56,8 +56,8 @@ predictor's on the same sequences (a loss 0.3% under it is no memory)."""
 def outcome(result: dict[str, Any]) -> str:
     """Seed by seed: ``solves`` (every seed meets the task's ``solved`` on the test set),
     ``beats the baseline`` (every seed's loss is under `BEAT_FRACTION` of the constant
-    predictor's on the same sequences), ``fails`` (no seed's is), else ``mixed (k/n)``
-    with k the seeds whose loss is."""
+    predictor's on the same sequences), ``fails`` (no seed's is), else ``mixed: k/n
+    below half`` with k the seeds whose loss is."""
     test = result["test"]
     per = test["per_seed"]
     if all(per["solved"]):
@@ -67,7 +67,7 @@ def outcome(result: dict[str, Any]) -> str:
         return "beats the baseline"
     if below == 0:
         return "fails"
-    return f"mixed ({below}/{len(per['loss'])})"
+    return f"mixed: {below}/{len(per['loss'])} below half"
 
 
 def agree(row: science.Run, observed: str, comparison: tuple[float, float] | None = None) -> str:
@@ -134,7 +134,7 @@ def summary_table(results: str, link_prefix: str = "science") -> str:
         test = result["test"]
         per = test["per_seed"]
         n = len(per["loss"])
-        crit = f"{sum(per['criterion_all'])}/{n} all; {np.mean(per['criterion_fraction']):.3f}"
+        crit = f"{sum(per['criterion_all'])}/{n} all; {np.mean(per['criterion_fraction']):.4f}"
         observed = outcome(result)
         link = f"[{row.name}]({link_prefix}/{row.study}/{row.name}.json)"
         lines.append(
@@ -161,7 +161,7 @@ then the mean fraction that does (adding: Hochreiter & Schmidhuber's |error| < 0
 copy: all 10 symbols recalled; digits: label right). *agree?*: the papers' outcome
 against the observed one, judged seed by seed: *solves* (every seed solved), *beats the
 baseline* (every seed under half the constant predictor's loss), *fails* (no seed
-under half of it), *mixed (k/5)*; Greff et al.'s "worse" is a paired t-test on log10
+under half of it), *mixed: k/5 below half*; Greff et al.'s "worse" is a paired t-test on log10
 loss against the vanilla LSTM, p < 0.05 after Holm's adjustment over the rows of its
 table that have run (p-values move as pending rows land), and their "no significant
 change" can only be *consistent* with 5 seeds, not shown. *pending*: not run yet; the
@@ -254,7 +254,7 @@ def study_readme(study: str, results: str) -> str:
                 f"{_g(geo[0])} [{_g(geo[1])}, {_g(geo[2])}] | "
                 f"{', '.join(f'{v:.3g}' for v in per['loss'])} | {sum(per['solved'])}/{n} | "
                 f"{solve_steps} | {sum(per['criterion_all'])}/{n}; "
-                f"{np.mean(per['criterion_fraction']):.3f} | {acc} | "
+                f"{np.mean(per['criterion_fraction']):.4f} | {acc} | "
                 f"{_versus(row, members, tests)} |"
             )
         if done:

@@ -250,12 +250,12 @@ def test_outcome_and_agreement():
     beats = fake_result([0.05, 0.06, 0.04, 0.05, 0.07], [False] * 5)
     assert science_report.outcome(beats) == "beats the baseline"
     mixed = fake_result([0.17, 0.16, 0.17, 0.01, 0.17], [False] * 5)
-    assert science_report.outcome(mixed) == "mixed (1/5)"
+    assert science_report.outcome(mixed) == "mixed: 1/5 below half"
     # 0.3% under the constant predictor is not beating it.
     assert science_report.outcome(fake_result([0.166] * 5, [False] * 5)) == "fails"
     assert science_report.agree(row, "solves") == "yes"
     assert science_report.agree(row, "fails") == "no"
-    assert science_report.agree(row, "mixed (1/5)") == "partly"
+    assert science_report.agree(row, "mixed: 1/5 below half") == "partly"
     worse = science.Run("ablation", "x", "configs/adding.py", (), "x", expect="worse")
     same = science.Run("ablation", "x", "configs/adding.py", (), "x", expect="same")
     assert science_report.agree(worse, "fails", (0.01, 0.5)) == "yes"
