@@ -478,6 +478,16 @@ def cost_table(results: str) -> str | None:
     return "\n".join(out)
 
 
+PLOTS = {
+    "loss_vs_T.png": lambda study, results, path: (
+        study in ("adding", "copy") and plot_loss_vs_T(study, results, path)
+    ),
+    "accuracy.png": lambda study, results, path: study == "digits" and plot_digits(results, path),
+}
+"""Each study folder's plots: file name -> ``draw(study, results, path)``, False when the
+study has no such plot or its JSON holds too little to draw it."""
+
+
 def write_lead(readme: str, text: str) -> None:
     """Puts ``text`` between the science markers of ``readme`` (after its title the first
     time)."""
@@ -506,15 +516,9 @@ def write_all(results: str = science.RESULTS) -> list[str]:
         with open(path, "w", encoding="utf-8") as file:
             file.write(study_readme(study, results))
         written.append(path)
-        for name, draw in (
-            ("loss_vs_T.png", plot_loss_vs_T if study in ("adding", "copy") else None),
-            ("accuracy.png", plot_digits if study == "digits" else None),
-        ):
+        for name, draw in PLOTS.items():
             plot = os.path.join(folder, name)
-            drawn = draw is not None and (
-                draw(study, results, plot) if name == "loss_vs_T.png" else draw(results, plot)
-            )
-            if drawn:
+            if draw(study, results, plot):
                 written.append(plot)
             elif os.path.exists(plot):
                 os.remove(plot)  # nothing to draw from the JSON here (any more)
