@@ -11,6 +11,8 @@ does not depend on the sequence length, and the candidate is kept positive by g
     h~_t = g(W_h x_t + b_h)                    candidate, g(v) = v + 1/2 if v >= 0, else σ(v)
     h_t  = f'_t ⊙ h_{t-1} + i'_t ⊙ h~_t
 
+The step takes f'_t = σ(-d_t), i'_t = σ(d_t) (d_t below): no 0/0 where both σ underflow.
+
 There is no cell state and no output gate: the carry is h alone
 (``MinLSTMState(h)``). The recurrence is linear, h_t = a_t ⊙ h_{t-1} + b_t with
 a_t = f'_t and b_t = i'_t ⊙ h~_t > 0, and ``unroll`` computes it with one
@@ -117,7 +119,7 @@ def _check_inputs(params, carry, x, x_name: str = "x") -> None:
 def minlstm_step(
     params: MinLSTMParams, carry: MinLSTMState, x: jax.Array
 ) -> tuple[MinLSTMState, jax.Array]:
-    """One minLSTM step (equations in the module docstring, f' and i' as written there).
+    """One minLSTM step (equations in the module docstring), f' and i' as σ(-d_t), σ(d_t).
 
     Scan-shaped: ``jax.lax.scan(functools.partial(minlstm_step, params), carry, xs)``
     unrolls it; it is the reference of the parallel ``unroll``.
@@ -139,8 +141,9 @@ def minlstm_step(
     _check_inputs(params, carry, x)
     with jax.named_scope("minlstm_step"):
         k_f, k_i, k_h = jnp.split(add_bias(x @ params.W, params.b), 3, axis=-1)
-        f, i = sigmoid(k_f), sigmoid(k_i)
-        h = f / (f + i) * carry.h + i / (f + i) * g(k_h)
+        # f / (f + i) and i / (f + i) as σ(-d), σ(d): no 0/0 where both σ underflow to 0
+        d = jax.nn.softplus(-k_f) - jax.nn.softplus(-k_i)  # log i_t - log f_t
+        h = sigmoid(-d) * carry.h + sigmoid(d) * g(k_h)
         return MinLSTMState(h), h
 
 

@@ -471,3 +471,67 @@ def test_bad_inputs_name_the_argument(kind, rng):
         INITS[kind](jax.random.key(0), 0, H)
     with pytest.raises(ValueError, match=lit("hidden_size=1099511627776 is too large")):
         INITS[kind](jax.random.key(0), D, 2**40)
+
+
+# --- minLSTM's step where both gates saturate ---------------------------------------------------
+# With both pre-activations far below zero both sigmoids underflow to 0 (fp32 and bf16 below
+# about -89, fp16 below about -11), and f / (f + i) would be 0 / 0: the step takes the
+# normalised gates as σ(∓d), d = log i - log f, the parallel path's identity.
+
+
+def np_minlstm_stable_step(W, b, h, x):
+    """The minLSTM step in float64, f' = σ(-d), i' = σ(d), d = softplus(-k_f) - softplus(-k_i)."""
+    k_f, k_i, k_h = np.split(x @ W + b, 3, axis=-1)
+    d = np.logaddexp(0, -k_f) - np.logaddexp(0, -k_i)
+    return np_sigmoid(-d) * h + np_sigmoid(d) * np_g(k_h)
+
+
+def saturated_minlstm(rng, dtype=jnp.float32):
+    """minLSTM params whose f and i pre-activations are b_f = -120 and b_i = -120 + δ for any x
+    (W's f and i blocks are zero), δ = 0 on the first two units; and a random carry and x."""
+    W = rng.uniform(-1, 1, (D, 3 * H))
+    W[:, : 2 * H] = 0.0
+    delta = np.concatenate([np.zeros(2), rng.uniform(-3, 3, H - 2)])
+    b = np.concatenate([np.full(H, -120.0), -120.0 + delta, rng.uniform(-1, 1, H)])
+    params = rc.MinLSTMParams(jnp.asarray(W, dtype), jnp.asarray(b, dtype))
+    return params, random_carry("minlstm", rng, (B,), dtype), xs_of(rng, (B, D), dtype)
+
+
+def test_minlstm_step_is_finite_and_exact_when_both_gates_underflow(rng):
+    params, carry, x = saturated_minlstm(rng)
+    assert not np.asarray(jax.nn.sigmoid(params.b[: 2 * H])).any()  # σ underflows: f = i = 0
+    new, y = rc.minlstm_step(params, carry, x)
+    W, b = as_np(params)
+    h0, x64 = np.asarray(carry.h, np.float64), np.asarray(x, np.float64)
+    expected = np_minlstm_stable_step(W, b, h0, x64)
+    assert np.isfinite(np.asarray(y)).all()
+    assert_tree_allclose((new.h, y), (expected, expected), rtol=1e-5, atol=1e-6)
+    # k_f = k_i on the first two units: f' = i' = 1/2
+    half = 0.5 * h0[:, :2] + 0.5 * np_g((x64 @ W + b)[:, 2 * H : 2 * H + 2])
+    np.testing.assert_allclose(np.asarray(y)[:, :2], half, rtol=1e-6, atol=1e-7)
+
+
+def test_minlstm_step_gradient_is_finite_when_both_gates_underflow(rng):
+    params, carry, x = saturated_minlstm(rng)
+
+    def loss(params, carry, x):
+        return jnp.sum(jnp.sin(rc.minlstm_step(params, carry, x)[1]))
+
+    grads = jax.jit(jax.grad(loss))(params, carry, x)
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(grads))
+    as64 = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), (params, carry, x))
+    expected = jax.grad(loss)(*as64)  # float64: σ(-120) ~ 8e-53 does not underflow there
+    assert_tree_allclose(grads, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_minlstm_sequential_unroll_float16_is_finite_and_matches_the_parallel_one(rng):
+    # Inputs of scale 30 put pre-activations below -11, where fp16's σ underflows to 0.
+    params = build("minlstm", rng, jnp.float16)
+    carry = random_carry("minlstm", rng, (B,), jnp.float16)
+    xs = xs_of(rng, (B, 32, D), jnp.float16, scale=30.0)
+    k = np.asarray(xs, np.float64) @ np.asarray(params.W, np.float64) + np.asarray(params.b)
+    assert ((k[..., :H] < -12) & (k[..., H : 2 * H] < -12)).any()  # the case is hit
+    sequential = rc.unroll(rc.minlstm_step, params, xs, carry, fused=False)
+    parallel = rc.unroll(rc.minlstm_step, params, xs, carry)
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(sequential))
+    assert_tree_allclose(sequential, parallel, rtol=1e-2, atol=1e-2)
