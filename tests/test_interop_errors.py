@@ -878,3 +878,197 @@ def test_family_carries_refused_by_other_frameworks_carry_converters():
     for convert in (interop.from_flax_carry, interop.from_equinox_carry):
         with pytest.raises(ValueError, match=r"params is IRNNParams \(rnncells' 'irnn' cell\)"):
             convert(ones(2, H), irnn)
+
+
+# --- subclasses whose forward pass is not the framework's ----------------------------------
+# The converters read only the weights: a subclass that overrides the forward pass (here
+# one that doubles the outputs) converted as the plain cell, into params computing another
+# function. A subclass that keeps the forward (extra attributes, its own __init__) converts.
+
+
+class _DoubledTorchLSTM(torch.nn.LSTM):
+    def forward(self, x, hx=None):
+        ys, state = super().forward(x, hx)
+        return 2 * ys, state
+
+
+class _ForwardMixin:
+    def forward(self, x, hx=None):
+        return torch.nn.GRU.forward(self, 2 * x, hx)
+
+
+class _MixedTorchGRU(_ForwardMixin, torch.nn.GRU):
+    pass
+
+
+class _TaggedTorchGRU(torch.nn.GRU):
+    def __init__(self, *args, tag="", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tag = tag
+
+
+class _DoubledLinenGRU(nn.GRUCell):
+    def __call__(self, carry, inputs):
+        carry, y = super().__call__(carry, inputs)
+        return carry, 2 * y
+
+
+class _TaggedLinenLSTM(nn.LSTMCell):
+    tag: str = ""
+
+
+class _DoubledNNXSimpleCell(nnx.SimpleCell):
+    def __call__(self, carry, inputs):
+        carry, y = super().__call__(carry, inputs)
+        return carry, 2 * y
+
+
+class _TaggedNNXLSTM(nnx.OptimizedLSTMCell):
+    def __init__(self, *args, tag="", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tag = tag
+
+
+class _DoubledEqxGRU(eqx.nn.GRUCell):
+    def __call__(self, input, hidden, *, key=None):
+        return 2 * super().__call__(input, hidden, key=key)
+
+
+class _EqxLSTMWithHelper(eqx.nn.LSTMCell):
+    def describe(self):
+        return f"LSTMCell({self.input_size}, {self.hidden_size})"
+
+
+def _patched_torch_lstm():
+    module = torch.nn.LSTM(D, H)
+    module.forward = lambda x, hx=None: (2 * torch.nn.LSTM.forward(module, x, hx)[0], hx)
+    return module
+
+
+_TORCH_OVERRIDE = r"module is .*_DoubledTorchLSTM, a subclass of torch\.nn\.LSTM, whose forward "
+_TORCH_OVERRIDE += r"is not torch\.nn\.LSTM's own \(_DoubledTorchLSTM\.forward\)"
+
+OVERRIDDEN_FORWARD_CASES = [
+    pytest.param(
+        lambda: interop.from_torch(_DoubledTorchLSTM(D, H)), _TORCH_OVERRIDE, id="from-torch"
+    ),
+    pytest.param(
+        lambda: interop.to_torch(_torch_lstm_params(), _DoubledTorchLSTM(D, H)),
+        _TORCH_OVERRIDE,
+        id="to-torch",
+    ),
+    pytest.param(
+        lambda: interop.from_torch_carries(
+            _DoubledTorchLSTM(D, H), torch.zeros(1, 2, H), torch.zeros(1, 2, H)
+        ),
+        _TORCH_OVERRIDE,
+        id="from-torch-carries",
+    ),
+    pytest.param(
+        lambda: interop.to_torch_carries(
+            (rc.LSTMState(ones(2, H), ones(2, H)),), _DoubledTorchLSTM(D, H)
+        ),
+        _TORCH_OVERRIDE,
+        id="to-torch-carries",
+    ),
+    # A mixin ahead of the framework's class in the MRO overrides it too.
+    pytest.param(
+        lambda: interop.from_torch(_MixedTorchGRU(D, H)),
+        r"module is .*_MixedTorchGRU, a subclass of torch\.nn\.GRU, whose forward is not "
+        r"torch\.nn\.GRU's own \(_ForwardMixin\.forward\)",
+        id="torch-mixin",
+    ),
+    # So does a forward set on the instance (nn.Module calls self.forward).
+    pytest.param(
+        lambda: interop.from_torch(_patched_torch_lstm()),
+        r"module is a torch\.nn\.LSTM whose forward is not torch\.nn\.LSTM's own "
+        r"\(set on the instance: module\.forward = \.\.\.\)",
+        id="torch-instance",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_linen(
+            _DoubledLinenGRU(features=H), interop.to_flax_linen(params("gru_ra"))[1]
+        ),
+        r"cell is .*_DoubledLinenGRU, a subclass of flax\.linen\.GRUCell, whose __call__ is "
+        r"not flax\.linen\.GRUCell's own \(_DoubledLinenGRU\.__call__\)",
+        id="flax-linen",
+    ),
+    # Flax's lifted transforms wrap the class they are given, its override included.
+    pytest.param(
+        lambda: interop.from_flax_linen(
+            nn.remat(_DoubledLinenGRU)(features=H), interop.to_flax_linen(params("gru_ra"))[1]
+        ),
+        r"cell is .*Checkpoint_DoubledLinenGRU, a subclass of flax\.linen\.GRUCell, whose "
+        r"__call__ is not flax\.linen\.GRUCell's own \(_DoubledLinenGRU\.__call__\)",
+        id="flax-linen-remat",
+    ),
+    pytest.param(
+        lambda: interop.from_flax_nnx(_DoubledNNXSimpleCell(D, H, rngs=nnx.Rngs(0))),
+        r"module is .*_DoubledNNXSimpleCell, a subclass of flax\.nnx\.SimpleCell, whose "
+        r"__call__ is not flax\.nnx\.SimpleCell's own \(_DoubledNNXSimpleCell\.__call__\)",
+        id="flax-nnx",
+    ),
+    pytest.param(
+        lambda: interop.from_equinox(_DoubledEqxGRU(D, H, key=jax.random.key(0))),
+        r"module is .*_DoubledEqxGRU, a subclass of equinox\.nn\.GRUCell, whose __call__ is "
+        r"not equinox\.nn\.GRUCell's own \(_DoubledEqxGRU\.__call__\)",
+        id="equinox",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, match", OVERRIDDEN_FORWARD_CASES)
+def test_subclass_overriding_the_forward_refused(call, match):
+    check(call, TypeError, match + r".*the converter reads only the weights")
+
+
+def test_torch_subclass_keeping_the_forward_converts_exactly():
+    plain = torch.nn.GRU(D, H, num_layers=2, bidirectional=True)
+    tagged = _TaggedTorchGRU(D, H, num_layers=2, bidirectional=True, tag="mine")
+    tagged.load_state_dict(plain.state_dict())
+    layers = interop.from_torch(tagged)
+    assert_exact(layers, interop.from_torch(plain))
+    target = interop.to_torch(layers, _TaggedTorchGRU(D, H, num_layers=2, bidirectional=True))
+    assert_exact(interop.from_torch(target), layers)
+    xs = torch.randn(3, 2, D)
+    ys, h_n = tagged(xs)
+    carries, ys_ours = rc.stack_unroll(layers, jnp.asarray(xs.numpy()), time_major=True)
+    np.testing.assert_allclose(np.asarray(ys_ours), ys.detach().numpy(), rtol=1e-5, atol=1e-5)
+    h_ours = interop.to_torch_carries(carries, tagged)
+    np.testing.assert_allclose(h_ours.numpy(), h_n.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_flax_subclasses_keeping_the_forward_convert_exactly():
+    lstm = params("lstm")
+    cell, variables = interop.to_flax_linen(lstm)
+    assert_exact(interop.from_flax_linen(_TaggedLinenLSTM(features=H, tag="mine"), variables), lstm)
+    # The lifted transforms' classes wrap __call__ without changing the step: they convert.
+    gru = params("gru_ra")
+    _, variables = interop.to_flax_linen(gru)
+    for transform in (nn.remat, nn.jit):
+        assert_exact(interop.from_flax_linen(transform(nn.GRUCell)(features=H), variables), gru)
+    scanned = nn.scan(
+        nn.GRUCell, variable_broadcast="params", split_rngs={"params": False}, in_axes=1
+    )
+    assert_exact(interop.from_flax_linen(scanned(features=H), variables), gru)
+    tagged = _TaggedNNXLSTM(D, H, tag="mine", rngs=nnx.Rngs(0))
+    plain = nnx.OptimizedLSTMCell(D, H, rngs=nnx.Rngs(0))
+    assert_exact(interop.from_flax_nnx(tagged), interop.from_flax_nnx(plain))
+
+
+def test_equinox_subclass_keeping_the_forward_converts_exactly():
+    module = _EqxLSTMWithHelper(D, H, dtype=F32, key=jax.random.key(0))
+    plain = eqx.nn.LSTMCell(D, H, dtype=F32, key=jax.random.key(0))
+    assert_exact(interop.from_equinox(module), interop.from_equinox(plain))
+    x, carry = jnp.arange(D, dtype=F32), (jnp.ones(H, F32), 2 * jnp.ones(H, F32))
+    lstm = interop.from_equinox(module)
+    state, h = rc.lstm_step(lstm, interop.from_equinox_carry(carry, lstm), x)
+    h_eqx, c_eqx = module(x, carry)
+    np.testing.assert_allclose(np.asarray(h), np.asarray(h_eqx), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(state.c), np.asarray(c_eqx), rtol=1e-6, atol=1e-6)
+
+
+def assert_exact(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

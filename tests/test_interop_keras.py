@@ -431,3 +431,121 @@ def test_keras_leaves_jax_settings_alone():
     assert jax.config.jax_numpy_rank_promotion == "raise"
     assert jax.config.jax_numpy_dtype_promotion == "strict"
     assert jax.config.jax_default_matmul_precision == "highest"
+
+
+# --- subclasses: the converters read only the weights, so a layer or cell whose forward
+# pass (call, or the RNN layer's inner_loop) is not Keras's converted into params computing
+# another function; one that keeps Keras's forward converts.
+
+
+@keras.saving.register_keras_serializable("rnncells_tests")  # Bidirectional copies it
+class _DoubledLSTM(keras.layers.LSTM):
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        return 2 * super().call(sequences, initial_state, mask, training)
+
+
+class _DoubledGRUCell(keras.layers.GRUCell):
+    def call(self, inputs, states, training=False):
+        h, new_states = super().call(inputs, states, training)
+        return 2 * h, new_states
+
+
+class _DoubledInputSimpleRNN(keras.layers.SimpleRNN):
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        return super().inner_loop(2 * sequences, initial_state, mask, training)
+
+
+class _TaggedSimpleRNN(keras.layers.SimpleRNN):
+    def __init__(self, *args, tag="", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tag = tag
+
+
+class _TaggedLSTMCell(keras.layers.LSTMCell):
+    def __init__(self, *args, tag="", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tag = tag
+
+
+def _built(layer, input_shape=(None, None, D)):
+    with keras_defaults():
+        layer.build(input_shape)
+    return layer
+
+
+def _bidirectional_forward_layer():
+    forward = _DoubledLSTM(H, return_sequences=True)
+    backward = _DoubledLSTM(H, return_sequences=True, go_backwards=True)
+    return keras.layers.Bidirectional(forward, backward_layer=backward).forward_layer
+
+
+def _overrides(path, cls, base, method, where=None):
+    return (
+        rf"{path} is .*\.{cls}, a subclass of keras\.layers\.{base}, whose {method} is not "
+        rf"keras\.layers\.{base}'s own \({where or cls}\.{method}\): the converter reads only"
+    )
+
+
+OVERRIDDEN_FORWARD = [
+    (
+        "from layer call",
+        lambda: interop.from_keras(_built(_DoubledLSTM(H, return_sequences=True))),
+        _overrides("layer", "_DoubledLSTM", "LSTM", "call"),
+    ),
+    (
+        "to layer call",
+        lambda: interop.to_keras(_params("lstm"), _DoubledLSTM(H, return_sequences=True)),
+        _overrides("layer", "_DoubledLSTM", "LSTM", "call"),
+    ),
+    (
+        "from layer inner_loop",
+        lambda: interop.from_keras(_built(_DoubledInputSimpleRNN(H))),
+        _overrides("layer", "_DoubledInputSimpleRNN", "SimpleRNN", "inner_loop"),
+    ),
+    (
+        "from rnn of cell",
+        lambda: interop.from_keras(_built(keras.layers.RNN(_DoubledGRUCell(H)))),
+        _overrides("layer.cell", "_DoubledGRUCell", "GRUCell", "call"),
+    ),
+    (
+        "to rnn of cell",
+        lambda: interop.to_keras(_params("gru"), keras.layers.RNN(_DoubledGRUCell(H))),
+        _overrides("layer.cell", "_DoubledGRUCell", "GRUCell", "call"),
+    ),
+    (
+        "from cell",
+        lambda: interop.from_keras(_built(_DoubledGRUCell(H), (None, D))),
+        _overrides("layer", "_DoubledGRUCell", "GRUCell", "call"),
+    ),
+    (
+        "bidirectional's forward layer",
+        lambda: interop.from_keras(_built(_bidirectional_forward_layer())),
+        _overrides("layer", "_DoubledLSTM", "LSTM", "call"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "match"), [r[1:] for r in OVERRIDDEN_FORWARD], ids=[r[0] for r in OVERRIDDEN_FORWARD]
+)
+def test_subclass_overriding_the_forward_is_refused(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+def test_subclasses_keeping_the_forward_convert_exactly(rng):
+    layer = _TaggedSimpleRNN(H, return_sequences=True, return_state=True, tag="mine")
+    layer = randomise_layer(_built(layer), rng)
+    plain = make_layer("rnn", return_state=True)
+    for target, source in zip(plain.weights, layer.weights, strict=True):
+        target.assign(source.value)
+    params = interop.from_keras(layer)
+    assert_tree_allclose(params, interop.from_keras(plain), **EXACT)
+    xs, states = inputs(rng), random_states("rnn", rng)
+    assert_tree_allclose(ours(params, xs, states), keras_run(layer, xs, states), **TOL)
+    written = interop.to_keras(params, _TaggedSimpleRNN(H, tag="other"))
+    assert_tree_allclose(interop.from_keras(written), params, **EXACT)
+    # A cell that keeps LSTMCell's call, inside keras.layers.RNN.
+    lstm = random_params("lstm", rng)
+    wrapped = keras.layers.RNN(_TaggedLSTMCell(H, tag="mine"), return_sequences=True)
+    assert_tree_allclose(interop.from_keras(interop.to_keras(lstm, wrapped)), lstm, **EXACT)

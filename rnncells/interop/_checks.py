@@ -38,6 +38,66 @@ def type_name(x: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def check_own_forward(
+    argname: str, obj: Any, framework: tuple[type, ...], methods: Sequence[str], prefix: str
+) -> None:
+    """TypeError unless ``obj`` runs the framework's own forward pass.
+
+    The converters read only an object's weights, and give params computing the
+    framework's forward; a subclass that overrides it (``forward``, ``call``,
+    ``__call__``, ...) computes something else, which no reading of its weights shows.
+    Each of ``methods`` is looked up as Python looks it up: in the instance's
+    ``__dict__`` (but for dunders, which Python looks up on the type), then along
+    ``type(obj)``'s MRO. The first class defining it must be one of the framework's
+    classes ``obj`` is accepted as (``framework``) or their bases. A class of the
+    framework's own package outside those (Flax linen's ``nn.remat(nn.LSTMCell)``,
+    ``nn.jit``, ``nn.scan`` classes, which wrap the method) is passed over to the class
+    it wraps; any other class defining the method is an override, even one calling
+    ``super()`` (the check cannot tell what it adds). A subclass that adds attributes or
+    its own ``__init__`` keeps the forward and passes.
+
+    Args:
+      argname: the argument's name (or path, e.g. "layer.cell") for the message.
+      obj: an instance of one of ``framework``.
+      framework: the framework's classes ``obj`` is accepted as, e.g. torch's
+        (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``).
+      methods: the names making up the forward pass, e.g. ("forward", "__call__").
+      prefix: how the framework's classes are named, e.g. "torch.nn." (then the class's
+        ``__name__``); its first part is the framework's package.
+    """
+    own = {base for cls in framework for base in cls.__mro__}
+    package = prefix.split(".")[0]
+    mro = type(obj).__mro__
+    instance = getattr(obj, "__dict__", {})
+    found = []  # (method, where its definition comes from)
+    for method in methods:
+        if not method.startswith("__") and method in instance:
+            found.append((method, f"set on the instance: {argname}.{method} = ..."))
+            continue
+        for cls in mro:
+            if method not in vars(cls):
+                continue
+            if cls in own:
+                break  # the framework's own method
+            if cls.__module__ != package and not cls.__module__.startswith(package + "."):
+                found.append((method, f"{cls.__qualname__}.{method}"))
+                break
+            # else a class of the framework's package wrapping the method: look further
+    if not found:
+        return
+    accepted = next(cls for cls in mro if cls in framework)
+    base = prefix + accepted.__name__
+    given = f"a {base}" if type(obj) is accepted else f"{type_name(obj)}, a subclass of {base},"
+    names = " and ".join(method for method, _ in found)
+    verb = "is" if len(found) == 1 else "are"
+    raise TypeError(
+        f"{argname} is {given} whose {names} {verb} not {base}'s own "
+        f"({'; '.join(where for _, where in found)}): the converter reads only the weights, "
+        f"so the params would compute {base}'s {names}, not this object's; convert a plain "
+        f"{base} (a subclass converts when it keeps {base}'s {names})"
+    )
+
+
 def check_x64(name: str, dtype: Any) -> None:
     """TypeError when JAX cannot hold ``dtype`` now (64-bit types with x64 off): it would
     silently narrow float64 to float32, so a converter would not be exact."""

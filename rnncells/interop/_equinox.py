@@ -21,7 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from rnncells.gru import GRUParams, GRUResetAfterParams
-from rnncells.interop._checks import Leaves, carry_from, check_core_carry, check_params
+from rnncells.interop._checks import (
+    Leaves,
+    carry_from,
+    check_core_carry,
+    check_own_forward,
+    check_params,
+)
 from rnncells.interop._flax_linen import negate_update
 from rnncells.lstm import LSTMParams, LSTMState
 
@@ -37,17 +43,20 @@ def from_equinox(module: Any) -> Any:
       LSTMParams or GRUResetAfterParams.
 
     Raises:
-      TypeError: an unsupported module type, or weights that are not floating arrays of
-        one dtype (float64 also needs ``jax_enable_x64``).
+      TypeError: an unsupported module type, a subclass overriding ``__call__`` (the
+        params would compute Equinox's cell, not it), or weights that are not floating
+        arrays of one dtype (float64 also needs ``jax_enable_x64``).
       ValueError: a weight whose shape does not match ``input_size`` and
         ``hidden_size`` (one replaced with ``eqx.tree_at``).
     """
     import equinox as eqx
 
-    if not isinstance(module, eqx.nn.LSTMCell | eqx.nn.GRUCell):
+    cells = (eqx.nn.LSTMCell, eqx.nn.GRUCell)
+    if not isinstance(module, cells):
         raise TypeError(
             f"module must be equinox.nn.LSTMCell or equinox.nn.GRUCell, got {type(module).__name__}"
         )
+    check_own_forward("module", module, cells, ("__call__",), "equinox.nn.")
     D, H = module.input_size, module.hidden_size
     G = 4 if isinstance(module, eqx.nn.LSTMCell) else 3
     leaves = Leaves(f"{type(module).__name__} with input_size={D}, hidden_size={H}")

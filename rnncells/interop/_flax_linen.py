@@ -32,6 +32,7 @@ from rnncells.interop._checks import (
     carry_from,
     check_bool,
     check_core_carry,
+    check_own_forward,
     check_params,
     type_name,
 )
@@ -144,7 +145,8 @@ def from_flax_linen(cell: Any, variables: Mapping) -> Any:
       LSTMParams (LSTM cells), GRUResetAfterParams (GRUCell) or RNNParams (SimpleCell).
 
     Raises:
-      TypeError: an unsupported cell type, variables not a mapping, or leaves that are
+      TypeError: an unsupported cell type, a subclass overriding ``__call__`` (the params
+        would compute Flax's cell, not it), variables not a mapping, or leaves that are
         not floating arrays of one dtype (float64 also needs ``jax_enable_x64``).
       ValueError: a non-sigmoid gate or non-tanh activation function, missing
         variables, or a leaf whose shape does not match ``cell.features`` or the other
@@ -152,11 +154,13 @@ def from_flax_linen(cell: Any, variables: Mapping) -> Any:
     """
     import flax.linen as nn
 
-    if not isinstance(cell, nn.LSTMCell | nn.OptimizedLSTMCell | nn.GRUCell | nn.SimpleCell):
+    cells = (nn.LSTMCell, nn.OptimizedLSTMCell, nn.GRUCell, nn.SimpleCell)
+    if not isinstance(cell, cells):
         raise TypeError(
             "cell must be flax.linen LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell, "
             f"got {type(cell).__name__}"
         )
+    check_own_forward("cell", cell, cells, ("__call__",), "flax.linen.")
     check_functions(cell, getattr(cell, "gate_fn", None), cell.activation_fn)
     H = check_positive_int(f"{type(cell).__name__}.features", cell.features)
     read = _reader(cell, variables)

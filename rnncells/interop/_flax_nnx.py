@@ -21,7 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from rnncells.gru import GRUParams, GRUResetAfterParams
-from rnncells.interop._checks import Leaves, check_bool, check_params, type_name
+from rnncells.interop._checks import (
+    Leaves,
+    check_bool,
+    check_own_forward,
+    check_params,
+    type_name,
+)
 from rnncells.interop._flax_linen import check_functions, is_zero, negate_update
 from rnncells.lstm import LSTMParams
 from rnncells.rnn import RNNParams
@@ -42,20 +48,22 @@ def from_flax_nnx(module: Any) -> Any:
       RNNParams (SimpleCell).
 
     Raises:
-      TypeError: an unsupported module type, or weights that are not floating arrays of
-        one dtype (float64 also needs ``jax_enable_x64``).
+      TypeError: an unsupported module type, a subclass overriding ``__call__`` (the
+        params would compute Flax's cell, not it), or weights that are not floating
+        arrays of one dtype (float64 also needs ``jax_enable_x64``).
       ValueError: a non-sigmoid gate or non-tanh activation function, or a weight whose
         shape does not match ``in_features`` and ``hidden_features`` (one replaced after
         construction).
     """
     from flax import nnx
 
-    cells = nnx.LSTMCell | nnx.OptimizedLSTMCell | nnx.GRUCell | nnx.SimpleCell
+    cells = (nnx.LSTMCell, nnx.OptimizedLSTMCell, nnx.GRUCell, nnx.SimpleCell)
     if not isinstance(module, cells):
         raise TypeError(
             "module must be flax.nnx LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell, "
             f"got {type(module).__name__}"
         )
+    check_own_forward("module", module, cells, ("__call__",), "flax.nnx.")
     check_functions(module, getattr(module, "gate_fn", None), module.activation_fn)
     D, H = module.in_features, module.hidden_features
     leaves = Leaves(f"{type(module).__name__} with in_features={D}, hidden_features={H}")

@@ -55,6 +55,7 @@ from rnncells.interop._checks import (
     Leaves,
     carry_from,
     check_core_carry,
+    check_own_forward,
     check_params,
     type_name,
 )
@@ -98,6 +99,10 @@ def _jax_defaults():
         yield
 
 
+_LAYER_FORWARD = ("call", "inner_loop", "__call__")  # an RNN layer's forward pass
+_CELL_FORWARD = ("call", "__call__")
+
+
 def _cell_of(keras: Any, layer: Any, argname: str) -> tuple[Any, str]:
     """The Keras cell inside ``layer`` (an RNN layer or a cell), and how messages name it."""
     if isinstance(layer, keras.layers.Bidirectional):
@@ -107,8 +112,12 @@ def _cell_of(keras: Any, layer: Any, argname: str) -> tuple[Any, str]:
             "backward) holds the pair)"
         )
     cells = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
+    layers = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN, keras.layers.RNN)
     accepted = "keras.layers.LSTM, GRU or SimpleRNN (or their cells, or keras.layers.RNN of one)"
     if isinstance(layer, keras.layers.RNN):
+        # The layer's call runs inner_loop, which runs the cell's call on each step (or,
+        # for LSTM and GRU, a fused op of the backend computing the same).
+        check_own_forward(argname, layer, layers, _LAYER_FORWARD, "keras.layers.")
         cell, path = layer.cell, f"{argname}.cell"
         if isinstance(cell, keras.layers.StackedRNNCells):
             raise TypeError(
@@ -119,9 +128,11 @@ def _cell_of(keras: Any, layer: Any, argname: str) -> tuple[Any, str]:
             raise TypeError(
                 f"{argname} must be {accepted}, got {type(layer).__name__} of {type_name(cell)}"
             )
+        check_own_forward(path, cell, cells, _CELL_FORWARD, "keras.layers.")
         return cell, path
     if not isinstance(layer, cells):
         raise TypeError(f"{argname} must be {accepted}, got {type_name(layer)}")
+    check_own_forward(argname, layer, cells, _CELL_FORWARD, "keras.layers.")
     return layer, argname
 
 
@@ -203,8 +214,10 @@ def from_keras(layer: Any) -> Any:
         ``KERAS_BACKEND`` is set and TensorFlow, its default backend, is absent).
       RuntimeError: Keras runs on another backend than JAX.
       TypeError: ``layer`` is not one of the layers above (``keras.layers.Bidirectional``
-        and stacked cells included: convert each direction or cell), or its weights are
-        not floating arrays of one dtype (float64 also needs ``jax_enable_x64``).
+        and stacked cells included: convert each direction or cell), a subclass of one
+        (or of its cell) overriding ``call`` (or the layer's ``inner_loop``: the params
+        would compute Keras's layer, not it), or its weights are not floating arrays of
+        one dtype (float64 also needs ``jax_enable_x64``).
       ValueError: the layer is not built, its activation is not tanh or its
         recurrent_activation not sigmoid, or a weight's shape does not match ``units``.
 
@@ -363,8 +376,9 @@ def to_keras(params: Any, layer: Any = None) -> Any:
       RuntimeError: Keras runs on another backend than JAX.
       TypeError: ``params`` is not a built-in params NamedTuple, holds non-floating
         arrays or fields of different dtypes (float64 also needs ``jax_enable_x64``);
-        ``layer`` is not a supported Keras layer, is another cell's layer, or holds
-        weights of another dtype than the params'.
+        ``layer`` is not a supported Keras layer (or is a subclass overriding its or its
+        cell's ``call``), is another cell's layer, or holds weights of another dtype than
+        the params'.
       ValueError: ``params`` shapes are not W (D, G*H), V (H, G*H), b (G*H,), b_hn (H,);
         ``layer`` has other ``units``, was built for another input size, has an
         activation other than tanh or a recurrent_activation other than sigmoid, is a

@@ -54,7 +54,7 @@ import numpy as np
 
 from rnncells._checks import shape_str
 from rnncells.gru import GRUParams, GRUResetAfterParams, GRUState
-from rnncells.interop._checks import array_dtype, check_dtype_arg, type_name
+from rnncells.interop._checks import array_dtype, check_dtype_arg, check_own_forward, type_name
 from rnncells.irnn import IRNNParams
 from rnncells.layers import Bidirectional
 from rnncells.lstm import LSTMParams, LSTMState
@@ -76,6 +76,8 @@ _CELLS: dict[str, tuple[type, type, int]] = {
     "RNN_RELU": (IRNNParams, RNNState, 1),
 }
 _ACTIVATIONS = {RNNParams: "tanh", IRNNParams: "relu"}  # nn.RNN's nonlinearity
+# The classes whose forward the converted params compute (RNNBase: one built with a mode).
+_MODULES = (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN, torch.nn.RNNBase)
 _RESET_BEFORE_MESSAGE = (
     "got GRUParams (the reset-before GRU) for a PyTorch nn.GRU: PyTorch's GRU applies the "
     "reset gate after the recurrent matmul, h~ = tanh(W_h x + b_h + r * (V_h h + b_hn)), "
@@ -97,6 +99,7 @@ def _check_module(module: Any, argname: str = "module") -> tuple[type[Any], type
             f"{argname} must be a torch.nn.LSTM, torch.nn.GRU or torch.nn.RNN, "
             f"got {type(module).__name__} with mode {module.mode!r}"
         )
+    check_own_forward(argname, module, _MODULES, ("forward", "__call__"), "torch.nn.")
     if module.mode == "LSTM" and _proj_size(module) > 0:
         return LSTMPParams, LSTMState, 4
     return _CELLS[module.mode]
@@ -228,7 +231,8 @@ def from_torch(module, *, dtype=jnp.float32) -> tuple[Any, ...]:
       D_k = H * num_directions for k > 0 (P * num_directions with a projection).
 
     Raises:
-      TypeError: ``module`` is not one of the three modules, holds non-floating
+      TypeError: ``module`` is not one of the three modules (or is a subclass overriding
+        ``forward``: the params would compute PyTorch's, not its), holds non-floating
         (e.g. complex) parameters, or ``dtype`` is not floating or is float64 while
         ``jax_enable_x64`` is off (JAX would silently make it float32).
       ValueError: a parameter whose shape does not match the module's sizes.
@@ -376,7 +380,8 @@ def to_torch(params: tuple[Any, ...], module):
       ``module``, with its parameters overwritten.
 
     Raises:
-      TypeError: ``module`` is not one of the three modules; ``params`` is not a tuple,
+      TypeError: ``module`` is not one of the three modules (or is a subclass overriding
+        ``forward``); ``params`` is not a tuple,
         or holds the wrong cell's params, non-floating arrays, arrays that are not JAX or
         NumPy arrays, or a layer whose fields differ in dtype.
       ValueError: the number of layers, bidirectionality or a shape does not match the
@@ -438,8 +443,9 @@ def from_torch_carries(module, h0, c0=None, *, dtype=jnp.float32) -> tuple[Any, 
       with a projection).
 
     Raises:
-      TypeError: unsupported module; non-floating (integer, bool, complex) states;
-        ``dtype`` not floating, or float64 while ``jax_enable_x64`` is off.
+      TypeError: unsupported module (or a subclass overriding ``forward``); non-floating
+        (integer, bool, complex) states; ``dtype`` not floating, or float64 while
+        ``jax_enable_x64`` is off.
       ValueError: a state of the wrong shape, c0 missing for an LSTM or given otherwise.
     """
     _, state_type, _ = _check_module(module)
@@ -507,7 +513,8 @@ def to_torch_carries(carries: tuple[Any, ...], module):
       the module's parameter dtype and device.
 
     Raises:
-      TypeError: unsupported module, wrong carry types or non-floating carries.
+      TypeError: unsupported module (or a subclass overriding ``forward``), wrong carry
+        types or non-floating carries.
       ValueError: wrong number of layers, bidirectionality, or carry shapes.
     """
     _, state_type, _ = _check_module(module)
