@@ -12,9 +12,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import jax
@@ -23,6 +25,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import local_cluster
+from rnncells.training import distributed
+from rnncells.training.errors import ConfigError
 from rnncells.training.metrics import read_jsonl
 from tests.conftest import assert_tree_allclose
 
@@ -324,3 +328,145 @@ def test_partial_multiprocess_flags_stop_with_one_error_line(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert re.search(r"^error: multi-process settings: .*--process_id", proc.stderr, re.M)
     assert not (tmp_path / "x").exists()
+
+
+# A failed start: what can be checked before JAX's runtime starts is checked there, and a
+# bad address stops the command with one error line (JAX would kill the interpreter: a
+# segfault for a port in use, SIGABRT and "another task died" for a missing coordinator
+# or an unknown host).
+
+
+def _start_alone(tmp_path, address, process_id, *extra):
+    """One process of a 2-process run started on its own: (the finished process, seconds)."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            "--config=configs/adding.py:smoke",
+            f"--workdir={tmp_path / 'run'}",
+            f"--coordinator_address={address}",
+            "--num_processes=2",
+            f"--process_id={process_id}",
+            *extra,
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return proc, time.monotonic() - started
+
+
+def _one_error_line(proc, tmp_path, address):
+    """The one ``error:`` line of a command that stopped with status 2 before JAX started
+    (no traceback, no crash, no run folder); it names ``address``."""
+    assert proc.returncode == 2, f"rc {proc.returncode}: {proc.stderr[-3000:]}"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and address in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Fatal" not in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+    return errors[0]
+
+
+def test_a_port_in_use_stops_process_0_with_one_error_line(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        proc, _ = _start_alone(tmp_path, address, 0, "--initialization_timeout_s=5")
+    error = _one_error_line(proc, tmp_path, address)
+    assert "in use" in error, error
+
+
+def test_a_missing_coordinator_stops_process_1_with_one_error_line(tmp_path):
+    address = f"127.0.0.1:{local_cluster.free_port()}"  # nothing listens there
+    proc, seconds = _start_alone(tmp_path, address, 1, "--initialization_timeout_s=1")
+    error = _one_error_line(proc, tmp_path, address)
+    assert "initialization_timeout_s=1" in error, error
+    assert seconds < 60, seconds
+
+
+@pytest.mark.parametrize("process_id", [0, 1])
+def test_an_unresolvable_host_stops_with_one_error_line(tmp_path, process_id):
+    address = "no-such-host.invalid:1234"
+    proc, _ = _start_alone(tmp_path, address, process_id, "--initialization_timeout_s=1")
+    error = _one_error_line(proc, tmp_path, address)
+    assert "no-such-host.invalid" in error and "resolve" in error, error
+
+
+@pytest.fixture
+def jax_start(monkeypatch):
+    """`jax.distributed.initialize` replaced by a recorder of its calls, so that
+    `distributed.initialize` runs in this process up to where JAX would start."""
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
+    collectives = jax.config.jax_cpu_collectives_implementation
+    yield calls
+    jax.config.update("jax_cpu_collectives_implementation", collectives)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "localhost",
+        "localhost:",
+        ":1234",
+        "localhost:0",
+        "localhost:65536",
+        "localhost:http",
+        "localhost:12 34",
+        "::1:1234",
+        "[::1:1234",
+        "a:b:1234",
+    ],
+)
+@pytest.mark.parametrize("process_id", [0, 1])
+def test_a_malformed_coordinator_address_is_a_config_error(jax_start, address, process_id):
+    with pytest.raises(ConfigError, match="HOST:PORT") as raised:
+        distributed.initialize(address, 2, process_id, initialization_timeout_s=1)
+    assert f"coordinator_address {address}:" in str(raised.value)
+    assert raised.value.hint
+    assert jax_start == []
+
+
+def test_process_1_waits_for_a_coordinator_that_starts_later(jax_start):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as coordinator:
+        coordinator.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        coordinator.bind(("127.0.0.1", 0))
+        port = coordinator.getsockname()[1]
+        listen = threading.Timer(0.5, coordinator.listen)  # refused until then
+        listen.start()
+        started = time.monotonic()
+        try:
+            assert distributed.initialize(f"127.0.0.1:{port}", 2, 1, initialization_timeout_s=30)
+        finally:
+            listen.cancel()
+            listen.join()
+    assert time.monotonic() - started >= 0.4
+    [(args, kwargs)] = jax_start
+    assert args == (f"127.0.0.1:{port}", 2, 1)
+    # The wait counts against the timeout JAX is then given.
+    assert 1 <= kwargs["initialization_timeout"] <= 30
+
+
+def test_process_0_binds_a_port_that_a_finished_run_left_in_time_wait(jax_start):
+    """A connection closed by the coordinator's side holds its port in TIME_WAIT for a
+    minute; gRPC binds the port all the same (its listener and the connections it accepted
+    set SO_REUSEADDR), so the check must not refuse it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC's does
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+    accepted.close()  # the server's side closes first: its port goes to TIME_WAIT
+    client.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as plain:  # the premise
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))
+    assert distributed.initialize(f"127.0.0.1:{port}", 2, 0, initialization_timeout_s=1) == 1
+    assert len(jax_start) == 1
