@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 250
     c.early_stop = True
     c.time_limit_s = 0.0  # stop (checkpointed, resumable) after this many seconds; 0: none
+    c.stall_timeout_s = 0.0  # a phase with no progress this long stops the run (exit 4); 0: auto
     c.progress = True
     c.tensorboard = False  # also write the metrics to workdir/tensorboard (tensorboardX)
     c.data_parallel = True  # shard the batch over all devices
@@ -69,6 +70,9 @@ DESCRIPTIONS = {
     "checkpoint_every": "steps between checkpoints (a multiple of log_every)",
     "early_stop": "stop once every seed solves the task at a scheduled evaluation",
     "time_limit_s": "stop (checkpointed, resumable) after this many seconds; 0: no limit",
+    "stall_timeout_s": "seconds a restore, chunk, evaluation or save may make no progress "
+    "before the run stops, resumable (exit status 4, stacks in workdir/stall.txt); 0: 30 min "
+    "for a phase's first call, then max(300 s, 10x its slowest earlier call)",
     "progress": "show a progress bar",
     "tensorboard": "also write the metrics to workdir/tensorboard (needs tensorboardX)",
     "data_parallel": "shard the batch over all devices",

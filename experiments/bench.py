@@ -50,6 +50,7 @@ a GPU has enough work per step.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -77,6 +78,8 @@ GATES = {"lstm": 4, "gru": 3}
 DEFAULT_IMPLS = ("rnncells", "torch", "flax", "eqx")
 MEMORY_SIZE = (8, 10_000, 8, 128)  # (B, T, D, H) for --memory
 QUICK_LIMIT = (3, 4, 3, 16)  # --quick: every size at most this (B, T, D, H)
+YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
+"""The XLA flag that turns XLA:CPU's YNN (YNNPACK) fusions off (``--ynn-arms``)."""
 RNNCELLS_KERNEL = None  # the ``rnncells`` impl's kernel (--kernel)
 
 
@@ -626,6 +629,12 @@ def main(argv=None) -> None:
         "--quick", action="store_true", help="tiny sizes, 2 reps: a dry run of a command line"
     )
     parser.add_argument(
+        "--ynn-arms",
+        action="store_true",
+        help="run every size twice in turn, XLA:CPU's YNN fusion on (the default) and off "
+        f"({YNN_OFF}), and print the two side by side",
+    )
+    parser.add_argument(
         "--targets", default=None, metavar="JSON", help="print issue 14's targets from a run"
     )
     parser.add_argument(
@@ -681,9 +690,13 @@ def main(argv=None) -> None:
 
     sizes = [s for s in args.sizes.split(",") if s]
     results, failed = [], {}
-    for size in sizes:
+    arms = [("ynn on", None), ("ynn off", YNN_OFF)] if args.ynn_arms else [(None, None)]
+    for size, (arm, flag) in itertools.product(sizes, arms):
         if size not in SIZES:
             parser.error(f"unknown size {size!r}; choose from {list(SIZES)}")
+        env = dict(os.environ)
+        if flag is not None:
+            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
         cmd = [sys.executable, "-m", "experiments.bench", "--child", size]
         cmd += ["--cells", ",".join(cells), "--impls", ",".join(impls)]
         if args.reps:
@@ -694,13 +707,16 @@ def main(argv=None) -> None:
             cmd += ["--quick"]
         try:
             proc = subprocess.run(
-                cmd, capture_output=True, text=True, check=False, timeout=args.size_timeout
+                cmd, capture_output=True, text=True, check=False, timeout=args.size_timeout, env=env
             )
         except subprocess.TimeoutExpired:
             failed[size] = f"stopped after --size-timeout {args.size_timeout} s"
         else:
             if proc.returncode == 0:
                 result = json.loads(proc.stdout.strip().splitlines()[-1])
+                if arm is not None:
+                    result["arm"] = arm
+                    print(f"\n## {arm}", end="")
                 results.append(result)
                 print(table(result), flush=True)
             else:
@@ -718,8 +734,38 @@ def main(argv=None) -> None:
         }
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=1)
+    if args.ynn_arms:
+        print(ynn_table(results))
     if failed:
         raise SystemExit(f"sizes failed: {', '.join(failed)}")
+
+
+def ynn_table(results: list[dict]) -> str:
+    """rnncells' training step with XLA:CPU's YNN fusion on and off, each against PyTorch
+    measured in the same process, per size and cell (``--ynn-arms``)."""
+    by = {(r["size"], r["arm"]): r for r in results if "arm" in r}
+    lines = [
+        "| size | cell | train on | train off | off / on | vs torch, on | vs torch, off |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for size in dict.fromkeys(r["size"] for r in results):
+        on, off = by.get((size, "ynn on")), by.get((size, "ynn off"))
+        if on is None or off is None:
+            continue
+        for cell in on["cells"]:
+            a, b = on["cells"][cell], off["cells"][cell]
+            ta, tb = a["rnncells"]["train_s"], b["rnncells"]["train_s"]
+            vs = [
+                f"{arm['torch']['train_s'] / arm['rnncells']['train_s']:.2f}x"
+                if "torch" in arm
+                else "-"
+                for arm in (a, b)
+            ]
+            lines.append(
+                f"| {size} | {cell} | {ta * 1e3:.2f} ms | {tb * 1e3:.2f} ms | {tb / ta:.2f} | "
+                f"{vs[0]} | {vs[1]} |"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

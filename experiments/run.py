@@ -29,6 +29,7 @@ stops the others within ``--heartbeat_timeout_s``; the same command resumes.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import sys
 import warnings
@@ -38,14 +39,16 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 
-def run(config, workdir: str, report: bool = True) -> dict:
+def run(config, workdir: str, report: bool = True, command: str | None = None) -> dict:
     """Trains ``config`` in ``workdir`` and (optionally) writes its report; returns the summary.
 
-    In a multi-process run every process trains, and process 0 alone writes the report.
+    ``command``: the command line that resumes the run, for the messages of a stalled or
+    interrupted run. In a multi-process run every process trains, and process 0 alone
+    writes the report.
     """
     from rnncells.training import distributed, train
 
-    summary = train(config, workdir)
+    summary = train(config, workdir, command=command)
     if report and distributed.is_primary():
         from experiments import report as report_lib
 
@@ -113,8 +116,12 @@ def _one_line(text: str) -> str:
 def user_errors() -> Iterator[None]:
     """Runs the block as a command: a `RunError` becomes one ``error:`` line (and a
     ``hint:`` line) on stderr and ``sys.exit(error.exit_code)``, with no traceback; a
-    `RunWarning` prints as one ``warning:`` line. Other exceptions (bugs) pass through."""
-    from rnncells.training.errors import RunError, RunWarning
+    `RunWarning` prints as one ``warning:`` line. Other exceptions (bugs) pass through.
+
+    A run stopped by SIGINT or SIGTERM (`RunInterrupted`) ends the process at once
+    (``os._exit``) after its lines: the compiled call it left may still be running, and
+    the interpreter's exit would wait for it."""
+    from rnncells.training.errors import RunError, RunInterrupted, RunWarning
 
     previous = warnings.showwarning
 
@@ -131,6 +138,10 @@ def user_errors() -> Iterator[None]:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         if error.hint:
             print(f"hint: {_one_line(error.hint)}", file=sys.stderr)
+        if isinstance(error, RunInterrupted):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(error.exit_code)
         sys.exit(error.exit_code)
     finally:
         warnings.showwarning = previous
@@ -187,7 +198,7 @@ def main(argv):
     from rnncells.training import distributed
 
     with user_errors():
-        summary = run(_CONFIG.value, _WORKDIR.value, _REPORT.value)
+        summary = run(_CONFIG.value, _WORKDIR.value, _REPORT.value, resume_command(sys.argv[1:]))
     if not distributed.is_primary():
         return  # process 0 prints
     print(format_summary(summary, _WORKDIR.value))

@@ -20,6 +20,7 @@ import pytest
 
 from configs import adding
 from rnncells.training import (
+    CheckpointError,
     ConfigError,
     CorruptFileError,
     ResumeError,
@@ -351,3 +352,55 @@ def test_the_cli_refuses_a_locked_workdir_in_one_line(reference, tmp_path):
     assert {k: v for k, v in after.items() if k != ".lock"} == {
         k: v for k, v in before.items() if k != ".lock"
     }
+
+
+def test_a_resume_is_refused_when_config_json_was_edited_unlike_the_checkpoint(reference, tmp_path):
+    # config.json edited, and the command changed to match it: the checkpoint's own
+    # verified copy of the config decides.
+    workdir = _interrupted_copy(reference, tmp_path, drop_steps=[40])
+    path = os.path.join(workdir, "config.json")
+    with open(path) as file:
+        saved = json.load(file)
+    saved["optim"]["learning_rate"] = 0.02
+    with open(path, "w") as file:
+        json.dump(saved, file)
+    before = _files(workdir)
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint step 30 .* another config \(optim.learning_rate: saved 0.01, now "
+        r"0.02\): config.json .* was changed after it",
+    ):
+        train(tiny_config(**{"optim.learning_rate": 0.02}), workdir)
+    after = _files(workdir)
+    assert {k: v for k, v in after.items() if k != ".lock"} == {
+        k: v for k, v in before.items() if k != ".lock"
+    }
+
+
+def test_a_tanh_rnn_checkpoint_is_not_resumed_as_an_irnn(tmp_path):
+    # The two cells have the same parameter shapes: only the config tells them apart.
+    workdir = str(tmp_path / "run")
+    train(tiny_config(**{"model.cell": "rnn", "num_steps": 20}), workdir)
+    os.remove(os.path.join(workdir, "summary.json"))
+    path = os.path.join(workdir, "config.json")
+    with open(path) as file:
+        saved = json.load(file)
+    saved["model"]["cell"], saved["num_steps"] = "irnn", 40
+    with open(path, "w") as file:
+        json.dump(saved, file)
+    with pytest.raises(CheckpointError, match=r"model.cell: saved 'rnn', now 'irnn'"):
+        train(tiny_config(**{"model.cell": "irnn"}), workdir)
+
+
+def test_lost_scheduled_evaluations_are_reported(reference, tmp_path):
+    workdir = _interrupted_copy(reference, tmp_path, drop_steps=[40])
+    path = os.path.join(workdir, "eval.jsonl")
+    with open(path) as file:
+        lines = file.readlines()
+    assert [json.loads(line)["step"] for line in lines] == [20, 40]
+    with open(path, "w") as file:
+        file.writelines(lines[1:])  # step 20's evaluation lost
+    with pytest.warns(RunWarning, match=r"eval.jsonl lacks the scheduled evaluations of steps 20 "):
+        summary = train(tiny_config(), workdir)
+    assert summary["eval"] == reference[1]["eval"]
+    assert [r["step"] for r in read_jsonl(path)] == [40]

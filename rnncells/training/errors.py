@@ -3,7 +3,9 @@
 Every error a user can fix (a bad config, a workdir in use, a run that cannot be resumed
 as it stands, a non-finite loss) is a `RunError`; its message names what is wrong and
 where, ``hint`` (when set) says what to do, and ``exit_code`` is the status the command
-line tools exit with (2, or 3 for a non-finite loss). Anything else is a bug.
+line tools exit with (2, or 3 for a non-finite loss, 130 or 143 for a run stopped by
+SIGINT or SIGTERM; a stalled run exits with 4, see `rnncells.training.stall`). Anything
+else is a bug.
 
     RunError
     ├── ConfigError (also ValueError)          a config value, or a config unlike the saved run's
@@ -12,7 +14,8 @@ line tools exit with (2, or 3 for a non-finite loss). Anything else is a bug.
     │   ├── CorruptFileError                   a JSON / JSON-lines file has a damaged line
     │   └── CheckpointError                    a checkpoint is incomplete, corrupt or non-finite
     │       └── MissingCheckpointError (also FileNotFoundError)
-    └── NonFiniteLossError (also FloatingPointError)
+    ├── NonFiniteLossError (also FloatingPointError)
+    └── RunInterrupted                         Ctrl-C or SIGTERM stopped the run
 
 `RunWarning` is the one warning category: a run went on past damaged data (fell back to
 an older checkpoint, found records missing, recovered its config from a checkpoint).
@@ -66,3 +69,17 @@ class NonFiniteLossError(RunError, FloatingPointError):
 
 class RunWarning(UserWarning):
     """A run found damaged data and went on without it (the message says what and where)."""
+
+
+class RunInterrupted(RunError):
+    """SIGINT (Ctrl-C) or SIGTERM stopped the run between two of its steps' results.
+
+    Nothing was lost: the run resumes from its newest checkpoint (the message names it).
+    ``exit_code`` is 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a
+    shell reports a process the signal ended.
+    """
+
+    def __init__(self, message: str, *, signum: int, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.signum = signum
+        self.exit_code = 128 + signum

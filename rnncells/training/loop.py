@@ -31,11 +31,14 @@ rests on a clock (``time_limit_s``) process 0's is used by all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -46,12 +49,22 @@ import optax
 import tqdm
 
 from rnncells.tasks import Task, get_task
-from rnncells.training import checkpoint, distributed, lock, metrics, parallel, tensorboard
+from rnncells.training import (
+    checkpoint,
+    distributed,
+    lock,
+    metrics,
+    parallel,
+    stall,
+    tensorboard,
+)
 from rnncells.training.errors import (
+    CheckpointError,
     ConfigError,
     MissingCheckpointError,
     NonFiniteLossError,
     ResumeError,
+    RunInterrupted,
     RunWarning,
 )
 from rnncells.training.model import ModelParams, model_apply, model_init
@@ -237,19 +250,26 @@ RESUMABLE_CHANGES = (
     "early_stop",
     "time_limit_s",
     "tensorboard",
+    "stall_timeout_s",
 )
 """Config keys that may change between a run and its resumption (num_steps only under the
 constant schedule: the others decay over num_steps, so a new total would change the
 learning rate of the steps to come and of none already run)."""
 
 
-def _check_config(saved: dict, current: dict, config: ml_collections.ConfigDict, workdir: str):
-    """ConfigError unless ``current`` equals the config ``saved`` with the run in ``workdir``
-    (but for RESUMABLE_CHANGES)."""
+def _config_changes(saved: dict, current: dict, config: ml_collections.ConfigDict) -> list[str]:
+    """The differences of ``current`` from ``saved`` that a resume cannot take (all but
+    RESUMABLE_CHANGES), as "key: saved A, now B"."""
     resumable = set(RESUMABLE_CHANGES)
     if config.optim.schedule != "constant":
         resumable.discard("num_steps")
-    diff = [d for d in _config_diff(saved, current) if d.split(":")[0] not in resumable]
+    return [d for d in _config_diff(saved, current) if d.split(":")[0] not in resumable]
+
+
+def _check_config(saved: dict, current: dict, config: ml_collections.ConfigDict, workdir: str):
+    """ConfigError unless ``current`` equals the config ``saved`` with the run in ``workdir``
+    (but for RESUMABLE_CHANGES)."""
+    diff = _config_changes(saved, current, config)
     if diff:
         hint = (
             " (num_steps can change only with optim.schedule='constant')"
@@ -345,13 +365,17 @@ def per_seed_stats(values) -> dict[str, Any]:
     }
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train(
+    config: ml_collections.ConfigDict, workdir: str, *, command: str | None = None
+) -> dict[str, Any]:
     """Trains (or resumes, or returns a finished) run of ``config`` in ``workdir``.
 
     Args:
         config: an experiment config (see ``configs/adding.py``).
         workdir: folder for the config, metrics, checkpoints and summary; a workdir
             holding a checkpoint of the same config is resumed from it.
+        command: the command line that resumes this run, named in the messages of a
+            stalled or interrupted run (default: "the same call").
 
     Returns:
         The summary dict also written to ``workdir/summary.json``: task, cell, T,
@@ -367,19 +391,31 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     the workdir is locked for the whole call (one run per workdir); every file is read and
     checked before any is changed; a checkpoint is saved only when the whole state is
     finite, and resuming uses the newest intact one (a `RunWarning` names any newer one
-    passed over, and the steps after it are run again, with the same result). A
-    ``config.json`` lost from a resumable run is recovered from its checkpoint (with a
-    `RunWarning`); records missing from ``metrics.jsonl`` are named in a `RunWarning`.
+    passed over, and the steps after it are run again, with the same result) and only
+    when the config saved inside it is this one. A ``config.json`` lost from a resumable
+    run is recovered from its checkpoint (with a `RunWarning`); records missing from
+    ``metrics.jsonl`` and scheduled evaluations missing from ``eval.jsonl`` are named in
+    a `RunWarning`.
+
+    No run hangs silently: the restore, every chunk of steps, every evaluation and every
+    save run under a `rnncells.training.stall.StallGuard` (limit ``config.stall_timeout_s``;
+    0 derives it from each phase's measured time), which ends a process whose phase makes
+    no progress for that long with exit status 4, its stacks in ``workdir/stall.txt``.
+    While a compiled chunk runs, the loop waits in short sleeps, so SIGINT (Ctrl-C) and
+    SIGTERM stop the run at once with `RunInterrupted`; the steps since the newest
+    checkpoint are run again on resuming, with the same result.
 
     Raises:
         ConfigError: a bad config value, or a workdir holding a run of another config.
         WorkdirLockedError: another process is running in ``workdir`` (naming its pid).
         CorruptFileError: a damaged line in a JSON or JSON-lines file (naming file and line).
-        CheckpointError: checkpoints exist but none is intact (naming the folder).
+        CheckpointError: checkpoints exist but none is intact (naming the folder), or the
+            newest intact one was saved by a run of another config.
         ResumeError: a run's files without its config.
         NonFiniteLossError: the loss, the training state or a held-out metric became NaN or
             infinite; nothing non-finite was saved, and the message names the checkpoint
             kept (or says none was saved yet).
+        RunInterrupted: SIGINT or SIGTERM arrived during the run (in the main thread).
 
     All of these are ``RunError``s (``rnncells.training.errors``).
 
@@ -390,22 +426,138 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     setup = build(config)  # every config error before the workdir is created
     os.makedirs(workdir, exist_ok=True)
     with lock.workdir_lock(workdir):
-        return _train_locked(config, setup, workdir)
+        return _train_locked(config, setup, workdir, command)
 
 
-def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str) -> dict:
-    time_limit_s = float(config.get("time_limit_s", 0.0))
-    config_path = os.path.join(workdir, CONFIG_FILE)
-    summary_path = os.path.join(workdir, "summary.json")
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    eval_path = os.path.join(workdir, "eval.jsonl")
+def _wait(tree: Any) -> Any:
+    """``jax.block_until_ready(tree)``, waiting in short sleeps rather than in one blocking
+    call, so that signals (Ctrl-C, SIGTERM) act while a compiled call runs."""
+    leaves: list[Any] = [x for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]
+    pause = 1e-4
+    while not all(x.is_ready() for x in leaves):
+        time.sleep(pause)
+        pause = min(2 * pause, 0.02)
+    return tree
+
+
+def _guarded(guard: stall.StallGuard, name: str, step: int, fn: Callable, *args) -> Any:
+    """``fn(*args)``, its results ready, as phase ``name`` of ``guard`` (whose first call
+    compiles ``fn``)."""
+    with guard.phase(name, step, compiles=True):
+        return _wait(fn(*args))
+
+
+@contextlib.contextmanager
+def _signals_interrupt(received: list[int]) -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread inside the block (the
+    signal's number appended to ``received``); handlers a user installed are left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {}
+    for signum, default in (
+        (signal.SIGINT, signal.default_int_handler),
+        (signal.SIGTERM, signal.SIG_DFL),
+    ):
+        if signal.getsignal(signum) == default:
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _newest_checkpoint(manager) -> str:
+    """Where a stopped run resumes from, in words."""
+    last = checkpoint.latest_step(manager)
+    if last is None:
+        return "no checkpoint was saved yet (a rerun starts over)"
+    return f"the newest intact checkpoint is step {last} in {manager.directory}"
+
+
+class _Files(NamedTuple):
+    """A run's files in its workdir."""
+
+    config: str
+    summary: str
+    metrics: str
+    eval: str
+
+
+def _check_checkpoint_config(manager, step: int, current: dict, config, workdir: str) -> None:
+    """CheckpointError unless checkpoint ``step`` was saved by a run of this config: its
+    own verified copy decides, whatever ``config.json`` says now."""
+    text = checkpoint.read_file(manager, step, CONFIG_FILE)
+    if text is None:
+        return  # saved before checkpoints held their config; config.json was checked
+    diff = _config_changes(json.loads(text), current, config)
+    if diff:
+        raise CheckpointError(
+            f"checkpoint step {step} in {manager.directory} was saved by a run of another "
+            f"config ({'; '.join(diff)}): {CONFIG_FILE} in {workdir} was changed after it",
+            hint=f"use a new --workdir, or the config saved in "
+            f"{checkpoint.step_dir(manager, step)}/{CONFIG_FILE}",
+        )
+
+
+def _missing_evaluations(records: list[dict], start: int, config) -> list[int]:
+    """The scheduled evaluation steps (every ``eval_every``) up to ``start`` that
+    ``eval.jsonl`` lacks."""
+    present = {r["step"] for r in records}
+    last = min(start, config.num_steps)
+    return [s for s in range(config.eval_every, last + 1, config.eval_every) if s not in present]
+
+
+def _train_locked(
+    config: ml_collections.ConfigDict, setup: Setup, workdir: str, command: str | None
+) -> dict:
+    files = _Files(
+        *(
+            os.path.join(workdir, name)
+            for name in (CONFIG_FILE, "summary.json", "metrics.jsonl", "eval.jsonl")
+        )
+    )
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
+    resume = f"resume with: {command}" if command else "the same call resumes the run"
+    guard = stall.StallGuard(
+        workdir,
+        float(config.get("stall_timeout_s", 0.0)),
+        describe_checkpoint=lambda: _newest_checkpoint(manager),
+        resume_hint=resume + " (the steps since that checkpoint are run again, alike)",
+        primary=distributed.is_primary(),
+        process_index=jax.process_index(),
+    )
+    received: list[int] = []
+    with guard, _signals_interrupt(received):
+        try:
+            return _train_guarded(config, setup, workdir, files, manager, guard)
+        except BaseException as error:
+            # A signal's KeyboardInterrupt raised inside a host callback reaches here
+            # as the runtime's error: the signal received decides.
+            if not (received or isinstance(error, KeyboardInterrupt)):
+                raise
+            signum = received[-1] if received else signal.SIGINT
+            raise RunInterrupted(
+                f"stopped by {signal.Signals(signum).name} at step {guard.step} of "
+                f"{config.num_steps}; {_newest_checkpoint(manager)}",
+                signum=signum,
+                hint=resume,
+            ) from None
 
-    # Every file is read and checked before any is changed.
-    saved_config = metrics.read_json(config_path)
-    summary = metrics.read_json(summary_path)
-    metric_records = metrics.read_steps(metrics_path)
-    eval_records = metrics.read_steps(eval_path)
+
+def _open_run(config, setup: Setup, workdir: str, files: _Files, manager, guard):
+    """Reads and checks the run's files, restores its newest intact checkpoint; returns
+    (finished summary or None, state, start step, eval records, metric records)."""
+    saved_config = metrics.read_json(files.config)
+    summary = metrics.read_json(files.summary)
+    metric_records = metrics.read_steps(files.metrics)
+    eval_records = metrics.read_steps(files.eval)
     current = json.loads(config.to_json_best_effort())
     if saved_config is None:
         found = [
@@ -424,23 +576,26 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
         _check_config(saved_config, current, config, workdir)
     if isinstance(summary, dict):
         if summary.get("finished") and summary.get("num_steps") == config.num_steps:
-            return summary
+            return summary, None, 0, [], []
 
     state = setup.init_state()
     start = 0
-    found_checkpoint = checkpoint.restore_newest_intact(manager, state)
-    passed_over: list[int] = []
+    with guard.phase("restore", 0, compiles=True):
+        found_checkpoint = checkpoint.restore_newest_intact(manager, state)
+        passed_over: list[int] = []
+        if found_checkpoint is not None:
+            state, start, skipped = found_checkpoint
+            state = _wait(state)
+            passed_over = [step for step, _ in skipped]
     if found_checkpoint is not None:
-        state, start, skipped = found_checkpoint
-        state = jax.block_until_ready(state)
-        passed_over = [step for step, _ in skipped]
+        _check_checkpoint_config(manager, start, current, config, workdir)
         if skipped:
             unusable = "; ".join(f"checkpoint step {s} is unusable ({why})" for s, why in skipped)
             _warn(
                 f"{unusable}; resuming from step {start}, the newest intact checkpoint in "
                 f"{manager.directory}: steps {start + 1}-{skipped[0][0]} are run again, and "
                 "the unusable checkpoints are deleted",
-                stacklevel=3,
+                stacklevel=4,
             )
     # Every process has read the run's files; from here process 0 changes them.
     distributed.barrier("rnncells run files read")
@@ -448,17 +603,38 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
     gaps = metrics.missing_steps([r for r in metric_records if r["step"] <= start], start)
     if gaps:
         _warn(
-            f"{metrics_path} lacks the records of steps {_ranges(gaps)} (before step {start}, "
-            "where this run resumes); they are not written again",
-            stacklevel=3,
+            f"{files.metrics} lacks the records of steps {_ranges(gaps)} (before step "
+            f"{start}, where this run resumes); they are not written again",
+            stacklevel=4,
         )
-    config_text = json.dumps(current, indent=2, sort_keys=True)
-    primary = distributed.is_primary()
-    if primary:
-        metrics.write_json(config_path, current, sort_keys=True)
-        for path, records in ((metrics_path, metric_records), (eval_path, eval_records)):
+    lost = _missing_evaluations([r for r in eval_records if r["step"] <= start], start, config)
+    if lost:
+        _warn(
+            f"{files.eval} lacks the scheduled evaluations of steps "
+            f"{', '.join(map(str, lost))} (before step {start}, where this run resumes); "
+            "their params are gone, so they are not written again",
+            stacklevel=4,
+        )
+    if distributed.is_primary():
+        metrics.write_json(files.config, current, sort_keys=True)
+        for path, records in ((files.metrics, metric_records), (files.eval, eval_records)):
             if os.path.exists(path):  # drops what was written after the checkpoint
                 metrics.write_records(path, [r for r in records if r["step"] <= start])
+    return None, state, start, eval_records, metric_records
+
+
+def _train_guarded(config, setup: Setup, workdir: str, files: _Files, manager, guard) -> dict:
+    finished, state, start, _, _ = _open_run(config, setup, workdir, files, manager, guard)
+    if finished is not None:
+        return finished
+    time_limit_s = float(config.get("time_limit_s", 0.0))
+    config_text = json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True)
+    primary = distributed.is_primary()
+
+    def evaluate(params, step: int) -> dict:
+        eval_metrics = jax.device_get(_guarded(guard, "evaluate", step, setup.evaluate, params))
+        _check_eval(eval_metrics, step, config, manager)
+        return eval_metrics
 
     task = setup.task
     t0 = time.perf_counter()
@@ -468,8 +644,7 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
         # The run may have stopped early here and been killed before its summary was
         # written: the held-out evaluation of the restored params decides again, with the
         # same result (its batch is fixed), so the run stops where it stopped.
-        eval_metrics = jax.device_get(setup.evaluate(state.params))
-        _check_eval(eval_metrics, start, config, manager)
+        eval_metrics = evaluate(state.params, start)
         solved = solved_by_every_seed(task, eval_metrics)
         stopped_early = solved
     board = tensorboard.open_writer(
@@ -485,7 +660,7 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
     try:
         while step < config.num_steps and not stopped_early:
             tick = time.perf_counter()
-            state, chunk = setup.train_chunk(state)
+            state, chunk = _guarded(guard, "chunk", step, setup.train_chunk, state)
             chunk = jax.device_get(chunk)
             steps_per_sec = config.log_every / (time.perf_counter() - tick)
             losses = np.asarray(chunk["loss"])  # (log_every, S)
@@ -501,7 +676,7 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
             if bad.size:
                 records = records[: int(bad[0][0]) + 1]
             if primary:
-                metrics.write_jsonl(metrics_path, records)
+                metrics.write_jsonl(files.metrics, records)
             if board is not None:
                 board.write("train", records)
             if bad.size:
@@ -533,17 +708,16 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
                 at_time_limit = bool(distributed.broadcast(at_time_limit))
             scheduled_eval = step % config.eval_every == 0 or step == config.num_steps
             if scheduled_eval or at_time_limit:
-                eval_metrics = jax.device_get(setup.evaluate(state.params))
+                eval_metrics = evaluate(state.params, step)
                 eval_record = {
                     "step": step,
                     **{k: float(np.mean(v)) for k, v in eval_metrics.items()},
                     **{f"{k}_per_seed": v for k, v in eval_metrics.items()},
                 }
                 if primary:
-                    metrics.write_jsonl(eval_path, [eval_record])
+                    metrics.write_jsonl(files.eval, [eval_record])
                 if board is not None:
                     board.write("eval", [eval_record])
-                _check_eval(eval_metrics, step, config, manager)
                 solved = solved_by_every_seed(task, eval_metrics)
                 # Only scheduled evaluations stop a run, so where it stops does not depend
                 # on where a time limit interrupted it.
@@ -552,7 +726,8 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
                     at_time_limit = False  # finished here, nothing to resume
             at_end = step == config.num_steps or stopped_early or at_time_limit
             if step % config.checkpoint_every == 0 or at_end:
-                checkpoint.save(manager, step, state, files={CONFIG_FILE: config_text})
+                with guard.phase("save", step, compiles=True):
+                    checkpoint.save(manager, step, state, files={CONFIG_FILE: config_text})
             if stopped_early or at_time_limit:
                 break
     finally:
@@ -560,8 +735,7 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
         if board is not None:
             board.close()
     if eval_metrics is None:
-        eval_metrics = jax.device_get(setup.evaluate(state.params))
-        _check_eval(eval_metrics, step, config, manager)
+        eval_metrics = evaluate(state.params, step)
         solved = solved_by_every_seed(task, eval_metrics)
     summary = {
         "task": task.name,
@@ -583,7 +757,7 @@ def _train_locked(config: ml_collections.ConfigDict, setup: Setup, workdir: str)
         "finished": not at_time_limit,  # a run stopped at its time limit resumes
     }
     if primary:
-        metrics.write_json(summary_path, summary)
+        metrics.write_json(files.summary, summary)
     return summary
 
 

@@ -21,7 +21,12 @@ from rnncells.training.optim import OPTIMIZERS, SCHEDULES
 SEED_LIMIT = 2**31
 """Seeds ``seed .. seed + num_seeds - 1`` must be below this (PRNG keys from int32 seeds)."""
 
-OPTIONAL = {"model.unroll": 0, "time_limit_s": 0.0, "tensorboard": False}
+OPTIONAL = {
+    "model.unroll": 0,
+    "time_limit_s": 0.0,
+    "tensorboard": False,
+    "stall_timeout_s": 0.0,
+}
 """Keys older configs may lack, with the value that stands for them."""
 
 
@@ -134,6 +139,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not _is_int(seed) or not 0 <= seed <= SEED_LIMIT - num_seeds:
         c.fail("seed", f"an integer in [0, {SEED_LIMIT - num_seeds}] (num_seeds={num_seeds})", seed)
     c.number("time_limit_s", minimum=0, note=" (0: no limit)")
+    c.number("stall_timeout_s", minimum=0, note=" (0: from each phase's measured time)")
     for key in ("early_stop", "progress", "data_parallel", "tensorboard"):
         c.boolean(key)
 
