@@ -78,8 +78,6 @@ GATES = {"lstm": 4, "gru": 3}
 DEFAULT_IMPLS = ("rnncells", "torch", "flax", "eqx")
 MEMORY_SIZE = (8, 10_000, 8, 128)  # (B, T, D, H) for --memory
 QUICK_LIMIT = (3, 4, 3, 16)  # --quick: every size at most this (B, T, D, H)
-YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
-"""The XLA flag that turns XLA:CPU's YNN (YNNPACK) fusions off (``--ynn-arms``)."""
 RNNCELLS_KERNEL = None  # the ``rnncells`` impl's kernel (--kernel)
 
 
@@ -632,7 +630,7 @@ def main(argv=None) -> None:
         "--ynn-arms",
         action="store_true",
         help="run every size twice in turn, XLA:CPU's YNN fusion on (the default) and off "
-        f"({YNN_OFF}), and print the two side by side",
+        "(rnncells.training.stall.YNN_OFF_FLAG), and print the two side by side",
     )
     parser.add_argument(
         "--targets", default=None, metavar="JSON", help="print issue 14's targets from a run"
@@ -690,7 +688,9 @@ def main(argv=None) -> None:
 
     sizes = [s for s in args.sizes.split(",") if s]
     results, failed = [], {}
-    arms = [("ynn on", None), ("ynn off", YNN_OFF)] if args.ynn_arms else [(None, None)]
+    from rnncells.training.stall import YNN_OFF_FLAG
+
+    arms = [("ynn on", None), ("ynn off", YNN_OFF_FLAG)] if args.ynn_arms else [(None, None)]
     for size, (arm, flag) in itertools.product(sizes, arms):
         if size not in SIZES:
             parser.error(f"unknown size {size!r}; choose from {list(SIZES)}")

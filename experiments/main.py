@@ -34,7 +34,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     from experiments import diagnostics, report, sweep
-    from experiments.run import start_processes, user_errors
+    from experiments.cli import user_errors
+    from experiments.run import start_processes
 
     processes = start_processes()
     from rnncells.training import distributed

@@ -252,7 +252,7 @@ def export(workdir: str, dest: str) -> list[str]:
 
 def main(argv):
     del argv
-    from experiments.run import user_errors
+    from experiments.cli import user_errors
 
     with user_errors():  # a damaged log: one line naming the file and line
         print(write_report(_WORKDIR.value))

@@ -28,15 +28,13 @@ stops the others within ``--heartbeat_timeout_s``; the same command resumes.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
 import sys
-import warnings
-from collections.abc import Iterator
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from experiments.cli import user_errors
 
 
 def run(config, workdir: str, report: bool = True, command: str | None = None) -> dict:
@@ -106,45 +104,6 @@ def start_processes() -> int:
             initialization_timeout_s=values.initialization_timeout_s,
             shutdown_timeout_s=values.shutdown_timeout_s,
         )
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Runs the block as a command: a `RunError` becomes one ``error:`` line (and a
-    ``hint:`` line) on stderr and ``sys.exit(error.exit_code)``, with no traceback; a
-    `RunWarning` prints as one ``warning:`` line. Other exceptions (bugs) pass through.
-
-    A run stopped by SIGINT or SIGTERM (`RunInterrupted`) ends the process at once
-    (``os._exit``) after its lines: the compiled call it left may still be running, and
-    the interpreter's exit would wait for it."""
-    from rnncells.training.errors import RunError, RunInterrupted, RunWarning
-
-    previous = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, RunWarning):
-            print(f"warning: {_one_line(message)}", file=sys.stderr, flush=True)
-        else:
-            previous(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
-    try:
-        yield
-    except RunError as error:
-        print(f"error: {_one_line(error)}", file=sys.stderr)
-        if error.hint:
-            print(f"hint: {_one_line(error.hint)}", file=sys.stderr)
-        if isinstance(error, RunInterrupted):
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(error.exit_code)
-        sys.exit(error.exit_code)
-    finally:
-        warnings.showwarning = previous
 
 
 def _parse_flags(argv):

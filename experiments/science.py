@@ -22,7 +22,11 @@ predictor is scored on the same sequences. One JSON per row goes to
 plot from those files alone (`experiments/results/science/README.md` explains them).
 
 A row's training resumes from its checkpoints (``--time_limit_s`` stops each row after so
-many seconds, resumable), and a row whose JSON exists is skipped.
+many seconds, resumable), and a row whose JSON exists is skipped. Each row trains in a
+child process of its own under the stall guard (`rnncells.training.stall`): a row that
+stalls is rerun from its checkpoint up to `experiments.cli.STALL_RETRIES` times, then
+reported as stalled while the other rows go on (``--in_process`` trains in this process,
+with no reruns).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import functools
 import importlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -581,6 +586,50 @@ def eval_curve(config, workdir: str) -> dict[str, list]:
     }
 
 
+def environment() -> dict[str, Any]:
+    """What a rerun elsewhere needs to compare with: the jax and jaxlib versions, the CPU
+    model and count, the XLA flags, Python's version and the repository's commit."""
+    import platform
+    import subprocess
+
+    import jax
+    import jaxlib
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            rows = [line.split(":", 1) for line in file if line.startswith("model name")]
+        names = [name.strip() for _, name in rows]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = None, None
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "backend": jax.default_backend(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "python": platform.python_version(),
+        "commit": commit,
+        "uncommitted_changes": dirty,
+    }
+
+
 def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 0.0):
     """Trains ``row`` in ``workdir/<study>/<name>`` (or resumes it) and, once finished,
     writes its JSON to ``results/<study>/<name>.json``; returns that path, or None when the
@@ -594,7 +643,7 @@ def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 
     config.time_limit_s = float(time_limit_s)
     folder = os.path.join(workdir, row.study, row.name)
     tick = time.perf_counter()
-    summary = train(config, folder)
+    summary = train(config, folder, command=row.command())
     if not summary["finished"]:
         return None
     params = final_params(config, folder)
@@ -614,6 +663,7 @@ def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 
         "test": score(config, params),
         "eval_curve": eval_curve(config, folder),
         "device": jax.devices()[0].device_kind,
+        "environment": environment(),
         "train_wall_s_last_call": summary["wall_s_this_process"],
         "score_and_train_wall_s": time.perf_counter() - tick,
     }
@@ -647,7 +697,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     from experiments import science_report
-    from experiments.run import user_errors
+    from experiments.cli import STALL_RETRIES, run_resuming_stalls, user_errors
+    from rnncells.training.stall import is_stall_status
 
     if _COST.value:
         result = measure_cost()
@@ -677,7 +728,8 @@ def main(argv):
             done = os.path.exists(os.path.join(_RESULTS.value, row.study, f"{row.name}.json"))
             print(f"{row.name:40s} {row.where}  {'done' if done else 'pending'}  {row.label}")
         return
-    failed = []
+    failed: list[str] = []
+    stalled: list[str] = []
     start = time.perf_counter()
     for row in rows:
         path = os.path.join(_RESULTS.value, row.study, f"{row.name}.json")
@@ -692,6 +744,17 @@ def main(argv):
                 print(f"{row.name}: not started, under {MIN_ROW_S} s of --budget_s left")
                 continue
             limit = left if limit <= 0 else min(limit, left)
+        if not _IN_PROCESS.value:
+            # The row in a child process of its own, rerun from its checkpoint if it
+            # stalls (a stuck compiled call cannot be stopped inside a process).
+            status = run_resuming_stalls(_row_command(row, limit), row.name)
+            if status in (130, 143):  # SIGINT or SIGTERM: the child said how to resume
+                raise SystemExit(status)
+            if is_stall_status(status):
+                stalled.append(row.name)
+            elif status != 0:
+                failed.append(row.name)
+            continue
         try:
             with user_errors():
                 written = train_and_score(row, _WORKDIR.value, _RESULTS.value, limit)
@@ -712,10 +775,33 @@ def main(argv):
             f"steps {result['steps_run']}, {took:.0f} s -> {written}",
             flush=True,
         )
-    print("tables and plots: python -m experiments.science --report")
+    if _IN_PROCESS.value and failed:
+        raise SystemExit(2)  # the parent counts it
+    if not _IN_PROCESS.value:
+        print("tables and plots: python -m experiments.science --report")
+    if stalled:
+        print(
+            f"error: {len(stalled)} rows stalled {1 + STALL_RETRIES} times: "
+            f"{', '.join(stalled)}; rerun the command to resume them"
+        )
     if failed:
         print(f"error: {len(failed)} rows stopped with an error: {', '.join(failed)}")
+    if failed or stalled:
         raise SystemExit(2)
+
+
+def _row_command(row: Run, time_limit_s: float) -> list[str]:
+    """The child process that trains and scores ``row`` alone, in this process's folders."""
+    return [
+        sys.executable,
+        "-m",
+        "experiments.science",
+        f"--only={row.name}",
+        f"--workdir={_WORKDIR.value}",
+        f"--results={_RESULTS.value}",
+        f"--time_limit_s={time_limit_s}",
+        "--in_process",
+    ]
 
 
 if __name__ == "__main__":
@@ -737,6 +823,12 @@ if __name__ == "__main__":
     _RESULTS = flags.DEFINE_string("results", RESULTS, "folder of the per-row JSON results")
     _TIME_LIMIT = flags.DEFINE_float(
         "time_limit_s", 0.0, "stop each row after this many seconds (resumable); 0: none"
+    )
+    _IN_PROCESS = flags.DEFINE_bool(
+        "in_process",
+        False,
+        "train the rows in this process (default: each in a child process, rerun from its "
+        "checkpoint when it stalls)",
     )
     _BUDGET = flags.DEFINE_float(
         "budget_s",

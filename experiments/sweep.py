@@ -9,7 +9,9 @@ resumes unfinished runs and skips finished ones); then ``report.md`` and the plo
 runs are written to ``workdir`` and the table is printed. Each run locks its own folder
 for as long as it trains, so two sweeps over one workdir never train the same run at
 once; an error a user can fix stops the sweep with one ``error:`` line (see
-``experiments/run.py``). A combination whose init does
+``experiments/cli.py``). In one process, each run trains in a child process of its own,
+rerun from its checkpoint when it stalls (``--in_process`` trains them all in this
+process, with no reruns). A combination whose init does
 not apply to its cell (chrono or forget_bias for the plain RNN) is skipped, with a line
 that says so.
 
@@ -70,7 +72,14 @@ def run_configs(config, cells=None, lengths=None, inits=None, *, announce: bool 
 
 
 def sweep(
-    config, workdir: str, cells=None, lengths=None, inits=None, *, share: tuple[int, int] = (0, 1)
+    config,
+    workdir: str,
+    cells=None,
+    lengths=None,
+    inits=None,
+    *,
+    share: tuple[int, int] = (0, 1),
+    only: int | None = None,
 ) -> list[dict]:
     """Trains every combination (one after the other, each with all seeds at once);
     returns the summaries.
@@ -79,6 +88,7 @@ def sweep(
         config, workdir, cells, lengths, inits: the sweep (see the module docstring).
         share: (i, N): train only combinations i, i + N, ... (process i of N spreading
             the sweep); (0, 1) trains all.
+        only: train only combination ``only`` (0-based, in sweep order).
     """
     from rnncells.training import distributed, train
 
@@ -86,11 +96,11 @@ def sweep(
     primary = distributed.is_primary()
     summaries = []
     for k, run_config in enumerate(run_configs(config, cells, lengths, inits, announce=primary)):
-        if k % count != index:
+        if k % count != index or only not in (None, k):
             continue
         folder = os.path.join(workdir, run_name(run_config))
         tick = time.perf_counter()
-        summary = train(run_config, folder)
+        summary = train(run_config, folder, command=resume_command())
         loss = summary["eval"]["loss"]
         if primary:
             print(
@@ -100,6 +110,38 @@ def sweep(
             )
         summaries.append(summary)
     return summaries
+
+
+def resume_command() -> str:
+    """The command line that runs this sweep again (and so resumes its unfinished runs)."""
+    import shlex
+    import sys
+
+    args = [a for a in sys.argv[1:] if not a.startswith(("--run_index", "--in_process"))]
+    return " ".join(shlex.quote(a) for a in [sys.executable, "-m", "experiments.sweep", *args])
+
+
+def supervise(config, workdir: str, cells=None, lengths=None, inits=None) -> int:
+    """Trains every combination in a child process of its own, rerun from its checkpoint
+    when it stalls (`experiments.cli.run_resuming_stalls`); returns 0, or the first
+    status that stopped the sweep (a user error, a stall after the reruns, a signal)."""
+    import sys
+
+    from experiments.cli import run_resuming_stalls
+
+    for k, run_config in enumerate(run_configs(config, cells, lengths, inits)):
+        command = [
+            sys.executable,
+            "-m",
+            "experiments.sweep",
+            *sys.argv[1:],
+            f"--run_index={k}",
+            "--in_process",
+        ]
+        status = run_resuming_stalls(command, run_name(run_config))
+        if status != 0:
+            return status
+    return 0
 
 
 def all_finished(config, workdir: str, cells=None, lengths=None, inits=None) -> bool:
@@ -132,7 +174,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     from experiments import report
-    from experiments.run import start_processes, user_errors
+    from experiments.cli import user_errors
+    from experiments.run import start_processes
 
     tick = time.perf_counter()
     args = (_CONFIG.value, _WORKDIR.value, _CELLS.value, _LENGTHS.value, _INITS.value)
@@ -152,9 +195,21 @@ def main(argv):
             print(text)
         print(f"sweep wall time (this process): {time.perf_counter() - tick:.0f} s")
         return
-    start_processes()
+    processes = start_processes()
     from rnncells.training import distributed
 
+    if _RUN_INDEX.value is not None:  # a child of `supervise`: one run, no report
+        with user_errors():
+            sweep(*args, only=_RUN_INDEX.value)
+        return
+    if processes == 1 and not _IN_PROCESS.value:
+        status = supervise(*args)
+        if status != 0:
+            raise SystemExit(status)
+        with user_errors():
+            print(report.write_report(_WORKDIR.value))
+        print(f"sweep wall time: {time.perf_counter() - tick:.0f} s")
+        return
     with user_errors():
         sweep(*args)
         if distributed.is_primary():
@@ -179,6 +234,15 @@ if __name__ == "__main__":
         False,
         "process i of --num_processes trains runs i, i + N, ... alone (else all processes "
         "train each run together)",
+    )
+    _IN_PROCESS = flags.DEFINE_bool(
+        "in_process",
+        False,
+        "train the runs in this process (default with one process: each run in a child "
+        "process, rerun from its checkpoint when it stalls)",
+    )
+    _RUN_INDEX = flags.DEFINE_integer(
+        "run_index", None, "train only this combination (0-based), in this process"
     )
     define_multiprocess_flags()
     flags.mark_flags_as_required(["config", "workdir"])

@@ -6,7 +6,8 @@ never fires (``STALL_HOOK_MODE=event``, the Python lock released, as a compiled 
 blocked in the runtime), or in a C ``sleep`` called with the Python lock held
 (``STALL_HOOK_MODE=gil``: no Python thread of the process can run, so only the guard's
 fallback signal can end it). Once the wait begins, the file ``STALL_HOOK_MARKER`` is
-created. A test-only hook: the library has none.
+created; with ``STALL_HOOK_ONCE=1`` a process that finds that file already there does not
+stall (the rerun of a stalled run). A test-only hook: the library has none.
 
 The callback runs on the thread that called the chunk (the main thread), so a signal's
 KeyboardInterrupt is raised inside it and reaches the loop as the runtime's error; JAX's
@@ -49,6 +50,8 @@ _build = loop.build
 
 def build(config, mesh=None):
     setup = _build(config, mesh)
+    if os.environ.get("STALL_HOOK_ONCE") == "1" and MARKER and os.path.exists(MARKER):
+        return setup
     calls = [0]
 
     def train_chunk(state):

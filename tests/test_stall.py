@@ -178,3 +178,40 @@ def test_a_signal_during_a_blocked_call_stops_promptly_and_resumes_exactly(
     assert rc == 0, err
     assert _losses(workdir) == uninterrupted[0]
     assert _final(workdir) == uninterrupted[1]
+
+
+# -- reruns of a stalled child (experiments.science and experiments.sweep use them) ----
+
+
+def test_a_stalled_child_is_rerun_from_its_checkpoint_to_the_end(tmp_path, uninterrupted, capfd):
+    from experiments.cli import run_resuming_stalls
+
+    workdir, marker = tmp_path / "run", tmp_path / "stalled-once"
+    os.environ.update(STALL_HOOK_AT="3", STALL_HOOK_MARKER=str(marker), STALL_HOOK_ONCE="1")
+    try:
+        command = [sys.executable, HOOK, *ARGS, f"--workdir={workdir}"]
+        status = run_resuming_stalls([*command, "--config.stall_timeout_s=5"], "row")
+    finally:
+        for key in ("STALL_HOOK_AT", "STALL_HOOK_MARKER", "STALL_HOOK_ONCE"):
+            os.environ.pop(key)
+    err = capfd.readouterr().err
+    assert status == 0, err
+    assert marker.exists()
+    assert "row: stalled (exit status 4); rerun 1 of 2 resumes it from its newest" in err
+    assert _losses(workdir) == uninterrupted[0]
+    assert _final(workdir) == uninterrupted[1]
+
+
+def test_a_child_that_keeps_stalling_is_reported_after_the_reruns(capfd):
+    from experiments.cli import STALL_RETRIES, run_resuming_stalls
+
+    count = "import os, sys; print('ran', os.environ.get('XLA_FLAGS', ''), file=sys.stderr)"
+    status = run_resuming_stalls([sys.executable, "-c", f"{count}; os._exit(4)"], "row")
+    err = capfd.readouterr().err
+    assert status == stall.STALL_EXIT_CODE
+    runs = [line for line in err.splitlines() if line.startswith("ran")]
+    assert len(runs) == 1 + STALL_RETRIES
+    # The first rerun as the first run (bit for bit alike), the later with the fusions off.
+    assert "ynn_fusion_type" not in runs[0] + runs[1] and "ynn_fusion_type=" in runs[2]
+    assert f"error: row stalled {1 + STALL_RETRIES} times (exit status 4)" in err
+    assert run_resuming_stalls([sys.executable, "-c", "raise SystemExit(2)"], "row") == 2

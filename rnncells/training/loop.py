@@ -525,11 +525,17 @@ def _train_locked(
     )
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     resume = f"resume with: {command}" if command else "the same call resumes the run"
+    stalled_hint = resume + " (the steps since that checkpoint are run again, alike)"
+    if jax.default_backend() == "cpu":
+        stalled_hint += (
+            f"; if it stalls again, run it with XLA_FLAGS={stall.YNN_OFF_FLAG} (XLA:CPU's "
+            "YNN fusions, known to hang on some programs)"
+        )
     guard = stall.StallGuard(
         workdir,
         float(config.get("stall_timeout_s", 0.0)),
         describe_checkpoint=lambda: _newest_checkpoint(manager),
-        resume_hint=resume + " (the steps since that checkpoint are run again, alike)",
+        resume_hint=stalled_hint,
         primary=distributed.is_primary(),
         process_index=jax.process_index(),
     )

@@ -56,6 +56,7 @@ __all__ = [
     "MIN_LIMIT_S",
     "STACK_FILE",
     "STALL_EXIT_CODE",
+    "YNN_OFF_FLAG",
     "StallGuard",
     "is_stall_status",
 ]
@@ -82,6 +83,12 @@ of the limit where that is shorter, and at least 1 s."""
 
 STACK_FILE = "stall.txt"
 """In the workdir: the stacks of a stalled run (appended to, one report per stall)."""
+
+YNN_OFF_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+"""The XLA flag (in ``XLA_FLAGS``, set before JAX starts) that turns XLA:CPU's YNN
+(YNNPACK) fusions off: jaxlib 0.10's are known to hang on some programs (jax-ml/jax#39257).
+They are faster (``experiments/results/bench.md``), so they stay on by default; a run that
+stalled is rerun with them off."""
 
 NATIVE_STACK_TIMEOUT_S = 60.0
 """gdb is killed after this long (reading a JAX process's stacks takes about 6 s here)."""

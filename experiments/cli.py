@@ -1,0 +1,121 @@
+"""What every command line of ``experiments/`` shares: one-line errors, and child runs
+that are rerun after a stall.
+
+An error the user can fix (`rnncells.training.errors.RunError`) prints one ``error: ...``
+line, and where useful a ``hint: ...`` line, to stderr and exits with the error's status
+(2; 3 for a non-finite loss; 130 or 143 for a run stopped by SIGINT or SIGTERM); a
+`RunWarning` prints one ``warning: ...`` line and the run goes on. A run that stalls
+exits with 4 (`rnncells.training.stall`); `run_resuming_stalls` reruns such a child
+process, which resumes from its checkpoint, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+
+__all__ = ["STALL_RETRIES", "one_line", "run_resuming_stalls", "user_errors"]
+
+STALL_RETRIES = 2
+"""How many times `run_resuming_stalls` reruns a stalled child before it gives up."""
+
+
+def one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines included) made one space."""
+    return " ".join(str(text).split())
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Runs the block as a command: a `RunError` becomes one ``error:`` line (and a
+    ``hint:`` line) on stderr and ``sys.exit(error.exit_code)``, with no traceback; a
+    `RunWarning` prints as one ``warning:`` line. Other exceptions (bugs) pass through.
+
+    A run stopped by SIGINT or SIGTERM (`RunInterrupted`) ends the process at once
+    (``os._exit``) after its lines: the compiled call it left may still be running, and
+    the interpreter's exit would wait for it."""
+    from rnncells.training.errors import RunError, RunInterrupted, RunWarning
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RunWarning):
+            print(f"warning: {one_line(message)}", file=sys.stderr, flush=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    except RunError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {one_line(error.hint)}", file=sys.stderr)
+        if isinstance(error, RunInterrupted):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(error.exit_code)
+        sys.exit(error.exit_code)
+    finally:
+        warnings.showwarning = previous
+
+
+def run_resuming_stalls(command: list[str], label: str, retries: int = STALL_RETRIES) -> int:
+    """Runs ``command`` (a child that resumes from its checkpoints) until it ends other
+    than by a stall, at most ``1 + retries`` times; returns its last exit status.
+
+    Each rerun says so on one line. The first runs as the first did, so the run ends
+    bit for bit as an uninterrupted one; the later ones run with XLA:CPU's YNN fusions off
+    (`rnncells.training.stall.YNN_OFF_FLAG`, unless ``XLA_FLAGS`` sets that option), whose
+    rounding differs in the last bits (a run that stalled twice alike may hit the known
+    hang of those fusions).
+    SIGTERM sent to this process is passed on to the child (Ctrl-C reaches both from the
+    terminal), and the child's status, 130 or 143, is returned once it has stopped.
+    """
+    from rnncells.training.stall import YNN_OFF_FLAG, is_stall_status
+
+    env = dict(os.environ)
+    status = 0
+    for attempt in range(1 + retries):
+        proc = subprocess.Popen(command, env=env)
+
+        def forward(signum, frame, proc=proc):
+            proc.send_signal(signum)
+
+        previous = signal.signal(signal.SIGTERM, forward)
+        try:
+            while True:
+                try:
+                    status = proc.wait()
+                    break
+                except KeyboardInterrupt:  # the child got it too, and stops by itself
+                    continue
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        if not is_stall_status(status):
+            return status
+        if attempt == retries:
+            break
+        flags = env.get("XLA_FLAGS", "")
+        turned_off = ""
+        if attempt >= 1 and "ynn_fusion_type" not in flags:
+            env["XLA_FLAGS"] = f"{flags} {YNN_OFF_FLAG}".strip()
+            turned_off = ", XLA:CPU's YNN fusions off"
+        print(
+            f"{label}: stalled (exit status {status}); rerun {attempt + 1} of {retries} "
+            f"resumes it from its newest checkpoint{turned_off}",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(
+        f"error: {label} stalled {1 + retries} times (exit status {status}); its stacks are "
+        "in its workdir's stall.txt",
+        file=sys.stderr,
+        flush=True,
+    )
+    return status
