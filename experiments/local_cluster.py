@@ -154,7 +154,37 @@ def _forward(stream, prefix: str, out) -> None:
             out.flush()
 
 
+def _check_flags() -> None:
+    """One ``error:`` line (exit status 2) for a flag value out of range, before any
+    process starts."""
+    from experiments.cli import user_errors
+    from rnncells.training.errors import ConfigError
+
+    for name, value in (
+        ("num_processes", _NUM_PROCESSES.value),
+        ("devices_per_process", _DEVICES.value),
+    ):
+        if value is None or value < 1:
+            with user_errors():
+                raise ConfigError(
+                    f"--{name} must be an integer >= 1, got {value}",
+                    hint=f"e.g. --{name}=2",
+                )
+    if _PORT.value is not None and not 0 < _PORT.value < 65536:
+        with user_errors():
+            raise ConfigError(
+                f"--port must be in [1, 65535], got {_PORT.value}",
+                hint="leave --port out for a free port",
+            )
+    if _GRACE.value is None or not _GRACE.value >= 0:
+        with user_errors():
+            raise ConfigError(
+                f"--grace_s must be a number >= 0, got {_GRACE.value}", hint="e.g. --grace_s=150"
+            )
+
+
 def main(argv):
+    _check_flags()
     processes = start(
         _NUM_PROCESSES.value,
         list(argv[1:]),

@@ -23,7 +23,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rnncells.training.errors import RunError  # noqa: E402
 from rnncells.training.metrics import read_json, read_jsonl  # noqa: E402
+
+
+class NoRunError(RunError, FileNotFoundError):
+    """The workdir does not exist, is not a folder, or holds no run to report."""
+
+
+def _check_has_runs(workdir: str, runs: list) -> None:
+    """NoRunError (one line naming ``workdir`` and what it is) unless ``runs``."""
+    if runs:
+        return
+    hint = "give --workdir the folder of a run or of a sweep (the --workdir it ran with)"
+    if not workdir:
+        raise NoRunError("--workdir is empty: it must name the folder of a run", hint=hint)
+    if not os.path.exists(workdir):
+        raise NoRunError(f"--workdir={workdir} does not exist", hint=hint)
+    if not os.path.isdir(workdir):
+        raise NoRunError(f"--workdir={workdir} is a file, not a folder of runs", hint=hint)
+    raise NoRunError(
+        f"no run (summary.json, or config.json with eval.jsonl) under --workdir={workdir}",
+        hint=hint + "; a run writes its first files at its first evaluation",
+    )
 
 
 def find_runs(workdir: str) -> list[tuple[str, dict[str, Any]]]:
@@ -224,8 +246,7 @@ def plot_loss_vs_T(runs, path: str) -> bool:
 def write_report(workdir: str) -> str:
     """Writes report.md and the plots for every run under ``workdir``; returns the table."""
     runs = find_runs(workdir)
-    if not runs:
-        raise FileNotFoundError(f"no run (summary.json or eval.jsonl) under {workdir}")
+    _check_has_runs(workdir, runs)  # NoRunError, also a FileNotFoundError
     text = table(runs)
     with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as file:
         file.write(text)
