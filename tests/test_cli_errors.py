@@ -77,3 +77,33 @@ def test_local_cluster_of_zero_processes_is_one_error_line(tmp_path):
     error, _ = _one_error(proc)
     assert "--num_processes must be an integer >= 1, got 0" in error
     assert not (tmp_path / "run").exists()
+
+
+def test_training_without_the_train_extra_says_which_extra_to_install():
+    # A meta-path finder that makes orbax unimportable, as in an environment without it.
+    code = """
+import sys
+
+class NoOrbax:
+    def find_spec(self, name, path=None, target=None):
+        if name == "orbax" or name.startswith("orbax."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoOrbax())
+try:
+    import rnncells.training
+except ModuleNotFoundError as error:
+    print(error.name)
+    print(error)
+else:
+    print("imported")
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    name, message = proc.stdout.splitlines()[:2]
+    assert name == "orbax"
+    assert 'pip install "rnncells[train]"' in message
+    assert "orbax" in message and "train extra" in message

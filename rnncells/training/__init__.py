@@ -4,7 +4,23 @@ Needs the ``train`` extra (optax, orbax-checkpoint, ml_collections, tqdm)::
 
     from rnncells.training import train
     summary = train(config, workdir="runs/x")   # config: configs/adding.py get_config()
+
+Without the extra, importing it raises a ModuleNotFoundError that names the missing module
+and says ``pip install "rnncells[train]"``.
 """
+
+try:  # the train extra: one message naming it, rather than the first bare import error
+    import ml_collections  # noqa: F401
+    import optax  # noqa: F401
+    import orbax.checkpoint  # noqa: F401
+    import tqdm  # noqa: F401
+except ImportError as _error:
+    raise ModuleNotFoundError(
+        f"rnncells.training needs the train extra (optax, orbax-checkpoint, ml_collections, "
+        f"absl-py, tqdm): {_error.name or _error} cannot be imported ({_error}); "
+        'pip install "rnncells[train]"',
+        name=_error.name,
+    ) from _error
 
 from rnncells.training.checkpoint import make_manager, restore, save
 from rnncells.training.errors import (
