@@ -136,8 +136,10 @@ def register_cell(spec: CellSpec) -> CellSpec:
 
     Raises:
       TypeError: ``spec`` is not a CellSpec, its params or state is not a NamedTuple
-        type, or a hook is not callable.
-      ValueError: its name is empty or taken, or its params type is registered already.
+        type, a hook is not callable, or ``fused`` is not a bool.
+      ValueError: its name is empty or taken, its params type is registered already, or
+        it says ``fused=True`` while ``rnncells._fused`` has no fused unit for its params
+        type (refused here rather than at its first ``unroll``).
 
     Example:
       >>> register_cell(standard_spec("tanh2", Tanh2Params, RNNState, tanh2_step,
@@ -161,6 +163,17 @@ def register_cell(spec: CellSpec) -> CellSpec:
         raise TypeError(f"spec.gates must be a tuple of gate names, got {spec.gates!r}")
     if not isinstance(spec.options, tuple) or not all(isinstance(o, str) for o in spec.options):
         raise TypeError(f"spec.options must be a tuple of option names, got {spec.options!r}")
+    _checks.check_bool("spec.fused", spec.fused)
+    if spec.fused:
+        from rnncells._fused import FUSED_CELLS  # imported here: _fused is heavier
+
+        if spec.params not in FUSED_CELLS:
+            names = ", ".join(t.__name__ for t in FUSED_CELLS)
+            raise ValueError(
+                f"spec.fused=True needs a fused unit for {spec.params.__name__} in "
+                f"rnncells._fused.FUSED_CELLS (the cells with one: {names}), got none: "
+                "register the cell with fused=False"
+            )
     if spec.name in _BY_NAME:
         raise ValueError(f"a cell named {spec.name!r} is registered already")
     if spec.params in _SPECS:

@@ -1,6 +1,7 @@
 """Bad input raises ValueError / TypeError naming the argument, the expected and the given value."""
 
 import re
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -286,3 +287,36 @@ def test_stack_errors_name_the_layer(lstm, key):
         ),
     ):
         rc.bidirectional_unroll(None, two_sizes, ones(B, T, D), merge="sum")
+
+
+class _ToyParams(NamedTuple):
+    W: jax.Array
+    V: jax.Array
+    b: jax.Array
+
+
+def _toy_step(params, carry, x):
+    h = jnp.tanh(x @ params.W + carry.h @ params.V + params.b)
+    return rc.RNNState(h), h
+
+
+def _toy_init(key, input_size, hidden_size, *, dtype=jnp.float32):
+    return _ToyParams(*rc.rnn_init(key, input_size, hidden_size, dtype=dtype))
+
+
+def test_register_cell_refuses_fused_without_a_fused_unit():
+    spec = rc.standard_spec(
+        "toy_fused", _ToyParams, rc.RNNState, _toy_step, _toy_init, ("h",), fused=True
+    )
+    with pytest.raises(
+        ValueError,
+        match=lit(
+            "spec.fused=True needs a fused unit for _ToyParams in "
+            "rnncells._fused.FUSED_CELLS (the cells with one: LSTMParams, GRUParams, "
+            "GRUResetAfterParams, RNNParams), got none: register the cell with fused=False"
+        ),
+    ):
+        rc.register_cell(spec)
+    assert "toy_fused" not in rc.cell_names()
+    with pytest.raises(TypeError, match=lit("spec.fused must be a bool (True or False), got 1")):
+        rc.register_cell(spec._replace(fused=1))
