@@ -92,8 +92,17 @@ def test_every_row_builds_a_valid_config_with_five_seeds():
         assert config.early_stop is False  # every row runs its whole budget
     adding = {row.name: row for row in science.all_rows("adding")}
     assert {r.value("task.kwargs.T") for r in adding.values()} == {100, 200, 400, 750, 1000}
-    assert adding["adding_T1000_lstm"].where == "gpu"
-    assert adding["adding_T400_irnn"].expect == "solve"
+    assert adding["adding_T1000_lstm"].where == "cpu"  # 14-19 min a row on 2 cores
+    # The papers' facts (REFERENCES.md): Arjovsky et al.'s LSTM beats the baseline to
+    # T=750 and their tanh RNN never does; Le et al.'s IRNN ran ~10^6 SGD steps (no
+    # outcome compared with these budget-limited rows), and neither ran T=1000.
+    assert [adding[f"adding_T{t}_lstm"].expect for t in (100, 200, 400, 750)] == ["beat"] * 4
+    assert adding["adding_T750_rnn"].expect == "fail"
+    assert all(adding[f"adding_T{t}_irnn"].expect is None for t in (100, 200, 400, 750))
+    assert all(adding[f"adding_T1000_{c}"].paper == "" for c in ("rnn", "lstm", "irnn"))
+    lr = science.all_rows("lr")
+    assert len(lr) == len(science.LR_CELLS) * len(science.LR_GRID)
+    assert all(row.value("eval_every") == 100 for row in lr)  # steps to solve within 1%
     with pytest.raises(ValueError, match="study"):
         science.all_rows("nope")
 
