@@ -10,8 +10,8 @@
 # 4. training all three on the adding problem, then the gradient again, and the gates;
 # 5. the same cells as Flax NNX and linen modules, and a PyTorch model converted.
 #
-# It needs the `experiments` and `torch` extras
-# (`pip install -e ".[experiments,torch]"`) and runs in about a minute on two CPU cores.
+# It needs the `docs` extra (`pip install -e ".[docs]"`: Flax, matplotlib, Optax and
+# PyTorch; see [Install](../install/)) and runs in about a minute on two CPU cores.
 
 # %%
 import functools
