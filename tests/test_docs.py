@@ -3,16 +3,24 @@
 Each fenced ``python`` block in README.md and docs/*.md runs in a fresh interpreter with
 nothing imported, so a snippet that leans on names from an earlier block, or on an API
 that changed, fails here. The site (mkdocs.yml) builds in strict mode, so a broken
-reference or docstring fails, and the build executes the tutorial notebook.
+reference or docstring fails, and the build executes the tutorial notebook. The built
+pages are then checked: maths as MathML (also as a headless Chromium renders the
+tutorial), signatures formatted, the Tasks table, every page linked, nothing loaded
+from the network.
 """
 
 from __future__ import annotations
 
+import fcntl
+import html
+import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -48,9 +56,9 @@ def test_snippet_runs_alone(code, tmp_path):
     assert result.returncode == 0, f"snippet failed:\n{code}\n--- stderr ---\n{result.stderr}"
 
 
-def test_site_builds_strict_and_runs_the_tutorial(tmp_path):
-    site = tmp_path / "site"
+def _build_site(site: pathlib.Path) -> dict:
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")  # Material's banner about MkDocs 2
+    start = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
         cwd=ROOT,
@@ -59,8 +67,37 @@ def test_site_builds_strict_and_runs_the_tutorial(tmp_path):
         text=True,
         timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-5000:]
-    tutorial = (site / "tutorial" / "index.html").read_text(encoding="utf-8")
+    return {
+        "returncode": result.returncode,
+        "stderr": result.stderr[-5000:],
+        "seconds": time.monotonic() - start,
+    }
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> pathlib.Path:
+    """The site, built once for the whole run: pytest-xdist's workers share one build
+    (the first to take the lock builds, the others read its result)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above every worker's own
+    site = shared / "docs-site"
+    result_file = shared / "docs-site.json"
+    with open(shared / "docs-site.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result_file.exists():
+            result_file.write_text(json.dumps(_build_site(site)))
+        result = json.loads(result_file.read_text())
+    assert result["returncode"] == 0, result["stderr"]
+    return site
+
+
+def _page(site: pathlib.Path, name: str) -> str:
+    return (site / name / "index.html").read_text(encoding="utf-8")
+
+
+def test_site_builds_strict_and_runs_the_tutorial(site):
+    tutorial = _page(site, "tutorial")
     # The notebook ran: its checks printed True and its four figures are in the page.
     assert "by hand == lstm_step: True True" in tutorial
     assert "same outputs as torch.nn.GRU: True" in tutorial
@@ -68,3 +105,106 @@ def test_site_builds_strict_and_runs_the_tutorial(tmp_path):
     assert tutorial.count('src="data:image/png;base64,') == 4
     for page in ("api/cells", "api/unrolling", "api/interop", "api/training"):
         assert (site / page / "index.html").exists(), page
+
+
+# The tutorial's displayed equations: the plain RNN, the LSTM (aligned) and the GRU.
+DISPLAYED = 3
+
+
+def _markdown_cells(page: str) -> str:
+    cells = re.findall(r'<div class="[^"]*jp-RenderedMarkdown[^"]*"[^>]*>(.*?)</div>', page, re.S)
+    assert len(cells) >= 8, len(cells)
+    return "\n".join(cells)
+
+
+def test_tutorial_maths_are_mathml_in_the_built_page(site):
+    tutorial = _page(site, "tutorial")
+    # nbconvert's MathJax loader (its address empty here) and configuration are gone.
+    assert '<script src="">' not in tutorial
+    assert "mathjax" not in tutorial.lower()
+    text = _markdown_cells(tutorial)
+    assert text.count('<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">') == (
+        DISPLAYED
+    )
+    assert text.count('display="inline">') >= 15
+    assert "$" not in re.sub(r"<code>.*?</code>", "", text), "LaTeX left as text"
+    assert "\\sigma" not in text and "\\begin" not in text
+    assert "<mtable" in text  # the aligned equations are tables, one row per equation
+
+
+def test_markdown_page_maths_are_mathml(site):
+    faq = _page(site, "faq")
+    assert 'class="arithmatex"' not in faq
+    assert faq.count('<math xmlns="http://www.w3.org/1998/Math/MathML"') >= 3
+    assert '<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">' in faq
+    assert "\\odot" not in faq and "\\(" not in faq
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium (.ci/run installs Debian's)")
+def test_tutorial_maths_render_in_a_headless_browser(site, tmp_path):
+    """Chromium loads the built tutorial from disk, runs its scripts, and the DOM it
+    renders holds the equations as MathML and no LaTeX."""
+    result = subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",  # CI runs as root
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",  # let the page's scripts run
+            "--dump-dom",
+            (site / "tutorial" / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    dom = result.stdout
+    assert "by hand == lstm_step: True True" in dom, dom[:2000]  # the page itself
+    text = _markdown_cells(dom)
+    assert "\\sigma" not in text and "$$" not in text and "\\begin{aligned}" not in text
+    assert text.count("<math") >= DISPLAYED + 15
+    assert text.count('display="block"') == DISPLAYED
+    assert "<mtable" in text
+
+
+def test_signatures_are_formatted_over_lines(site):
+    """mkdocstrings formats each signature with ruff (separate_signature, line_length):
+    without a formatter every signature is one line."""
+    cells = _page(site, "api/cells")
+    signatures = re.findall(r'<div class="doc-signature highlight">(.*?)</div>', cells, re.S)
+    assert len(signatures) > 20
+    text = [html.unescape(re.sub(r"<[^>]+>", "", s)) for s in signatures]
+    lstm_init = next(s for s in text if s.startswith("lstm_init("))
+    assert lstm_init.startswith("lstm_init(\n    key: Array,\n"), lstm_init
+    assert max(len(line) for s in text for line in s.splitlines()) <= 88
+
+
+def test_tasks_page_shows_its_table(site):
+    tasks = _page(site, "api/tasks")
+    assert "by name::" not in tasks and "=====" not in tasks
+    table = re.search(r"<table>(.*?)</table>", tasks, re.S)
+    assert table, "no table on the Tasks page"
+    rows = re.findall(r"<tr>", table.group(1))
+    assert len(rows) == 6, rows  # the header and the five tasks
+    assert "<code>variable_copy</code>" in table.group(1)
+
+
+def test_pages_link_from_home_and_load_nothing_from_the_network(site):
+    home = _page(site, "")
+    for page in ("install/", "tutorial/", "training/", "distributed/", "faq/", "changelog/"):
+        assert f'href="{page}"' in home, page
+        assert (site / page / "index.html").exists(), page
+    changelog = _page(site, "changelog")
+    assert "0.2.0 (unreleased)" in changelog and "RunInterrupted" in changelog
+    for path in site.glob("**/*.html"):
+        text = path.read_text(encoding="utf-8")
+        loads = re.findall(r'<(?:script|img|iframe)\b[^>]*\bsrc="(https?:[^"]*)"', text)
+        loads += re.findall(r'<link\b[^>]*\bhref="(https?:[^"]*)"', text)
+        assert not loads, (path.relative_to(site), loads)
