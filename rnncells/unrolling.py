@@ -114,7 +114,12 @@ def unroll(
         wrong shape or dtype or outside [0, T] (when concrete), compute_dtype not a
         floating dtype or given with a step that has no fused layer, kernel not None,
         "xla" or "pallas", or "pallas" for a step without Pallas kernels, with
-        fused=False or with remat=True.
+        fused=False or with remat=True; a step run through ``jax.lax.scan`` (a user's
+        step, or a registered cell's without a fused or parallel unroll) that does not
+        return a pair (carry, y) whose carry has the structure (TypeError), shapes
+        (ValueError) and dtypes (TypeError) of the carry it is given, checked on shapes
+        with one ``jax.eval_shape`` of the step before the scan; the message names the
+        step (its ``__qualname__``), the registered cell, and both carries.
 
     Example:
       >>> params = lstm_init(jax.random.key(0), input_size=2, hidden_size=16)
@@ -216,6 +221,8 @@ def unroll(
     elif parallel_unroll is not None:
         carry, ys_tm = _forward_only(parallel_unroll, params, carry, xs_tm, lengths, reverse)
     else:
+        if num_steps > 0:
+            _check_step_carry(step, spec, params, carry, xs_tm)
         carry, ys_tm = _scan(
             step, params, carry, xs_tm, lengths, reverse=reverse, unroll=unroll, remat=remat
         )
@@ -372,6 +379,61 @@ def _under_forward_mode(*trees: Any) -> bool:
                 break
             leaf = getattr(leaf, "val", None)  # a vmap tracer holds the value it batches
     return False
+
+
+class _Shape(str):
+    """A leaf's dtype and shape, ``float32(2, 4)``, printed without quotes in a tree."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _describe(tree: Any) -> str:
+    """A carry's structure, dtypes and shapes: ``LSTMState(h=float32(2, 4), c=...)``."""
+
+    def leaf(x: Any) -> _Shape:
+        return _Shape(f"{jnp.dtype(x.dtype).name}{_checks.shape_str(x.shape)}")
+
+    return repr(jax.tree.map(leaf, tree))
+
+
+def _step_name(step: Callable) -> str:
+    return getattr(step, "__qualname__", None) or getattr(step, "__name__", None) or repr(step)
+
+
+def _check_step_carry(step: Callable, spec: Any, params: Any, carry: Any, xs_tm: Any) -> None:
+    """Raises unless one step returns a pair whose carry has the structure, shapes and
+    dtypes of the carry it is given (what ``jax.lax.scan`` needs), naming the step and,
+    for a registered cell, the cell. Runs on shapes only (``jax.eval_shape``).
+
+    TypeError for another structure or dtype, ValueError for another shape.
+    """
+
+    given = jax.eval_shape(lambda c: c, carry)  # a Python scalar stays weakly typed
+    x0 = jax.ShapeDtypeStruct(xs_tm.shape[1:], xs_tm.dtype)
+    out = jax.eval_shape(lambda p, c, x: step(p, c, x), params, given, x0)
+    name = _step_name(step)
+    if spec is not None:
+        name += f" (of the registered cell {spec.name!r})"
+    if not isinstance(out, tuple) or len(out) != 2 or hasattr(out, "_fields"):
+        raise TypeError(
+            f"step {name} must return a pair (carry, y), got {type(out).__name__}"
+            + (f" of length {len(out)}" if type(out) in (tuple, list) else "")
+        )
+    returned = out[0]
+    what = (
+        f"step {name} must return a carry of the structure, shapes and dtypes of the carry "
+        f"it is given: expected {_describe(given)}, got {_describe(returned)}"
+    )
+    structure: Any = jax.tree.structure(given)
+    if jax.tree.structure(returned) != structure:
+        raise TypeError(what)
+    pairs = list(zip(jax.tree.leaves(given), jax.tree.leaves(returned), strict=True))
+    if any(tuple(a.shape) != tuple(b.shape) for a, b in pairs):
+        raise ValueError(what)
+    # A weakly typed carry (a Python float) takes the step's dtype, as in jax.lax.scan.
+    if any(a.dtype != b.dtype and not a.weak_type for a, b in pairs):
+        raise TypeError(what)
 
 
 def _zero_padding(xs_tm: jax.Array, lengths: jax.Array) -> jax.Array:

@@ -296,7 +296,8 @@ class _ToyParams(NamedTuple):
 
 
 def _toy_step(params, carry, x):
-    h = jnp.tanh(x @ params.W + carry.h @ params.V + params.b)
+    a = x @ params.W + carry.h @ params.V
+    h = jnp.tanh(a + params.b.reshape((1,) * (a.ndim - 1) + (-1,)))
     return rc.RNNState(h), h
 
 
@@ -320,3 +321,83 @@ def test_register_cell_refuses_fused_without_a_fused_unit():
     assert "toy_fused" not in rc.cell_names()
     with pytest.raises(TypeError, match=lit("spec.fused must be a bool (True or False), got 1")):
         rc.register_cell(spec._replace(fused=1))
+
+
+def _step_adds_a_dim(params, carry, x):
+    _, h = _toy_step(params, carry, x)
+    return rc.RNNState(jnp.stack([h, h], axis=-1)), h
+
+
+def _step_returns_a_pair(params, carry, x):
+    new, h = _toy_step(params, carry, x)
+    return (new, new), h
+
+
+def _step_in_bfloat16(params, carry, x):
+    new, h = _toy_step(params, carry, x)
+    return rc.RNNState(new.h.astype(jnp.bfloat16)), h
+
+
+@pytest.mark.parametrize("lengths", [None, (5, 2)])
+@pytest.mark.parametrize(
+    "step,error,got",
+    [
+        (_step_adds_a_dim, ValueError, "RNNState(h=float32(2, 4, 2))"),
+        (_step_returns_a_pair, TypeError, "(RNNState(h=float32(2, 4)), RNNState(h=float32(2, 4)))"),
+        (_step_in_bfloat16, TypeError, "RNNState(h=bfloat16(2, 4))"),
+    ],
+)
+def test_a_users_step_returning_another_carry_is_named(step, error, got, lengths, key):
+    params = _toy_init(key, D, H)
+    carry = rc.RNNState(jnp.zeros((B, H), jnp.float32))
+    lens = None if lengths is None else jnp.asarray(lengths)
+    expected = (
+        f"step {step.__qualname__} must return a carry of the structure, shapes and dtypes "
+        f"of the carry it is given: expected RNNState(h=float32(2, 4)), got {got}"
+    )
+    with pytest.raises(error, match=lit(expected)):
+        rc.unroll(step, params, ones(B, T, D), carry, lengths=lens)
+    with pytest.raises(error, match=lit(expected)):
+        jax.jit(lambda p, xs: rc.unroll(step, p, xs, carry, lengths=lens))(params, ones(B, T, D))
+
+
+def test_a_registered_cells_step_returning_another_carry_names_the_cell(key):
+    spec = rc.standard_spec(
+        "toy_bad_carry", _ToyParams, rc.RNNState, _step_adds_a_dim, _toy_init, ("h",)
+    )
+    rc.register_cell(spec)
+    try:
+        params = _toy_init(key, D, H)
+        with pytest.raises(
+            ValueError,
+            match=lit(
+                "step _step_adds_a_dim (of the registered cell 'toy_bad_carry') must return a "
+                "carry of the structure, shapes and dtypes of the carry it is given: expected "
+                "RNNState(h=float32(2, 4)), got RNNState(h=float32(2, 4, 2))"
+            ),
+        ):
+            rc.unroll(_step_adds_a_dim, params, ones(B, T, D))
+    finally:
+        rc.cells._unregister("toy_bad_carry")
+
+
+def test_a_step_not_returning_a_pair(key):
+    with pytest.raises(
+        TypeError,
+        match=lit(
+            "step test_a_step_not_returning_a_pair.<locals>.<lambda> must return a pair "
+            "(carry, y), got RNNState"
+        ),
+    ):
+        rc.unroll(
+            lambda p, c, x: c, None, ones(B, T, D), rc.RNNState(jnp.zeros((B, H), jnp.float32))
+        )
+
+
+def test_a_weakly_typed_carry_takes_the_steps_dtype():
+    def step(params, carry, x):
+        new = carry + x.sum()
+        return new, new
+
+    carry, _ = rc.unroll(step, None, ones(B, T, D), 0.0)
+    assert carry.dtype == jnp.float32 and float(carry) == B * T * D
