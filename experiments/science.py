@@ -613,7 +613,8 @@ def score(config, params) -> dict[str, Any]:
 
 def steps_to_solve(config, workdir: str) -> list[int | None]:
     """Per seed, the first in-training evaluation step at which the seed met the task's
-    ``solved`` (None: never within the run)."""
+    ``solved`` (None: never within the run). Resolved to ``eval_every`` steps; a
+    scheduled evaluation lost from ``eval.jsonl`` is named by `missing_evaluations`."""
     from rnncells.tasks import get_task
 
     task = get_task(config.task.name, **dict(config.task.kwargs))
@@ -624,6 +625,26 @@ def steps_to_solve(config, workdir: str) -> list[int | None]:
             if first[s] is None and task.solved({k: record[f"{k}_per_seed"][s] for k in names}):
                 first[s] = int(record["step"])
     return first
+
+
+def seconds_to_solve(config, workdir: str, steps: list[int | None]) -> list[float | None]:
+    """Per seed, the training seconds (the chunks' own times from ``metrics.jsonl``,
+    evaluations and saves left out) up to its step in ``steps``."""
+    from rnncells.training.metrics import read_jsonl
+
+    elapsed, total = {}, 0.0
+    for record in read_jsonl(os.path.join(workdir, "metrics.jsonl")):
+        total += 1.0 / record["steps_per_sec"]
+        elapsed[record["step"]] = total
+    return [None if step is None else elapsed.get(step) for step in steps]
+
+
+def missing_evaluations(config, workdir: str, steps_run: int) -> list[int]:
+    """The scheduled evaluation steps up to ``steps_run`` that ``eval.jsonl`` lacks (its
+    steps to solve may then read a later evaluation than the first that solved)."""
+    present = {r["step"] for r in scheduled_evaluations(config, workdir)}
+    expected = set(range(config.eval_every, steps_run + 1, config.eval_every))
+    return sorted(expected - present)
 
 
 def scheduled_evaluations(config, workdir: str) -> list[dict]:
@@ -646,6 +667,34 @@ def eval_curve(config, workdir: str) -> dict[str, list]:
         "step": [int(r["step"]) for r in records],
         "loss_per_seed": [[float(v) for v in r["loss_per_seed"]] for r in records],
     }
+
+
+DIGITS_LAST_PIXELS = (8, 16, 32, 64)
+"""The linear baselines of the digits rows read the last k pixels of each sequence."""
+
+
+def digits_linear_baselines() -> dict[str, Any]:
+    """Test accuracy of logistic regression (scikit-learn, L2, C=1) on the last k pixels
+    of each digit, in reading order and in the permuted order, trained on the rows'
+    1500-image training split and scored on their 297-image test split: what a model
+    with no memory beyond k steps can reach."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from rnncells.tasks import digits
+
+    out: dict[str, Any] = {"model": "sklearn LogisticRegression(C=1.0, max_iter=5000)"}
+    for permute in (False, True):
+        train, test = digits.train_set(permute=permute), digits.test_set(permute=permute)
+        x_train, x_test = np.asarray(train.inputs)[..., 0], np.asarray(test.inputs)[..., 0]
+        y_train, y_test = np.asarray(train.targets), np.asarray(test.targets)
+        scores = {}
+        for k in DIGITS_LAST_PIXELS:
+            model = LogisticRegression(C=1.0, max_iter=5000)
+            model.fit(x_train[:, -k:], y_train)
+            scores[str(k)] = float(model.score(x_test[:, -k:], y_test))
+        out["permuted" if permute else "sequential"] = scores
+    return out
 
 
 def environment() -> dict[str, Any]:
@@ -709,6 +758,14 @@ def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 
     if not summary["finished"]:
         return None
     params = final_params(config, folder)
+    solve_steps = steps_to_solve(config, folder)
+    missing = missing_evaluations(config, folder, summary["steps_run"])
+    if missing:
+        print(
+            f"warning: {row.name}: eval.jsonl lacks the scheduled evaluations of steps "
+            f"{', '.join(map(str, missing))}; its steps to solve read the next ones",
+            file=sys.stderr,
+        )
     result = {
         "study": row.study,
         "name": row.name,
@@ -721,7 +778,9 @@ def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 
         "num_steps": config.num_steps,
         "steps_run": summary["steps_run"],
         "stopped_early": summary["stopped_early"],
-        "steps_to_solve": steps_to_solve(config, folder),
+        "steps_to_solve": solve_steps,
+        "seconds_to_solve": seconds_to_solve(config, folder, solve_steps),
+        "missing_evaluations": missing,
         "test": score(config, params),
         "eval_curve": eval_curve(config, folder),
         "device": jax.devices()[0].device_kind,
@@ -773,6 +832,13 @@ def main(argv):
                 f"{name:30s} params {r['params']:7d}  FLOPs/step {r['train_flops']:.3g}  "
                 f"{1e3 * r['median_s_per_step']:.2f} ms/step"
             )
+        print("wrote", path)
+        return
+    if _DIGITS_BASELINES.value:
+        from rnncells.training.metrics import write_json
+
+        path = os.path.join(_RESULTS.value, "digits", "linear_baselines.json")
+        write_json(path, {**digits_linear_baselines(), "environment": environment()})
         print("wrote", path)
         return
     if _REPORT.value:
@@ -875,6 +941,11 @@ if __name__ == "__main__":
     _LIST = flags.DEFINE_bool("list", False, "list the selected rows and whether each is done")
     _REPORT = flags.DEFINE_bool(
         "report", False, "rebuild every table and plot from the committed JSON and exit"
+    )
+    _DIGITS_BASELINES = flags.DEFINE_bool(
+        "digits_baselines",
+        False,
+        "fit logistic regression on the digits' last k pixels, write linear_baselines.json",
     )
     _COST = flags.DEFINE_bool(
         "cost",

@@ -157,6 +157,9 @@ def test_train_and_score_writes_every_figure_per_seed(tiny_run, tmp_path, small_
     result = read_json(path)
     per = result["test"]["per_seed"]
     assert result["seeds"] == [0, 1, 2, 3, 4] and result["steps_run"] == 100
+    assert result["missing_evaluations"] == []
+    assert len(result["seconds_to_solve"]) == 5
+    assert result["environment"]["jax"] and result["environment"]["cpu_count"] >= 1
     assert result["test"]["num_sequences"] == 2000
     for key in ("loss", "success_rate", "criterion_fraction", "criterion_all", "solved"):
         assert len(per[key]) == 5, key
@@ -233,6 +236,31 @@ def test_steps_to_solve_reads_each_seed_from_the_eval_log(tmp_path):
         file.writelines(json.dumps(r) + "\n" for r in records)
     assert science.steps_to_solve(config, str(tmp_path)) == [100, 50, None]
     assert science.eval_curve(config, str(tmp_path))["step"] == [50, 100]
+    assert science.missing_evaluations(config, str(tmp_path), 100) == []
+    # A lost record is named (its seed's steps to solve would read a later evaluation).
+    with open(tmp_path / "eval.jsonl", "w") as file:
+        file.writelines(json.dumps(r) + "\n" for r in records[1:])
+    assert science.missing_evaluations(config, str(tmp_path), 100) == [50]
+    assert science.steps_to_solve(config, str(tmp_path)) == [100, 100, None]
+
+
+def test_seconds_to_solve_add_the_chunks_times(tmp_path):
+    config = tiny_row(num_steps=100).make_config()
+    records = [{"step": s, "steps_per_sec": 10.0 if s <= 50 else 5.0} for s in range(1, 101)]
+    with open(tmp_path / "metrics.jsonl", "w") as file:
+        file.writelines(json.dumps(r) + "\n" for r in records)
+    seconds = science.seconds_to_solve(config, str(tmp_path), [50, 100, None])
+    assert seconds[0] == pytest.approx(5.0) and seconds[1] == pytest.approx(15.0)
+    assert seconds[2] is None
+
+
+def test_digits_linear_baselines_are_what_the_pixels_alone_give():
+    base = science.digits_linear_baselines()
+    for order in ("sequential", "permuted"):
+        scores = [base[order][str(k)] for k in science.DIGITS_LAST_PIXELS]
+        assert scores == sorted(scores)  # more pixels, no worse
+        assert 0.95 < scores[-1] <= 1.0  # all 64 pixels: about 0.98
+        assert 0.8 < base[order]["32"] < 0.95  # the last 32 alone: 0.87-0.90
 
 
 # --- tables ----------------------------------------------------------------------------------
