@@ -35,6 +35,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -69,7 +70,7 @@ from rnncells.training.errors import (
 )
 from rnncells.training.model import ModelParams, model_apply, model_init
 from rnncells.training.optim import make_optimizer, make_schedule
-from rnncells.training.validation import validate
+from rnncells.training.validation import check_eval_memory, validate, validate_workdir
 
 
 class TrainState(NamedTuple):
@@ -121,6 +122,7 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
         task = get_task(config.task.name, **task_kwargs)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config.task.kwargs: {error}") from None
+    check_eval_memory(config, task)  # an XLA out-of-memory error otherwise, at evaluation
     if mesh is None:
         if not config.data_parallel and jax.process_count() > 1:
             raise ConfigError(
@@ -309,6 +311,12 @@ def _recover_config(manager, workdir: str, found: list[str]) -> dict:
     )
 
 
+def _say(message: str) -> None:
+    """One line on stderr, from process 0 only: where a run starts (resumed, finished)."""
+    if distributed.is_primary():
+        print(message, file=sys.stderr, flush=True)
+
+
 def _warn(message: str, stacklevel: int) -> None:
     """A `RunWarning`, from process 0 only (the others would repeat it)."""
     if distributed.is_primary():
@@ -387,7 +395,11 @@ def train(
         solves the task at a scheduled evaluation (every ``eval_every`` steps), so a run
         interrupted anywhere and resumed stops at the same step as an uninterrupted one.
 
-    The run's data is never damaged: the config is checked before the workdir is created;
+    A run that resumes says so on stderr (the checkpoint step it resumes from), and so does
+    a finished run whose summary is returned as it is.
+
+    The run's data is never damaged: the config, the workdir (not a file, not under a file,
+    writable) and the optional tensorboardX are checked before the workdir is created;
     the workdir is locked for the whole call (one run per workdir); every file is read and
     checked before any is changed; a checkpoint is saved only when the whole state is
     finite, and resuming uses the newest intact one (a `RunWarning` names any newer one
@@ -424,6 +436,8 @@ def train(
     same error, and all return the same summary (written by process 0).
     """
     setup = build(config)  # every config error before the workdir is created
+    validate_workdir(workdir)  # not a file, not under one, writable
+    tensorboard.check_available(bool(config.get("tensorboard", False)))
     os.makedirs(workdir, exist_ok=True)
     with lock.workdir_lock(workdir):
         return _train_locked(config, setup, workdir, command)
@@ -582,6 +596,10 @@ def _open_run(config, setup: Setup, workdir: str, files: _Files, manager, guard)
         _check_config(saved_config, current, config, workdir)
     if isinstance(summary, dict):
         if summary.get("finished") and summary.get("num_steps") == config.num_steps:
+            _say(
+                f"the run in {workdir} already finished ({summary.get('steps_run')} of "
+                f"{config.num_steps} steps): its summary is returned, nothing is trained"
+            )
             return summary, None, 0, [], []
 
     state = setup.init_state()
@@ -595,6 +613,14 @@ def _open_run(config, setup: Setup, workdir: str, files: _Files, manager, guard)
             passed_over = [step for step, _ in skipped]
     if found_checkpoint is not None:
         _check_checkpoint_config(manager, start, current, config, workdir)
+        if start > config.num_steps:  # before any file is changed
+            raise ConfigError(
+                f"config.num_steps={config.num_steps} is below step {start} of the run's "
+                f"newest checkpoint in {manager.directory}: the run is already past it",
+                hint=f"resume with --config.num_steps >= {start} (the run's was "
+                f"{saved_config.get('num_steps') if saved_config else start}), or use a new "
+                "--workdir",
+            )
         if skipped:
             unusable = "; ".join(f"checkpoint step {s} is unusable ({why})" for s, why in skipped)
             _warn(
@@ -603,6 +629,8 @@ def _open_run(config, setup: Setup, workdir: str, files: _Files, manager, guard)
                 "the unusable checkpoints are deleted",
                 stacklevel=4,
             )
+    if found_checkpoint is not None:
+        _say(f"resuming from checkpoint step {start} of {config.num_steps} in {manager.directory}")
     # Every process has read the run's files; from here process 0 changes them.
     distributed.barrier("rnncells run files read")
     checkpoint.discard(manager, passed_over)  # and Orbax's leftovers of killed saves

@@ -23,6 +23,21 @@ from rnncells.training.errors import ConfigError
 FOLDER = "tensorboard"
 
 
+TENSORBOARDX_MISSING = "config.tensorboard=True needs tensorboardX, which is not installed"
+TENSORBOARDX_HINT = 'pip install "rnncells[tensorboard]", or set --config.tensorboard=false'
+
+
+def check_available(enabled: bool) -> None:
+    """ConfigError when ``enabled`` and tensorboardX cannot be imported: checked before a
+    run writes anything."""
+    if not enabled:
+        return
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:
+        raise ConfigError(TENSORBOARDX_MISSING, hint=TENSORBOARDX_HINT) from None
+
+
 class Writer:
     """Writes records' scalar fields (not ``step`` or per-seed lists) as TensorBoard scalars."""
 
@@ -30,10 +45,7 @@ class Writer:
         try:
             import tensorboardX
         except ImportError:
-            raise ConfigError(
-                "config.tensorboard=True needs tensorboardX, which is not installed",
-                hint='pip install "rnncells[tensorboard]", or set --config.tensorboard=false',
-            ) from None
+            raise ConfigError(TENSORBOARDX_MISSING, hint=TENSORBOARDX_HINT) from None
         self.path = os.path.join(workdir, FOLDER)
         self._writer = tensorboardX.SummaryWriter(self.path, purge_step=start + 1)
 

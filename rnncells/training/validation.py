@@ -9,6 +9,7 @@ training loop does not read is an error too (a misspelt key would otherwise be i
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import ml_collections
@@ -20,6 +21,14 @@ from rnncells.training.optim import OPTIMIZERS, SCHEDULES
 
 SEED_LIMIT = 2**31
 """Seeds ``seed .. seed + num_seeds - 1`` must be below this (PRNG keys from int32 seeds)."""
+
+EVAL_BATCH_LIMIT = 2**16
+"""``eval_batch_size`` must be at most this. A held-out metric averaged over B sequences
+has a standard error of about its per-sequence spread / sqrt(B): at 2**16 sequences that is
+0.4% of the spread, far below the differences between seeds, so a larger batch only costs
+memory (its evaluation holds the inputs and hidden states of all of them, for every seed,
+at once: 10**9 sequences run XLA out of memory). `eval_memory_bytes` bounds it further by
+the device's memory once the task's length is known."""
 
 OPTIONAL = {
     "model.unroll": 0,
@@ -127,6 +136,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "eval_batch_size",
     ):
         c.int_at_least(key, 1)
+    eval_batch_size = config.eval_batch_size
+    if eval_batch_size > EVAL_BATCH_LIMIT:
+        raise ConfigError(
+            f"config.eval_batch_size must be an integer in [1, {EVAL_BATCH_LIMIT}] "
+            "(EVAL_BATCH_LIMIT = 2**16: more sequences do not make a held-out metric "
+            f"measurably more precise, only use more memory), got {eval_batch_size!r}",
+            hint="set --config.eval_batch_size=1000 or less (the experiments use 64 to 1000)",
+        )
     log_every = config.log_every
     for key in ("num_steps", "eval_every", "checkpoint_every"):
         value = config[key]
@@ -184,4 +201,115 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             f"config.{unknown[0]} is not a key of the training config "
             f"(unknown: {', '.join('config.' + k for k in unknown)}; known: configs/common.py)"
+        )
+
+
+def _read_only(path: str) -> str:
+    """The words " on a read-only filesystem" when ``path``'s filesystem is mounted read-only."""
+    try:
+        return " on a read-only filesystem" if os.statvfs(path).f_flag & os.ST_RDONLY else ""
+    except OSError:
+        return ""
+
+
+def validate_workdir(workdir: Any) -> None:
+    """Checks that a run can write its files in ``workdir`` (created if missing), before
+    anything is written: not empty, not a file, not under a file, and writable (or, if
+    missing, its nearest existing parent folder writable).
+
+    Writability is ``os.access``'s: a read-only filesystem is refused for every user; a
+    folder without write permission is refused except for root, who can write there.
+
+    Raises:
+        ConfigError: naming the workdir, what is wrong and the path that decides it.
+    """
+    hint = "give --workdir a folder you can write to (it is created if missing)"
+    if workdir is None or not os.fspath(workdir):
+        raise ConfigError(
+            "the workdir is empty (--workdir=): it must name the folder for the run's files",
+            hint=hint,
+        )
+    workdir = os.fspath(workdir)
+    path = os.path.abspath(workdir)
+    if os.path.lexists(path) and not os.path.exists(path):
+        raise ConfigError(
+            f"workdir {workdir} is a broken symbolic link (to {os.readlink(path)})", hint=hint
+        )
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ConfigError(f"workdir {workdir} is a file, not a folder", hint=hint)
+        if not os.access(path, os.W_OK | os.X_OK):
+            where = _read_only(path)
+            if os.listdir(path):
+                raise ConfigError(
+                    f"workdir {workdir} holds a run but is not writable{where}: it cannot be "
+                    "resumed there",
+                    hint="copy the workdir to a writable place and resume there "
+                    "(--workdir=THE_COPY), or make it writable",
+                )
+            raise ConfigError(f"workdir {workdir} is not writable{where}", hint=hint)
+        return
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(
+            f"workdir {workdir} lies under {parent}, which is a file, not a folder", hint=hint
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"workdir {workdir} cannot be created: {parent} is not writable{_read_only(parent)}",
+            hint=hint,
+        )
+
+
+def eval_memory_bytes(
+    *, num_seeds: int, eval_batch_size: int, seq_len: int, widths: tuple[int, ...]
+) -> int:
+    """Bytes (float32) of the largest arrays one held-out evaluation holds at once: for
+    every seed and sequence, every step's values of ``widths`` (input, hidden states of two
+    consecutive layers, output)."""
+    return 4 * num_seeds * eval_batch_size * seq_len * sum(widths)
+
+
+def device_memory_bytes() -> int | None:
+    """The first local device's memory limit (an accelerator's), else the host's physical
+    memory (XLA:CPU); None when neither is known."""
+    import jax
+
+    try:
+        stats = jax.local_devices()[0].memory_stats() or {}
+        if stats.get("bytes_limit"):
+            return int(stats["bytes_limit"])
+    except Exception:  # noqa: BLE001 - a backend without memory stats
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_eval_memory(config: ml_collections.ConfigDict, task: Any) -> None:
+    """ConfigError when the held-out evaluation of ``config`` on ``task`` (without a fixed
+    test set) would need more than half of the device's memory (`device_memory_bytes`)."""
+    if getattr(task, "test_batch", None) is not None:
+        return  # the task's own test set is evaluated, not eval_batch_size sequences
+    limit = device_memory_bytes()
+    if limit is None:
+        return
+    m = config.model
+    need = eval_memory_bytes(
+        num_seeds=config.num_seeds,
+        eval_batch_size=config.eval_batch_size,
+        seq_len=int(task.seq_len),
+        widths=(int(task.input_size), 2 * m.hidden_size * min(m.num_layers, 2), task.output_size),
+    )
+    if need > limit // 2:
+        per_sequence = max(1, need // config.eval_batch_size)
+        most = max(1, (limit // 2) // per_sequence)
+        raise ConfigError(
+            f"config.eval_batch_size must be at most {most} for this task and model "
+            f"(its evaluation needs about {need / 2**30:.3g} GiB at once, over half of the "
+            f"device's {limit / 2**30:.3g} GiB), got {config.eval_batch_size}",
+            hint=f"set --config.eval_batch_size={min(most, 1000)} or less",
         )
