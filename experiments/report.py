@@ -37,11 +37,13 @@ def _check_has_runs(workdir: str, runs: list) -> None:
         return
     hint = "give --workdir the folder of a run or of a sweep (the --workdir it ran with)"
     if not workdir:
-        raise NoRunError("--workdir is empty: it must name the folder of a run", hint=hint)
+        raise NoRunError("no run to report: --workdir is empty", hint=hint)
     if not os.path.exists(workdir):
-        raise NoRunError(f"--workdir={workdir} does not exist", hint=hint)
+        raise NoRunError(f"no run to report: --workdir={workdir} does not exist", hint=hint)
     if not os.path.isdir(workdir):
-        raise NoRunError(f"--workdir={workdir} is a file, not a folder of runs", hint=hint)
+        raise NoRunError(
+            f"no run to report: --workdir={workdir} is a file, not a folder of runs", hint=hint
+        )
     raise NoRunError(
         f"no run (summary.json, or config.json with eval.jsonl) under --workdir={workdir}",
         hint=hint + "; a run writes its first files at its first evaluation",
