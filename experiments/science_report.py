@@ -275,7 +275,86 @@ def study_readme(study: str, results: str) -> str:
         out.append("")
     if study == "digits":
         out += digits_baselines(results)
+    if study == "lr":
+        out += best_rates_section(results)
     return "\n".join(out)
+
+
+def best_rates(results: str) -> dict[str, dict[str, Any]]:
+    """Per cell of the learning-rate study: every finished rate's held-out loss (the
+    geometric mean over seeds of the in-training evaluation at the last step: its own
+    key, never the test set) and the rate with the lowest, ``best``. A cell with no
+    finished row is left out; ``complete`` says whether every rate of it has run."""
+    out: dict[str, dict[str, Any]] = {}
+    for cell, cell_label, _ in science.LR_CELLS:
+        held_out: dict[str, float] = {}
+        for rate, _, _ in science.LR_GRID:
+            row = next(r for r in science.all_rows("lr") if r.name == f"lr_T200_{cell}_{rate}")
+            result = load(results, row)
+            if result is None:
+                continue
+            last = result["eval_curve"]["loss_per_seed"][-1]
+            held_out[rate] = float(10 ** np.mean(np.log10(np.maximum(last, stats.LOG_FLOOR))))
+        if held_out:
+            best = min(held_out, key=held_out.__getitem__)
+            out[cell] = {
+                "label": cell_label,
+                "held_out": held_out,
+                "best": best,
+                "row": f"lr_T200_{cell}_{best}",
+                "complete": len(held_out) == len(science.LR_GRID),
+            }
+    return out
+
+
+def best_rate_tests(results: str, best: dict[str, dict[str, Any]]) -> list[tuple]:
+    """Every pair of cells at their best rates: (cell a, cell b, mean log10 test-loss
+    difference a - b, paired t-test p Holm-adjusted over the pairs)."""
+    by_name = {r.name: r for r in science.all_rows("lr")}
+    losses = {
+        cell: load(results, by_name[b["row"]])["test"]["per_seed"]["loss"]  # type: ignore[index]
+        for cell, b in best.items()
+    }
+    pairs = [(a, b) for i, a in enumerate(losses) for b in list(losses)[i + 1 :]]
+    raw = [stats.paired_t_test(losses[a], losses[b]) for a, b in pairs]
+    diffs = [float(np.mean(np.log10(losses[a]) - np.log10(losses[b]))) for a, b in pairs]
+    return [(a, b, d, p) for (a, b), d, p in zip(pairs, diffs, stats.holm(raw), strict=True)]
+
+
+def best_rates_section(results: str) -> list[str]:
+    """The learning-rate study's selection and comparison, as README lines."""
+    best = best_rates(results)
+    rates = [label for _, label, _ in science.LR_GRID]
+    out = [
+        "## Each cell at its best rate",
+        "",
+        "Held-out loss at the last step (geometric mean over the 5 seeds of the in-training "
+        "evaluation: 1000 sequences of its own key, not the test set); the lowest picks "
+        "the cell's rate (**bold**).",
+        "",
+        "| cell | " + " | ".join(rates) + " |",
+        "|---|" + "---|" * len(rates),
+    ]
+    for cell, cell_label, _ in science.LR_CELLS:
+        held = best.get(cell, {}).get("held_out", {})
+        cells = []
+        for rate, _, _ in science.LR_GRID:
+            text = _g(held[rate]) if rate in held else "pending"
+            cells.append(f"**{text}**" if best.get(cell, {}).get("best") == rate else text)
+        out.append(f"| {cell_label} | " + " | ".join(cells) + " |")
+    if len(best) < 2 or not all(b["complete"] for b in best.values()):
+        return [*out, "", "The comparison at the best rates waits for every rate to run.", ""]
+    out += [
+        "",
+        "At those rates, the test loss (10,000 sequences), paired by seed: mean log10 "
+        "difference and the paired t-test's p, Holm-adjusted over the pairs.",
+        "",
+        "| cells | mean log10(a) - log10(b) | p (Holm) |",
+        "|---|---|---|",
+    ]
+    for a, b, d, p in best_rate_tests(results, best):
+        out.append(f"| {best[a]['label']} vs {best[b]['label']} | {d:+.3f} | {p:.2g} |")
+    return [*out, ""]
 
 
 def digits_baselines(results: str) -> list[str]:

@@ -424,3 +424,38 @@ def test_paired_tests_pair_each_row_with_its_reference(tmp_path):
     assert set(tests) == {"copy_T100_lstm_b0_rmsprop"}
     p, d = tests["copy_T100_lstm_b0_rmsprop"]
     assert p < 1e-4 and d == pytest.approx(1.0, abs=0.05)
+
+
+def test_learning_rate_study_picks_each_cells_rate_on_held_out_loss(tmp_path):
+    from experiments import science_report
+
+    # Held-out loss falls with the rate index for the GRU and rises for the LSTMs; the
+    # test losses disagree on purpose (selection must not read them).
+    rates = [rate for rate, _, _ in science.LR_GRID]
+    for cell, _, _ in science.LR_CELLS:
+        for k, rate in enumerate(rates):
+            held = 10.0 ** (-k if cell == "gru" else k - 6)
+            test = {"gru": 1e-3, "lstm": 1e-4, "lstm_chrono": 1e-5}[cell] * (1 + 0.1 * k)
+            seeds = [1.0, 1.1, 0.9, 1.05, 0.95]
+            result = {
+                "eval_curve": {"loss_per_seed": [[1.0] * 5, [held * f for f in seeds]]},
+                "test": {"per_seed": {"loss": [test * f for f in seeds[:: 1 if k else -1]]}},
+            }
+            path = tmp_path / "lr" / f"lr_T200_{cell}_{rate}.json"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(json.dumps(result))
+            if cell == "lstm_chrono" and k == 1:
+                break  # chrono: two rates run so far
+    best = science_report.best_rates(str(tmp_path))
+    assert best["gru"]["best"] == rates[-1] and best["gru"]["complete"]
+    assert best["lstm"]["best"] == rates[0]
+    assert best["lstm_chrono"]["best"] == rates[0] and not best["lstm_chrono"]["complete"]
+    lines = science_report.best_rates_section(str(tmp_path))
+    assert any("waits for every rate" in line for line in lines)
+    assert sum("pending" in line for line in lines) == 1  # chrono's row lists 3 pending
+    del best["lstm_chrono"]
+    tests = science_report.best_rate_tests(str(tmp_path), best)
+    ((a, b, d, p),) = tests
+    assert (a, b) == ("gru", "lstm")
+    assert d == pytest.approx(np.log10(1e-3 * 1.4) - np.log10(1e-4 * 1.0))
+    assert p < 1e-3  # a constant shift in log10 over 5 seeds
