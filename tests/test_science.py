@@ -100,6 +100,22 @@ def test_every_row_builds_a_valid_config_with_five_seeds():
     assert adding["adding_T750_rnn"].expect == "fail"
     assert all(adding[f"adding_T{t}_irnn"].expect is None for t in (100, 200, 400, 750))
     assert all(adding[f"adding_T1000_{c}"].paper == "" for c in ("rnn", "lstm", "irnn"))
+    arj = {row.name: row for row in science.all_rows("arjovsky")}
+    lstm = arj["arjovsky_adding_T750_lstm"]
+    assert [lstm.value(k) for k in ("model.hidden_size", "optim.optimizer", "batch_size")] == [
+        128,
+        "rmsprop",
+        20,
+    ]
+    assert lstm.value("optim.learning_rate") == 1e-3 and lstm.value("optim.clip_norm") == 1
+    assert {r.value("task.kwargs.T") for r in arj.values() if "copy" in r.name} == {
+        100,
+        200,
+        300,
+        500,
+    }
+    assert arj["arjovsky_copy_T100_lstm40_b1"].expect == "beat"
+    assert arj["arjovsky_copy_T300_lstm40_b1"].expect == "fail"
     lr = science.all_rows("lr")
     assert len(lr) == len(science.LR_CELLS) * len(science.LR_GRID)
     assert all(row.value("eval_every") == 100 for row in lr)  # steps to solve within 1%
