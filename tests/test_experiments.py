@@ -216,3 +216,29 @@ def test_gradient_norms_of_cells_whose_v_is_not_h_by_gates(key, cell):
     norms = diagnostics.hidden_grad_norms(params, task, task.make_batch(jax.random.PRNGKey(0), 3))
     assert norms.shape == (4,)
     assert np.all(np.isfinite(np.asarray(norms))) and float(norms[-1]) > 0
+
+
+def test_the_sweep_command_trains_each_run_in_a_child_and_writes_the_report(tmp_path):
+    # Each run in a child process of its own (rerun from its checkpoint if it stalls);
+    # the parent writes the report of them all.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    workdir = tmp_path / "sweep"
+    args = [
+        sys.executable,
+        "-m",
+        "experiments.sweep",
+        "--config=configs/adding.py:smoke",
+        f"--workdir={workdir}",
+        "--cells=rnn,gru",
+        "--config.num_steps=50",
+    ]
+    proc = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split(":")[0] for line in proc.stdout.splitlines() if ": loss " in line] == [
+        "adding_T20_rnn_default",
+        "adding_T20_gru_default",
+    ]
+    assert (workdir / "report.md").exists()
+    for cell in ("rnn", "gru"):
+        with open(workdir / f"adding_T20_{cell}_default" / "summary.json") as file:
+            assert json.load(file)["finished"]
