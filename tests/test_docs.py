@@ -57,7 +57,11 @@ def test_snippet_runs_alone(code, tmp_path):
 
 
 def _build_site(site: pathlib.Path) -> dict:
-    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")  # Material's banner about MkDocs 2
+    env = dict(
+        os.environ,
+        NO_MKDOCS_2_WARNING="1",  # Material's banner about MkDocs 2
+        DOCS_NOTEBOOK_CACHE="false",  # run the tutorial on this code, not a cached run
+    )
     start = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
