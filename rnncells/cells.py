@@ -228,6 +228,44 @@ def cell_spec_by_name(name: str) -> CellSpec:
     return spec
 
 
+# How messages name the cells that take a common option (any other: "the cells").
+_OPTION_CELLS = {"chrono_t_max": "gated cells", "forget_bias": "cells with a forget gate"}
+
+
+def option_error(cell: str, option: str, value: Any) -> str:
+    """The one message for an init option the cell ``cell`` does not take.
+
+    It names the cell, the option and its value, the options the cell's init does take
+    (``CellSpec.options`` and dtype), and the cells that take the option, e.g. "option
+    'forget_bias' does not apply to the 'gru' cell, whose init takes reset_after,
+    chrono_t_max, dtype: forget_bias applies to cells with a forget gate (lstm, ...), got
+    2.0 for 'gru'". ``stack_init``, the Flax modules and their shared ``init_kwargs`` all
+    raise it (``check_init_options``).
+    """
+    takes = ", ".join(cell_spec_by_name(cell).options + ("dtype",))
+    having = [n for n in cell_names() if option in _BY_NAME[n].options]
+    if not having:
+        where = "no registered cell"
+    elif len(having) == 1:
+        where = f"the {having[0].upper()} only"
+    else:
+        where = f"{_OPTION_CELLS.get(option, 'the cells')} ({', '.join(having)})"
+    return (
+        f"option {option!r} does not apply to the {cell!r} cell, whose init takes {takes}: "
+        f"{option} applies to {where}, got {value!r} for {cell!r}"
+    )
+
+
+def check_init_options(cell: str, options: dict[str, Any]) -> None:
+    """Raises ValueError (``option_error``) for the first of ``options`` (name -> value)
+    that the registered cell ``cell``'s init does not take (``CellSpec.options`` and
+    dtype); ValueError for an unknown cell name."""
+    spec = cell_spec_by_name(cell)
+    for option, value in options.items():
+        if option != "dtype" and option not in spec.options:
+            raise ValueError(option_error(cell, option, value))
+
+
 def params_dtype(params: Any) -> Any:
     """The dtype of a checked params object (every field has the first field's dtype)."""
     return jax.tree.leaves(params)[0].dtype

@@ -164,6 +164,11 @@ def stack_init(
       **init_kwargs: passed to the init function (forget_bias, chrono_t_max,
         reset_after, dtype, ...; a cell's options are in its ``CellSpec.options``).
 
+    Raises:
+      ValueError: an unknown cell name, an option a named cell's init does not take
+        (``rnncells.cells.option_error``: the Flax modules' message), num_layers not a
+        positive integer, or an unknown merge.
+
     Returns:
       A tuple of ``num_layers`` params (or Bidirectional params).
     """
@@ -171,6 +176,7 @@ def stack_init(
         names = cells.cell_names()
         if cell not in names:
             raise ValueError(f"cell must be one of {list(names)} or an init function, got {cell!r}")
+        cells.check_init_options(cell, init_kwargs)
         cell = cells.cell_spec_by_name(cell).init
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")

@@ -127,7 +127,7 @@ class GRUCell(_CellMethods, nn.RNNCellBase):
     cell_name = "gru"
 
     def _options(self) -> common.CellOptions:
-        return common.CellOptions(1.0, self.chrono_t_max, self.reset_after, self.dtype)
+        return common.CellOptions(None, self.chrono_t_max, self.reset_after, self.dtype)
 
     @nn.compact
     def __call__(self, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
@@ -166,16 +166,17 @@ class Cell(_CellMethods, nn.RNNCellBase):
     Attributes:
       cell: a registered cell's name (``rnncells.cells.cell_names()``).
       hidden_size: H.
-      forget_bias, chrono_t_max, reset_after: passed to the cell's init when it takes
-        them (``CellSpec.options``); a non-default value it does not take raises
-        (forget_bias is ignored, as by the seed's GRU and RNN).
+      forget_bias, chrono_t_max, reset_after: passed to the cell's init when given
+        (forget_bias and chrono_t_max not None, reset_after True); one the cell's init
+        does not take (``CellSpec.options``) raises ``rnncells.cells.option_error``'s
+        ValueError, as ``rnncells.stack_init`` (forget_bias None: the init's default).
       dtype: params dtype (inputs and carries must match it).
       cell_options: the cell's own further init options, a mapping, or None.
     """
 
     cell: str
     hidden_size: int
-    forget_bias: float = 1.0
+    forget_bias: float | None = None
     chrono_t_max: float | None = None
     reset_after: bool = False
     dtype: Any = jnp.float32
@@ -211,6 +212,8 @@ class _LinenLayer(_LinenCell, Protocol):
 
     def make_rng(self, name: str, /) -> jax.Array: ...
 
+    def has_rng(self, name: str, /) -> bool: ...
+
 
 class _LayerMethods:
     """The linen layers' shared ``__call__``; each layer sets ``cell_name``, ``_options``."""
@@ -244,6 +247,13 @@ class _LayerMethods:
         dropout_key = None
         if dropout_rate > 0.0:
             deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+            # Flax falls back to the 'params' PRNG (given to init) for a missing stream.
+            if not deterministic and not (self.has_rng("dropout") or self.has_rng("params")):
+                raise ValueError(
+                    f"dropout (dropout_rate={dropout_rate}, deterministic=False) draws its "
+                    "masks from rngs['dropout'], and none was given: pass "
+                    "rngs={'dropout': key} to apply, or deterministic=True"
+                )
             if not deterministic:
                 dropout_key = self.make_rng("dropout")
         return common.layer_apply(
@@ -336,7 +346,7 @@ class GRU(_LayerMethods, nn.Module):
     cell_name = "gru"
 
     def _options(self) -> common.CellOptions:
-        return common.CellOptions(1.0, self.chrono_t_max, self.reset_after, self.dtype)
+        return common.CellOptions(None, self.chrono_t_max, self.reset_after, self.dtype)
 
     @nn.compact
     def __call__(self, xs, carries=None, *, lengths=None, time_major=False, deterministic=None):
@@ -386,7 +396,7 @@ class Layer(_LayerMethods, nn.Module):
     unroll: int | None = None
     remat: bool = False
     kernel: str | None = None
-    forget_bias: float = 1.0
+    forget_bias: float | None = None
     chrono_t_max: float | None = None
     reset_after: bool = False
     dtype: Any = jnp.float32

@@ -21,24 +21,29 @@ import jax.numpy as jnp
 from rnncells import _checks, cells
 from rnncells.layers import Bidirectional, check_dropout_rate, stack_init, stack_unroll
 
-# The options every module takes, and the value that means "not used".
-_COMMON = {"forget_bias": 1.0, "chrono_t_max": None, "reset_after": False}
+# The options every module takes, and the value that means "not given".
+_COMMON: dict[str, Any] = {"forget_bias": None, "chrono_t_max": None, "reset_after": False}
 
 
 class CellOptions(NamedTuple):
     """A cell's options; each is passed only to the init functions that take it.
 
-    forget_bias: constant forget-gate bias b_f of the LSTM family (ignored with
-        chrono_t_max, and by cells without a forget gate).
+    An option given (not its "not given" value below) to a cell whose init does not
+    take it (``CellSpec.options``) is refused, with ``rnncells.cells.option_error``'s
+    message, as ``rnncells.stack_init`` refuses it.
+
+    forget_bias: constant forget-gate bias b_f of the cells with a forget gate; None:
+        not given (the init's default, 1 for the LSTM family).
     chrono_t_max: chrono initialisation (Tallec & Ollivier 2018) of gated cells; None
-        for off.
-    reset_after: GRU reset placement (False: the seed's reset-before form).
+        for off (not given).
+    reset_after: GRU reset placement (False: the seed's reset-before form; not given
+        for the other cells).
     dtype: floating dtype of the params, and of the inputs and carries they accept.
     extra: further keyword options of one cell's init, as a mapping (e.g. a projection
         size); each must be one of the cell's ``CellSpec.options``.
     """
 
-    forget_bias: float = 1.0
+    forget_bias: float | None = None
     chrono_t_max: float | None = None
     reset_after: bool = False
     dtype: Any = jnp.float32
@@ -51,19 +56,18 @@ def check_cell(cell: str) -> str:
     return cell
 
 
-def _cells_with(option: str) -> str:
-    return ", ".join(n for n in cells.cell_names() if option in cells.cell_spec_by_name(n).options)
-
-
 def init_kwargs(cell: str, options: CellOptions) -> dict[str, Any]:
     """The keyword arguments of ``cell``'s init function for ``options``.
 
-    Only the options the cell's init takes (``CellSpec.options``) are passed, and dtype.
+    The options given (forget_bias and chrono_t_max not None, reset_after True, every
+    ``extra`` key) and dtype.
 
     Raises:
-      ValueError: an option that does not apply to ``cell`` differs from its default
-        (chrono_t_max for the RNN, reset_after for a non-GRU cell, an ``extra`` key the
-        cell does not take). forget_bias is ignored by cells without it.
+      ValueError: an option given that the cell's init does not take
+        (``rnncells.cells.check_init_options``: forget_bias for a cell without a forget
+        gate, chrono_t_max for the RNN, reset_after for a non-GRU cell, an ``extra`` key
+        the cell does not take), or an ``extra`` key that is one of the common options
+        (forget_bias, chrono_t_max, reset_after: they have their own arguments).
       TypeError: reset_after is not a bool (the init functions check the numbers).
     """
     spec = cells.cell_spec_by_name(cell)
@@ -71,25 +75,22 @@ def init_kwargs(cell: str, options: CellOptions) -> dict[str, Any]:
     dtype = jnp.dtype(options.dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-    if "reset_after" not in spec.options and reset_after:
-        raise ValueError(f"reset_after applies to the GRU only, got reset_after=True for {cell!r}")
-    if "chrono_t_max" not in spec.options and options.chrono_t_max is not None:
-        raise ValueError(
-            f"chrono_t_max applies to gated cells ({_cells_with('chrono_t_max')}), got "
-            f"{options.chrono_t_max!r} for {cell!r}"
-        )
-    kwargs: dict[str, Any] = {}
-    for name in spec.options:
-        if name in _COMMON:
-            kwargs[name] = reset_after if name == "reset_after" else getattr(options, name)
-    for name, value in dict(options.extra or {}).items():
-        if name not in spec.options or name in _COMMON:
-            takes = [n for n in spec.options if n not in _COMMON]
+    extra = dict(options.extra or {})
+    for name in extra:
+        if name in _COMMON or name == "dtype":
             raise ValueError(
-                f"option {name!r} does not apply to the {cell!r} cell (its init's own "
-                f"options: {takes})"
+                f"option {name!r} has its own argument: pass {name}=... rather than in the "
+                f"{cell!r} cell's further options, got it there"
             )
-        kwargs[name] = value
+    common = {"forget_bias": options.forget_bias, "chrono_t_max": options.chrono_t_max}
+    given = {name: value for name, value in common.items() if value is not None}
+    if reset_after:
+        given["reset_after"] = True
+    given.update(extra)
+    cells.check_init_options(cell, given)
+    kwargs: dict[str, Any] = dict(given)
+    if "reset_after" in spec.options:
+        kwargs["reset_after"] = reset_after
     kwargs["dtype"] = dtype
     return kwargs
 

@@ -117,7 +117,7 @@ def make_cell(
     input_size: int,
     hidden_size: int,
     *,
-    forget_bias: float = 1.0,
+    forget_bias: float | None = None,
     chrono_t_max: float | None = None,
     reset_after: bool = False,
     dtype: Any = jnp.float32,
@@ -131,11 +131,14 @@ def make_cell(
         ``rnncells.cells.cell_names()``).
       input_size: D.
       hidden_size: H.
-      forget_bias: the LSTM family's forget-gate bias; passed when the cell's init
-        takes it (``CellSpec.options``), else ignored (as by the seed's GRU and RNN).
-      chrono_t_max: chrono initialisation, for cells whose init takes it; given to any
-        other cell it raises.
-      reset_after: the GRU's reset placement; True for any other cell raises.
+      forget_bias: the forget-gate bias of a cell with a forget gate (the LSTM family);
+        None: the init's default.
+      chrono_t_max: chrono initialisation, for cells whose init takes it.
+      reset_after: the GRU's reset placement.
+
+      An option given (forget_bias or chrono_t_max not None, reset_after True, a
+      ``cell_options`` key) that the cell's init does not take (``CellSpec.options``)
+      raises ``rnncells.cells.option_error``'s ValueError, as ``rnncells.stack_init``.
       dtype: params dtype.
       rngs: ``nnx.Rngs``; its ``params`` stream initialises the weights.
       **cell_options: the cell's own further init options.
@@ -203,7 +206,7 @@ class GRUCell(Cell):
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        options = _options(1.0, chrono_t_max, reset_after, dtype)
+        options = _options(None, chrono_t_max, reset_after, dtype)
         super().__init__(common.cell_init(rngs.params(), "gru", input_size, hidden_size, options))
 
 
@@ -220,12 +223,32 @@ class RNNCell(Cell):
     def __init__(
         self, input_size: int, hidden_size: int, *, dtype: Any = jnp.float32, rngs: nnx.Rngs
     ):
-        options = _options(1.0, None, False, dtype)
+        options = _options(None, None, False, dtype)
         super().__init__(common.cell_init(rngs.params(), "rnn", input_size, hidden_size, options))
+
+
+def _streams(rngs: nnx.Rngs) -> list[str]:
+    return sorted({str(path[0]) for path, _ in nnx.to_flat_state(nnx.state(rngs))})
+
+
+def _has_dropout_stream(rngs: nnx.Rngs) -> bool:
+    """Whether ``rngs.dropout`` exists: a 'dropout' stream, or the 'default' one."""
+    return any(name in ("dropout", "default") for name in _streams(rngs))
+
+
+def _no_dropout_stream(rngs: nnx.Rngs, where: str) -> ValueError:
+    return ValueError(
+        f"dropout (dropout_rate > 0, deterministic=False) draws its masks from "
+        f"rngs['dropout'], and the nnx.Rngs given {where} have no 'dropout' stream (nor a "
+        f"'default' one), got streams {_streams(rngs)}: give nnx.Rngs(params=..., "
+        "dropout=...) or a PRNG key, or deterministic=True"
+    )
 
 
 def _dropout_key(rngs: Any) -> jax.Array:
     if isinstance(rngs, nnx.Rngs):
+        if not _has_dropout_stream(rngs):
+            raise _no_dropout_stream(rngs, "to this call")
         return rngs.dropout()
     if isinstance(rngs, nnx.RngStream):
         return rngs()
@@ -289,6 +312,11 @@ class Layer(nnx.Module):
         self.unroll = unroll
         self.remat = remat
         self.kernel = kernel
+        # Without a dropout stream nothing is kept: a call with dropout then needs rngs.
+        self._rngs_without_dropout: str | None = None  # their streams, when given so
+        if rngs is not None and self.dropout_rate > 0.0 and not _has_dropout_stream(rngs):
+            self._rngs_without_dropout = str(_streams(rngs))
+            rngs = None
         self.rngs = (
             rngs.dropout.fork() if rngs is not None and self.dropout_rate > 0.0 else nnx.data(None)
         )
@@ -341,10 +369,19 @@ class Layer(nnx.Module):
         dropout_key = None
         if dropout_rate > 0.0:
             source = rngs if rngs is not None else self.rngs
+            if source is None and self._rngs_without_dropout is not None:
+                raise ValueError(
+                    "dropout (dropout_rate > 0, deterministic=False) draws its masks from "
+                    "rngs['dropout'], and the nnx.Rngs given at construction have no "
+                    "'dropout' stream (nor a 'default' one), got streams "
+                    f"{self._rngs_without_dropout}: give nnx.Rngs(params=..., dropout=...) "
+                    "at construction, rngs per call, or deterministic=True"
+                )
             if source is None:
                 raise ValueError(
                     "rngs is required for dropout (dropout_rate > 0 and deterministic=False): "
-                    "give rngs at construction or per call, got none"
+                    "give rngs at construction or per call (its masks come from "
+                    "rngs['dropout']), got none"
                 )
             dropout_key = _dropout_key(source)
         return common.layer_apply(
@@ -405,7 +442,7 @@ def make_layer(
     unroll: int | None = None,
     remat: bool = False,
     kernel: str | None = None,
-    forget_bias: float = 1.0,
+    forget_bias: float | None = None,
     chrono_t_max: float | None = None,
     reset_after: bool = False,
     dtype: Any = jnp.float32,
@@ -565,7 +602,7 @@ class GRU(Layer):
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        options = _options(1.0, chrono_t_max, reset_after, dtype)
+        options = _options(None, chrono_t_max, reset_after, dtype)
         layers = _make_layer(
             "gru",
             input_size,
@@ -612,7 +649,7 @@ class RNN(Layer):
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        options = _options(1.0, None, False, dtype)
+        options = _options(None, None, False, dtype)
         layers = _make_layer(
             "rnn",
             input_size,

@@ -347,3 +347,140 @@ def test_reverse_valid_matches_python_reversal(batch, steps, time_major, data):
     got = common.reverse_valid(jnp.asarray(arg), jnp.asarray(lengths), time_major=time_major)
     got = np.moveaxis(np.asarray(got), 0, 1) if time_major else np.asarray(got)
     np.testing.assert_array_equal(got, expected)
+
+
+# --- options a cell does not take, and dropout without a dropout rng ---------------------
+
+
+_XS = jnp.ones((B, T, D), F32)
+
+
+@pytest.mark.parametrize(
+    "cell,option,value,build",
+    [
+        (
+            "mingru",
+            "forget_bias",
+            2.0,
+            lambda: rc.stack_init(jax.random.key(0), "mingru", D, H, forget_bias=2.0),
+        ),
+        (
+            "gru",
+            "forget_bias",
+            2.0,
+            lambda: rc.stack_init(jax.random.key(0), "gru", D, H, forget_bias=2.0),
+        ),
+        (
+            "gru",
+            "forget_bias",
+            2.0,
+            lambda: rcn.make_layer("gru", D, H, forget_bias=2.0, rngs=nnx.Rngs(0)),
+        ),
+        (
+            "gru",
+            "forget_bias",
+            1.0,
+            lambda: rcn.make_cell("gru", D, H, forget_bias=1.0, rngs=nnx.Rngs(0)),
+        ),
+        (
+            "rnn",
+            "chrono_t_max",
+            5.0,
+            lambda: rcn.make_layer("rnn", D, H, chrono_t_max=5.0, rngs=nnx.Rngs(0)),
+        ),
+        (
+            "rnn",
+            "chrono_t_max",
+            5.0,
+            lambda: rc.stack_init(jax.random.key(0), "rnn", D, H, chrono_t_max=5.0),
+        ),
+        (
+            "mingru",
+            "forget_bias",
+            2.0,
+            lambda: rcl.Layer(cell="mingru", hidden_size=H, forget_bias=2.0).init(
+                jax.random.key(0), _XS
+            ),
+        ),
+        (
+            "gru",
+            "forget_bias",
+            2.0,
+            lambda: nn.RNN(rcl.Cell(cell="gru", hidden_size=H, forget_bias=2.0)).init(
+                jax.random.key(0), _XS
+            ),
+        ),
+        (
+            "lstm",
+            "proj_size",
+            2,
+            lambda: rcn.make_layer("lstm", D, H, proj_size=2, rngs=nnx.Rngs(0)),
+        ),
+        (
+            "lstm",
+            "proj_size",
+            2,
+            lambda: rc.stack_init(jax.random.key(0), "lstm", D, H, proj_size=2),
+        ),
+    ],
+)
+def test_every_entry_point_refuses_an_option_the_cell_does_not_take_alike(
+    cell, option, value, build
+):
+    expected = rc.cells.option_error(cell, option, value)
+    assert expected.startswith(
+        f"option {option!r} does not apply to the {cell!r} cell, whose init takes "
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        build()
+
+
+def test_the_option_message_names_the_options_the_cell_takes():
+    assert rc.cells.option_error("gru", "forget_bias", 2.0).startswith(
+        "option 'forget_bias' does not apply to the 'gru' cell, whose init takes reset_after, "
+        "chrono_t_max, dtype: forget_bias applies to cells with a forget gate (lstm, "
+    )
+    assert rc.cells.option_error("lstm", "reset_after", True) == (
+        "option 'reset_after' does not apply to the 'lstm' cell, whose init takes forget_bias, "
+        "chrono_t_max, dtype: reset_after applies to the GRU only, got True for 'lstm'"
+    )
+
+
+def test_options_the_cell_takes_still_reach_its_init():
+    (gru,) = rc.stack_init(jax.random.key(0), "gru", D, H, chrono_t_max=5.0, reset_after=True)
+    assert type(gru) is rc.GRUResetAfterParams
+    layer = rcn.make_layer("lstm", D, H, forget_bias=3.0, rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(layer.params[0].b[H : 2 * H], np.full(H, 3.0))
+    rcn.GRU(D, H, rngs=nnx.Rngs(0))  # the GRU's classes pass no forget_bias
+    rcl.GRU(hidden_size=H).init(jax.random.key(0), _XS)
+
+
+DROPOUT_RNGS = "draws its masks from rngs['dropout']"
+
+
+def test_nnx_dropout_without_a_dropout_stream_names_it():
+    layer = rcn.make_layer("lstm", D, H, num_layers=2, dropout_rate=0.5, rngs=nnx.Rngs(params=0))
+    with pytest.raises(ValueError, match=re.escape(DROPOUT_RNGS) + ".*got streams \\['params'\\]"):
+        layer(_XS)
+    layer(_XS, deterministic=True)
+    layer(_XS, rngs=nnx.Rngs(dropout=1))
+    with pytest.raises(ValueError, match=re.escape(DROPOUT_RNGS)):
+        layer(_XS, rngs=nnx.Rngs(params=1))
+    no_rngs = rcn.Layer(layer.params, dropout_rate=0.5)
+    with pytest.raises(ValueError, match=re.escape("rngs['dropout']")):
+        no_rngs(_XS)
+
+
+def test_linen_dropout_without_a_dropout_rng_names_it():
+    layer = rcl.Layer(cell="lstm", hidden_size=H, num_layers=2, dropout_rate=0.5)
+    variables = layer.init(jax.random.key(0), _XS, deterministic=True)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "dropout (dropout_rate=0.5, deterministic=False) draws its masks from "
+            "rngs['dropout'], and none was given: pass rngs={'dropout': key} to apply, or "
+            "deterministic=True"
+        ),
+    ):
+        layer.apply(variables, _XS, deterministic=False)
+    layer.apply(variables, _XS, deterministic=False, rngs={"dropout": jax.random.key(1)})
