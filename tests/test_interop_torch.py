@@ -1,6 +1,7 @@
 """PyTorch interop: from_torch, to_torch and the carry converters against torch's own RNNs."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -305,8 +306,16 @@ def test_bad_dtype_refused():
 
 def test_to_torch_mismatches_refused(rng):
     lstm2 = random_stack(rng, "lstm", num_layers=2)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "params is one layer's LSTMParams (a 1-layer stack), but the module has "
+            "num_layers=2: pass a tuple with one entry per layer"
+        ),
+    ):
+        to_torch(lstm2[0], torch.nn.LSTM(D, H, num_layers=2))
     with pytest.raises(TypeError, match="params must be a tuple with one entry per layer"):
-        to_torch(lstm2[0], torch.nn.LSTM(D, H))
+        to_torch(3, torch.nn.LSTM(D, H))
     with pytest.raises(ValueError, match="params has 2 layers but the module has num_layers=1"):
         to_torch(lstm2, torch.nn.LSTM(D, H))
     with pytest.raises(ValueError, match=r"module is bidirectional, so params\[0\] must be Bidir"):
@@ -361,3 +370,12 @@ def test_carries_mismatches_refused():
     short = (carries[0], rc.LSTMState(carries[1].h[:2], carries[1].c[:2]))
     with pytest.raises(ValueError, match=r"carries\[1\]\.h must have shape \(\*batch, hidden_size"):
         to_torch_carries(short, lstm)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_to_torch_takes_one_layers_params_as_a_one_layer_stack(rng, bidirectional):
+    (layer,) = random_stack(rng, "lstm", bidirectional=bidirectional)
+    module = torch.nn.LSTM(D, H, bidirectional=bidirectional)
+    assert to_torch(layer, module) is module
+    (back,) = from_torch(module)
+    assert_tree_allclose(back, layer, rtol=0, atol=0)

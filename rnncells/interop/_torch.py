@@ -354,7 +354,7 @@ def _check_layer_params(path: str, params: Any, module, layer: int, params_type:
             )
 
 
-def to_torch(params: tuple[Any, ...], module):
+def to_torch(params: Any, module):
     """Writes an rnncells stack into an existing PyTorch module, in place.
 
     The inverse of ``from_torch``: W and V go to ``weight_ih`` / ``weight_hh`` transposed
@@ -367,7 +367,8 @@ def to_torch(params: tuple[Any, ...], module):
 
     Args:
       params: a tuple with one entry per layer, as ``stack_init`` or ``from_torch``
-        return: ``LSTMParams`` for ``nn.LSTM``, ``GRUResetAfterParams`` for ``nn.GRU``,
+        return, or for a module with ``num_layers=1`` that one layer's entry alone (a
+        1-layer stack): ``LSTMParams`` for ``nn.LSTM``, ``GRUResetAfterParams`` for ``nn.GRU``,
         ``RNNParams`` for ``nn.RNN`` (``IRNNParams`` for ``nonlinearity="relu"``),
         ``LSTMPParams`` for ``nn.LSTM(proj_size=P)``, each wrapped in
         ``Bidirectional(forward, backward)`` when the module is bidirectional. Layer k has
@@ -381,16 +382,25 @@ def to_torch(params: tuple[Any, ...], module):
 
     Raises:
       TypeError: ``module`` is not one of the three modules (or is a subclass overriding
-        ``forward``); ``params`` is not a tuple,
+        ``forward``); ``params`` is not a tuple (or one layer's params),
         or holds the wrong cell's params, non-floating arrays, arrays that are not JAX or
         NumPy arrays, or a layer whose fields differ in dtype.
-      ValueError: the number of layers, bidirectionality or a shape does not match the
-        module; reset-before ``GRUParams`` for an ``nn.GRU``; non-zero biases for a module
-        with ``bias=False``; the other activation's params for an ``nn.RNN``;
+      ValueError: the number of layers (one layer's params for a module with
+        ``num_layers`` > 1), bidirectionality or a shape does not match the module;
+        reset-before ``GRUParams`` for an ``nn.GRU``; non-zero biases for a module with
+        ``bias=False``; the other activation's params for an ``nn.RNN``;
         ``LSTMParams`` for an ``nn.LSTM`` with ``proj_size > 0``, ``LSTMPParams`` for one
         without.
     """
     params_type, _, G = _check_module(module)
+    if hasattr(params, "_fields"):  # one layer's params (or Bidirectional pair): a 1-layer stack
+        if module.num_layers != 1:
+            raise ValueError(
+                f"params is one layer's {type(params).__name__} (a 1-layer stack), but the "
+                f"module has num_layers={module.num_layers}: pass a tuple with one entry per "
+                "layer (as stack_init and from_torch return)"
+            )
+        params = (params,)
     items = _layer_items(params, module, "params")
     hidden = module.hidden_size
     converted = []
