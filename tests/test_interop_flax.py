@@ -248,3 +248,23 @@ def test_from_flax_nnx_refusals():
         interop.from_flax_nnx(nnx.SimpleCell(D, H, activation_fn=jax.nn.relu, rngs=nnx.Rngs(0)))
     with pytest.raises(TypeError, match="module must be flax.nnx LSTMCell.*got Linear"):
         interop.from_flax_nnx(nnx.Linear(D, H, rngs=nnx.Rngs(0)))
+
+
+def test_a_lower_precision_flax_dtype_is_warned(rng):
+    cell = nn.LSTMCell(features=H, dtype=jnp.bfloat16, param_dtype=jnp.float32)
+    with jax.numpy_dtype_promotion("standard"):  # Flax mixes bfloat16 and float32
+        carry = (jnp.zeros((B, H), jnp.float32),) * 2
+        variables = cell.init(jax.random.key(0), carry, jnp.zeros((B, D), jnp.float32))
+    with pytest.warns(
+        interop.InexactConversionWarning,
+        match=(
+            r"cell\.dtype=bfloat16 is the Flax cell's computation dtype, lower than its "
+            r"params' float32: .* run the Flax cell with dtype=None \(or float32\)"
+        ),
+    ):
+        params = interop.from_flax_linen(cell, variables)
+    assert params.W.dtype == jnp.float32
+    module = nnx.GRUCell(D, H, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    with pytest.warns(interop.InexactConversionWarning, match=r"module\.dtype=bfloat16"):
+        interop.from_flax_nnx(module)
+    interop.from_flax_linen(nn.LSTMCell(features=H, dtype=jnp.float32), variables)  # no warning

@@ -203,7 +203,8 @@ def test_go_backwards_is_a_reversed_unroll(rng):
     layer = randomise_layer(make_layer("gru", return_state=True, go_backwards=True), rng)
     xs, states = inputs(rng), random_states("gru", rng)
     ys, final = keras_run(layer, xs, states)
-    params = interop.from_keras(layer)
+    with pytest.warns(interop.InexactConversionWarning, match="go_backwards=True"):
+        params = interop.from_keras(layer)
     carry, ys_ours = rc.unroll(
         rc.gru_step, params, xs, interop.from_keras_carry(states, params), reverse=True
     )
@@ -549,3 +550,41 @@ def test_subclasses_keeping_the_forward_convert_exactly(rng):
     lstm = random_params("lstm", rng)
     wrapped = keras.layers.RNN(_TaggedLSTMCell(H, tag="mine"), return_sequences=True)
     assert_tree_allclose(interop.from_keras(interop.to_keras(lstm, wrapped)), lstm, **EXACT)
+
+
+# --- exact weights, another function: warned (docs/interop.md) ---------------------------
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_go_backwards_is_warned_both_ways_and_the_warning_says_what_matches(kind, rng):
+    layer = randomise_layer(make_layer(kind, go_backwards=True, return_state=True), rng)
+    with pytest.warns(interop.InexactConversionWarning, match="layer has go_backwards=True"):
+        params = interop.from_keras(layer)
+    xs, states = inputs(rng), random_states(kind, rng)
+    keras_ys, keras_final = keras_run(layer, xs, states)
+    plain, _ = ours(params, xs, states)
+    assert float(jnp.max(jnp.abs(plain - keras_ys))) > 1e-2  # what the warning is for
+    final, ys = rc.unroll(
+        rc.step_for(params), params, xs, interop.from_keras_carry(states, params), reverse=True
+    )
+    assert_tree_allclose(ys[:, ::-1], keras_ys, **TOL)  # what the warning says to compare
+    assert_tree_allclose(interop.to_keras_carry(final), keras_final, **TOL)
+    target = make_layer(kind, go_backwards=True)
+    with pytest.warns(interop.InexactConversionWarning, match=r"reverse=True\)'s reversed"):
+        interop.to_keras(params, target)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "rnn"])
+def test_a_mixed_precision_policy_is_warned_both_ways(kind, rng):
+    layer = randomise_layer(make_layer(kind, dtype="mixed_bfloat16"), rng)
+    expected = (
+        "layer's dtype policy 'mixed_bfloat16' computes in bfloat16 where its weights are "
+        "float32: Keras rounds its matmuls and gates to bfloat16"
+    )
+    with pytest.warns(interop.InexactConversionWarning, match=expected):
+        params = interop.from_keras(layer)
+    with pytest.warns(
+        interop.InexactConversionWarning, match="build the layer with dtype='float32'"
+    ):
+        interop.to_keras(params, make_layer(kind, dtype="mixed_bfloat16"))
+    interop.to_keras(params, make_layer(kind))  # float32: no warning (warnings are errors)

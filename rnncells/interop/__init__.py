@@ -17,6 +17,10 @@ Each converter lives in its own module and imports its framework only when calle
 - Keras 3 (JAX backend) ``keras.layers.LSTM`` / ``GRU`` (both ``reset_after``) /
   ``SimpleRNN``: ``from_keras``, ``to_keras``; states ``from_keras_carry``,
   ``to_keras_carry``.
+
+Where the weights convert exactly but the other framework's object computes something
+else with them (a Keras ``go_backwards=True`` layer or mixed-precision policy, a Flax
+cell's lower-precision ``dtype``), the converter warns ``InexactConversionWarning``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ _CONVERTERS = {
     "to_keras": "rnncells.interop._keras",
     "from_keras_carry": "rnncells.interop._keras",
     "to_keras_carry": "rnncells.interop._keras",
+    "InexactConversionWarning": "rnncells.interop._checks",
 }
 
 __all__ = sorted(_CONVERTERS)

@@ -9,6 +9,7 @@ the other frameworks' carries, and dtypes that JAX would silently narrow.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,42 @@ from rnncells.rnn import RNNParams, RNNState
 CORE_STATES = (LSTMState, GRUState, RNNState)
 SEED_PARAMS = (LSTMParams, GRUParams, GRUResetAfterParams, RNNParams)
 """The params types every converter reads (some refuse one with a reason of its own)."""
+
+
+class InexactConversionWarning(UserWarning):
+    """The weights converted exactly, but the other framework's object computes something
+    else than the params with them (docs/interop.md: a Keras ``go_backwards=True`` layer,
+    a Keras mixed-precision dtype policy, a Flax cell's lower-precision ``dtype``). The
+    message says what differs and what to do for outputs that agree."""
+
+
+def warn_inexact(message: str) -> None:
+    """Warns ``InexactConversionWarning`` at the caller of the converter that calls this."""
+    warnings.warn(message, InexactConversionWarning, stacklevel=3)
+
+
+def lower_precision(compute_dtype: Any, params_dtype: Any) -> bool:
+    """Whether a framework computing in ``compute_dtype`` (None: the inputs' dtype) rounds
+    where params of ``params_dtype`` do not: a floating dtype of fewer bits."""
+    if compute_dtype is None:
+        return False
+    compute, params = jnp.dtype(compute_dtype), jnp.dtype(params_dtype)
+    if not (jnp.issubdtype(compute, jnp.floating) and jnp.issubdtype(params, jnp.floating)):
+        return False
+    return bool(jnp.finfo(compute).bits < jnp.finfo(params).bits)
+
+
+def flax_dtype_message(name: str, compute_dtype: Any, params_dtype: Any) -> str:
+    """The warning for a Flax cell whose computation ``dtype`` is below its params'."""
+    compute, params = jnp.dtype(compute_dtype).name, jnp.dtype(params_dtype).name
+    return (
+        f"{name}.dtype={compute} is the Flax cell's computation dtype, lower than its "
+        f"params' {params}: Flax rounds its matmuls and gates to {compute} where rnncells "
+        f"computes in {params}, so the cell's outputs differ from the converted params' "
+        f"(about 1e-3 for bfloat16; docs/interop.md), though the weights convert exactly. "
+        f"For outputs that agree to {params} rounding, run the Flax cell with dtype=None "
+        f"(or {params})"
+    )
 
 
 def type_name(x: Any) -> str:

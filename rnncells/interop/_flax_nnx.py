@@ -26,7 +26,10 @@ from rnncells.interop._checks import (
     check_bool,
     check_own_forward,
     check_params,
+    flax_dtype_message,
+    lower_precision,
     type_name,
+    warn_inexact,
 )
 from rnncells.interop._flax_linen import check_functions, is_zero, negate_update
 from rnncells.lstm import LSTMParams
@@ -47,6 +50,11 @@ def from_flax_nnx(module: Any) -> Any:
       LSTMParams (LSTM cells), GRUResetAfterParams with b_hn = 0 (GRUCell) or
       RNNParams (SimpleCell).
 
+    Warns:
+      InexactConversionWarning: the module's ``dtype`` (its computation dtype) is a
+        lower precision than its weights' (``dtype=jnp.bfloat16`` with float32 weights):
+        Flax then rounds where the params do not, about 1e-3 apart.
+
     Raises:
       TypeError: an unsupported module type, a subclass overriding ``__call__`` (the
         params would compute Flax's cell, not it), or weights that are not floating
@@ -55,6 +63,14 @@ def from_flax_nnx(module: Any) -> Any:
         shape does not match ``in_features`` and ``hidden_features`` (one replaced after
         construction).
     """
+    params = _from_flax_nnx(module)
+    compute_dtype = getattr(module, "dtype", None)
+    if lower_precision(compute_dtype, params.W.dtype):
+        warn_inexact(flax_dtype_message("module", compute_dtype, params.W.dtype))
+    return params
+
+
+def _from_flax_nnx(module: Any) -> Any:
     from flax import nnx
 
     cells = (nnx.LSTMCell, nnx.OptimizedLSTMCell, nnx.GRUCell, nnx.SimpleCell)

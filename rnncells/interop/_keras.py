@@ -31,10 +31,10 @@ the reverse (different function families).
 
 Not weights, so not converted: ``dropout``, ``recurrent_dropout``, ``stateful``,
 ``unroll``, ``implementation``, ``return_sequences``, ``return_state``, and the layer's
-dtype policy's compute dtype (under mixed precision Keras rounds where rnncells does not).
-A ``go_backwards=True`` layer runs its params over the reversed sequence and returns its
-outputs in the order it produced them: ``rc.unroll(..., reverse=True)``'s outputs
-reversed in time.
+dtype policy's compute dtype (under mixed precision Keras rounds where rnncells does not;
+both converters warn, ``InexactConversionWarning``). A ``go_backwards=True`` layer runs its
+params over the reversed sequence and returns its outputs in the order it produced them:
+``rc.unroll(..., reverse=True)``'s outputs reversed in time (both converters warn).
 
 Carries: a Keras layer with ``return_state=True`` returns its final states after the
 outputs, ``[h, c]`` for an LSTM and ``[h]`` for a GRU or SimpleRNN, and takes the same
@@ -57,7 +57,9 @@ from rnncells.interop._checks import (
     check_core_carry,
     check_own_forward,
     check_params,
+    lower_precision,
     type_name,
+    warn_inexact,
 )
 from rnncells.interop._flax_linen import is_zero
 from rnncells.lstm import LSTMParams, LSTMState
@@ -136,6 +138,33 @@ def _cell_of(keras: Any, layer: Any, argname: str) -> tuple[Any, str]:
     return layer, argname
 
 
+def _warn_inexact(layer: Any, cell: Any, argname: str) -> None:
+    """Warns (``InexactConversionWarning``) where the Keras layer, with exactly converted
+    weights, computes something else than the params: ``go_backwards=True``, or a dtype
+    policy computing in a lower precision than its weights (``mixed_bfloat16``)."""
+    if getattr(layer, "go_backwards", False):
+        warn_inexact(
+            f"{argname} has go_backwards=True: Keras runs it over the reversed sequence and "
+            "returns its outputs in the order it produced them, so its outputs are not "
+            "rc.unroll(step, params, xs)'s but rc.unroll(step, params, xs, "
+            "reverse=True)'s reversed in time (ys[:, ::-1]), and its final state is that "
+            "unroll's; the weights convert exactly. Compare with that (or build the layer "
+            "with go_backwards=False)"
+        )
+    source = layer if hasattr(layer, "compute_dtype") else cell
+    compute, variable = source.compute_dtype, source.variable_dtype
+    if lower_precision(compute, variable):
+        policy = getattr(getattr(source, "dtype_policy", None), "name", compute)
+        warn_inexact(
+            f"{argname}'s dtype policy {policy!r} computes in {compute} where its weights "
+            f"are {variable}: Keras rounds its matmuls and gates to {compute} where "
+            f"rnncells computes in {variable}, so the layer's outputs differ from the "
+            "params' (about 1e-3 for bfloat16; docs/interop.md), though the weights "
+            f"convert exactly. For outputs that agree to {variable} rounding, build the "
+            f"layer with dtype={variable!r}"
+        )
+
+
 def _function_name(fn: Any) -> str:
     return "None (linear)" if fn is None else repr(getattr(fn, "__name__", fn))
 
@@ -209,6 +238,12 @@ def from_keras(layer: Any) -> Any:
       (``reset_after=False``) or ``RNNParams``: W (D, G*H), V (H, G*H), b (G*H,), and
       b_hn (H,) for the reset-after GRU.
 
+    Warns:
+      InexactConversionWarning: the layer has ``go_backwards=True`` (its outputs are
+        ``rc.unroll(..., reverse=True)``'s reversed in time), or a dtype policy that
+        computes in a lower precision than its weights (``"mixed_bfloat16"``: Keras
+        rounds where the params do not, about 1e-3 apart).
+
     Raises:
       ImportError: Keras is not installed, or fails to import (it does when no
         ``KERAS_BACKEND`` is set and TensorFlow, its default backend, is absent).
@@ -237,6 +272,7 @@ def from_keras(layer: Any) -> Any:
             "or build it (layer.build((None, None, input_size)) for a layer, "
             "(None, input_size) for a cell) first"
         )
+    _warn_inexact(layer, cell, "layer")
     params_type = _params_type(keras, cell)
     H, G = cell.units, _num_gates(params_type)
     leaves = Leaves(f"{_keras_name(keras, cell)} with units={H}")
@@ -371,6 +407,12 @@ def to_keras(params: Any, layer: Any = None) -> Any:
     Returns:
       The built Keras layer holding the params: ``layer`` itself when given.
 
+    Warns:
+      InexactConversionWarning: the layer has ``go_backwards=True`` (its outputs are
+        ``rc.unroll(..., reverse=True)``'s reversed in time), or a dtype policy that
+        computes in a lower precision than its weights (``"mixed_bfloat16"``: Keras
+        rounds where the params do not, about 1e-3 apart).
+
     Raises:
       ImportError: Keras is not installed, or fails to import.
       RuntimeError: Keras runs on another backend than JAX.
@@ -400,6 +442,7 @@ def to_keras(params: Any, layer: Any = None) -> Any:
     else:
         cell, path = _cell_of(keras, layer, "layer")
         _check_target(keras, cell, path, params)
+        _warn_inexact(layer, cell, "layer")
     values = _keras_weights(params)
     if not cell.built:
         with _jax_defaults():
