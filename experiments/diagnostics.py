@@ -120,6 +120,10 @@ def _seed0(tree):
     return jax.tree.map(lambda x: x[0], tree)
 
 
+GATE_PLOT_CELLS = ("lstm", "gru", "gru_reset_after")
+"""The cells whose gates `plot_gates` draws."""
+
+
 def plot_gates(folder: str, config, params: ModelParams, task, path: str) -> bool:
     """Heatmaps of the gates of the first layer for one example.
 
@@ -127,8 +131,7 @@ def plot_gates(folder: str, config, params: ModelParams, task, path: str) -> boo
     weights: the tanh RNN and the IRNN have none, and the rest of the LSTM family
     (peepholes, layer norms, coupled gates) computes them otherwise.
     """
-    cell = config.model.cell
-    if cell not in ("lstm", "gru", "gru_reset_after"):
+    if config.model.cell not in GATE_PLOT_CELLS:
         return False
     batch = task.make_batch(jax.random.PRNGKey(1), 1)
     xs = embed_inputs(params, batch.inputs, task.vocab_size)[0]
@@ -171,6 +174,25 @@ def plot_gates(folder: str, config, params: ModelParams, task, path: str) -> boo
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def up_to_date(workdir: str) -> list[str]:
+    """The plots `write_diagnostics` would draw, when every one exists and is newer than
+    every run's summary (so drawing them again would give the same); else []."""
+    loaded = [(f, config) for f, config in load_runs(workdir) if config.model.num_layers == 1]
+    runs = [folder for folder, _ in loaded]
+    if not runs:
+        return []
+    paths = [
+        os.path.join(workdir, f"gates_{os.path.basename(f)}.png")
+        for f, config in loaded
+        if config.model.cell in GATE_PLOT_CELLS
+    ]
+    paths.append(os.path.join(workdir, "gradient_flow.png"))
+    if not all(os.path.exists(p) for p in paths):
+        return []
+    newest_run = max(os.path.getmtime(os.path.join(f, "summary.json")) for f in runs)
+    return paths if min(os.path.getmtime(p) for p in paths) >= newest_run else []
 
 
 def write_diagnostics(workdir: str) -> list[str]:

@@ -57,9 +57,20 @@ def main(argv):
                 f"experiments.diagnostics --workdir={_WORKDIR.value}"
             )
         elif _DIAGNOSTICS.value:
-            for path in diagnostics.write_diagnostics(_WORKDIR.value):
-                print("wrote", path)
+            drawn = diagnostics.up_to_date(_WORKDIR.value)
+            if drawn:
+                print(f"reused {len(drawn)} diagnostic plots, newer than every run:")
+                for path in drawn:
+                    print("  ", path)
+            else:
+                print("drawing the gate heatmaps and the gradient flow ...", flush=True)
+                for path in diagnostics.write_diagnostics(_WORKDIR.value):
+                    print("wrote", path)
     print(f"wall time: {time.perf_counter() - tick:.0f} s")
+    print(
+        f"files: {_WORKDIR.value}/report.md, learning_curves.png, gates_*.png, "
+        "gradient_flow.png, and each run's folder"
+    )
 
 
 if __name__ == "__main__":

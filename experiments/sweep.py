@@ -100,16 +100,41 @@ def sweep(
             continue
         folder = os.path.join(workdir, run_name(run_config))
         tick = time.perf_counter()
+        reused = finished(run_config, folder)
+        if primary and not reused:
+            print(
+                f"{run_name(run_config)}: training {run_config.num_seeds} seeds, up to "
+                f"{run_config.num_steps} steps ...",
+                flush=True,
+            )
         summary = train(run_config, folder, command=resume_command())
         loss = summary["eval"]["loss"]
+        took = "reused, finished earlier" if reused else f"in {time.perf_counter() - tick:.0f} s"
         if primary:
             print(
                 f"{run_name(run_config)}: loss {loss['mean']:.4f} ± {loss['std']:.4f} "
-                f"(baseline {summary['baseline_loss']:.4f}) in {time.perf_counter() - tick:.0f} s",
+                f"(baseline {summary['baseline_loss']:.4f}) {took}",
                 flush=True,
             )
         summaries.append(summary)
     return summaries
+
+
+def finished(config, folder: str) -> bool:
+    """Whether ``folder`` holds the finished run of ``config``'s step budget (`train` then
+    returns its summary without training)."""
+    from rnncells.training.errors import CorruptFileError
+    from rnncells.training.metrics import read_json
+
+    try:
+        summary = read_json(os.path.join(folder, "summary.json"))
+    except CorruptFileError:
+        return False  # train names the damage
+    return (
+        isinstance(summary, dict)
+        and bool(summary.get("finished"))
+        and summary.get("num_steps") == config.num_steps
+    )
 
 
 def resume_command() -> str:
@@ -146,13 +171,10 @@ def supervise(config, workdir: str, cells=None, lengths=None, inits=None) -> int
 
 def all_finished(config, workdir: str, cells=None, lengths=None, inits=None) -> bool:
     """Whether every combination of the sweep has a finished summary in ``workdir``."""
-    from rnncells.training.metrics import read_json
-
-    for run_config in run_configs(config, cells, lengths, inits, announce=False):
-        summary = read_json(os.path.join(workdir, run_name(run_config), "summary.json"))
-        if not (isinstance(summary, dict) and summary.get("finished")):
-            return False
-    return True
+    return all(
+        finished(run_config, os.path.join(workdir, run_name(run_config)))
+        for run_config in run_configs(config, cells, lengths, inits, announce=False)
+    )
 
 
 def write_report_once(workdir: str) -> str | None:
