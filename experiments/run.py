@@ -7,9 +7,11 @@
 unknown key or a value of the wrong type in an override stops with an error naming it.
 ``--show_config`` prints every key with its value (overrides applied) and meaning, and
 exits. The resolved config is saved as ``workdir/config.json``; the same command on a
-workdir that holds a checkpoint resumes from it. After training, the report (table and
-plots) of the workdir is written and a short summary printed; a run stopped by
-``time_limit_s`` says so and prints the command that resumes it.
+workdir that holds a checkpoint resumes from it, and says so on stderr ("resuming from
+checkpoint step 50 of 100 in ..."); on a finished run it says so and prints its summary.
+After training, the report (table and plots) of the workdir is written and a short
+summary printed; a run stopped by ``time_limit_s`` says so and prints the command that
+resumes it.
 
 An error the user can fix (a bad config value, a workdir in use by another run, a config
 unlike the saved run's, a run that cannot be resumed, a non-finite loss) prints one
