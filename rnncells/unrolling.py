@@ -411,7 +411,8 @@ def _check_step_carry(step: Callable, spec: Any, params: Any, carry: Any, xs_tm:
 
     given = jax.eval_shape(lambda c: c, carry)  # a Python scalar stays weakly typed
     x0 = jax.ShapeDtypeStruct(xs_tm.shape[1:], xs_tm.dtype)
-    out = jax.eval_shape(lambda p, c, x: step(p, c, x), params, given, x0)
+    # params closed over, as in the scan's body: they may hold leaves that are not arrays.
+    out = jax.eval_shape(lambda c, x: step(params, c, x), given, x0)
     name = _step_name(step)
     if spec is not None:
         name += f" (of the registered cell {spec.name!r})"
