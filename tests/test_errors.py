@@ -401,3 +401,13 @@ def test_a_weakly_typed_carry_takes_the_steps_dtype():
 
     carry, _ = rc.unroll(step, None, ones(B, T, D), 0.0)
     assert carry.dtype == jnp.float32 and float(carry) == B * T * D
+
+
+def test_a_users_params_may_hold_leaves_that_are_not_arrays():
+    def step(params, carry, x):
+        new = carry + params["scale"] * x.sum(-1)
+        return new, new
+
+    params = {"scale": 2.0, "name": "sum"}
+    carry, _ = rc.unroll(step, params, ones(B, T, D), jnp.zeros((B,), jnp.float32))
+    assert carry.tolist() == [2.0 * T * D] * B
