@@ -14,8 +14,6 @@
 # PyTorch; see [Install](../install/)) and runs in about a minute on two CPU cores.
 
 # %%
-import functools
-
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt

@@ -135,10 +135,6 @@ def make_cell(
         None: the init's default.
       chrono_t_max: chrono initialisation, for cells whose init takes it.
       reset_after: the GRU's reset placement.
-
-      An option given (forget_bias or chrono_t_max not None, reset_after True, a
-      ``cell_options`` key) that the cell's init does not take (``CellSpec.options``)
-      raises ``rnncells.cells.option_error``'s ValueError, as ``rnncells.stack_init``.
       dtype: params dtype.
       rngs: ``nnx.Rngs``; its ``params`` stream initialises the weights.
       **cell_options: the cell's own further init options.
@@ -147,7 +143,10 @@ def make_cell(
       A ``Cell`` holding the cell's params; ``cell(carry, x)`` is its step.
 
     Raises:
-      ValueError: unknown cell name, or an option the cell does not take.
+      ValueError: unknown cell name, or an option given (forget_bias or chrono_t_max not
+        None, reset_after True, a ``cell_options`` key) that the cell's init does not take
+        (``CellSpec.options``), with ``rnncells.cells.option_error``'s message, as
+        ``rnncells.stack_init``.
 
     Example:
       >>> cell = make_cell("peephole_lstm", 2, 8, rngs=nnx.Rngs(0))

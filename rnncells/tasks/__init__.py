@@ -12,13 +12,13 @@ metrics = task.metric(ys, batch)        # {"loss": ..., "accuracy" | "success_ra
 task.solved(metrics)                    # bool
 ```
 
-| name            | inputs (B, seq_len, ...)            | loss reads                 | baseline      |
-|-----------------|-------------------------------------|----------------------------|---------------|
-| `adding`        | (B, T, 2) float32                   | last step, MSE             | 1/6           |
-| `adding_hs`     | (B, T + T//10, 2) float32 + lengths | step lengths - 1, MSE      | ~0.039        |
-| `copy`          | (B, T + 20) int32 tokens            | all steps, cross-entropy   | 10 ln8/(T+20) |
-| `variable_copy` | (B, T + 21) int32 tokens + mask     | 10 recall steps (mask), CE | ln 8          |
-| `digits`        | (B, 64, 1) float32                  | last step, cross-entropy   | ln 10         |
+| name | inputs (B, seq_len, ...) | loss reads | baseline |
+|---|---|---|---|
+| `adding` | (B, T, 2) float32 | last step, MSE | 1/6 |
+| `adding_hs` | (B, T + T//10, 2) float32 + lengths | step lengths - 1, MSE | ~0.039 |
+| `copy` | (B, T + 20) int32 tokens | all steps, cross-entropy | 10 ln8/(T+20) |
+| `variable_copy` | (B, T + 21) int32 tokens + mask | 10 recall steps (mask), CE | ln 8 |
+| `digits` | (B, 64, 1) float32 | last step, cross-entropy | ln 10 |
 
 The per-task modules (`adding`, `copy`, `digits`) also expose the plain functions
 (``make_batch``, ``loss``, ``accuracy``, baselines) on the natural shapes.
