@@ -230,7 +230,7 @@ def test_the_sweep_command_trains_each_run_in_a_child_and_writes_the_report(tmp_
         "--config=configs/adding.py:smoke",
         f"--workdir={workdir}",
         "--cells=rnn,gru",
-        "--config.num_steps=50",
+        "--config.num_steps=25",
     ]
     proc = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
