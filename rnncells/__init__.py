@@ -2,8 +2,8 @@
 
 The seed's cells (LSTM, GRU in both reset placements, tanh RNN) and the LSTM family
 (peephole, CIFG, layer-normalised LSTM and GRU, IRNN, LSTMP, Greff et al.'s ablations),
-the sLSTM, and the parallel-in-time minGRU and minLSTM, each registered in
-``rnncells.cells``.
+the sLSTM, and the parallel-in-time minGRU and minLSTM: each one file in ``rnncells.cells``,
+which registers them.
 
 import rnncells as rc
 params = rc.lstm_init(key, input_size=2, hidden_size=128)
@@ -22,13 +22,13 @@ from rnncells.cells import (
     standard_spec,
     step_for,
 )
-from rnncells.cifg_lstm import (
+from rnncells.cells.cifg_lstm import (
     CIFGLSTMParams,
     cifg_lstm_gate,
     cifg_lstm_init,
     cifg_lstm_step,
 )
-from rnncells.gru import (
+from rnncells.cells.gru import (
     GRUParams,
     GRUResetAfterParams,
     GRUState,
@@ -37,32 +37,32 @@ from rnncells.gru import (
     gru_init,
     gru_step,
 )
-from rnncells.irnn import IRNNParams, irnn_gate, irnn_init, irnn_step
-from rnncells.layers import Bidirectional, bidirectional_unroll, stack_init, stack_unroll
-from rnncells.ln_gru import LNGRUParams, ln_gru_gate, ln_gru_init, ln_gru_step
-from rnncells.ln_lstm import LNLSTMParams, ln_lstm_gate, ln_lstm_init, ln_lstm_step
-from rnncells.lstm import LSTMParams, LSTMState, lstm_cell, lstm_gate, lstm_init, lstm_step
-from rnncells.lstm_ablations import ablated_lstm_init, ablated_lstm_step
-from rnncells.lstmp import LSTMPParams, lstmp_gate, lstmp_init, lstmp_step
-from rnncells.mingru import MinGRUParams, mingru_gate, mingru_init, mingru_step
-from rnncells.minlstm import (
+from rnncells.cells.irnn import IRNNParams, irnn_gate, irnn_init, irnn_step
+from rnncells.cells.ln_gru import LNGRUParams, ln_gru_gate, ln_gru_init, ln_gru_step
+from rnncells.cells.ln_lstm import LNLSTMParams, ln_lstm_gate, ln_lstm_init, ln_lstm_step
+from rnncells.cells.lstm import LSTMParams, LSTMState, lstm_cell, lstm_gate, lstm_init, lstm_step
+from rnncells.cells.lstm_ablations import ablated_lstm_init, ablated_lstm_step
+from rnncells.cells.lstmp import LSTMPParams, lstmp_gate, lstmp_init, lstmp_step
+from rnncells.cells.mingru import MinGRUParams, mingru_gate, mingru_init, mingru_step
+from rnncells.cells.minlstm import (
     MinLSTMParams,
     MinLSTMState,
     minlstm_gate,
     minlstm_init,
     minlstm_step,
 )
-from rnncells.peephole_lstm import (
+from rnncells.cells.peephole_lstm import (
     PeepholeLSTMParams,
     peephole_lstm_gate,
     peephole_lstm_init,
     peephole_lstm_step,
 )
-from rnncells.rnn import RNNParams, RNNState, rnn_cell, rnn_gate, rnn_init, rnn_step
-from rnncells.slstm import SLSTMParams, SLSTMState, slstm_gate, slstm_init, slstm_step
-from rnncells.unrolling import default_unroll, unroll
+from rnncells.cells.rnn import RNNParams, RNNState, rnn_cell, rnn_gate, rnn_init, rnn_step
+from rnncells.cells.slstm import SLSTMParams, SLSTMState, slstm_gate, slstm_init, slstm_step
+from rnncells.layers import Bidirectional, bidirectional_unroll, stack_init, stack_unroll
+from rnncells.unrolling import default_kernel, default_unroll, kernel_support, unroll
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Bidirectional",
@@ -95,6 +95,7 @@ __all__ = [
     "cifg_lstm_gate",
     "cifg_lstm_init",
     "cifg_lstm_step",
+    "default_kernel",
     "default_unroll",
     "gate",
     "gru_cell",
@@ -105,6 +106,7 @@ __all__ = [
     "irnn_gate",
     "irnn_init",
     "irnn_step",
+    "kernel_support",
     "ln_gru_gate",
     "ln_gru_init",
     "ln_gru_step",

@@ -7,7 +7,7 @@ message that names the argument, what was expected and what was given.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -245,3 +245,42 @@ def check_step_inputs(
                 f"(hidden_size,)), got shape {shape_str(value.shape)}"
             )
         check_floating(f"carry.{field}", value, params.W.dtype)
+
+
+KERNELS = ("xla", "pallas")
+
+
+def check_kernel(kernel: Any) -> str | None:
+    """Returns ``kernel`` if it is None, "xla" or "pallas"; else raises ValueError."""
+    if kernel is not None and (not isinstance(kernel, str) or kernel not in KERNELS):
+        raise ValueError(f"kernel must be None, 'xla' or 'pallas', got {kernel!r}")
+    return kernel
+
+
+MERGES = ("concat", "sum")
+
+
+def check_merge(merge: str) -> None:
+    """Raises ValueError unless ``merge`` is one of ``MERGES``."""
+    if merge not in MERGES:
+        raise ValueError(f"merge must be one of {list(MERGES)}, got {merge!r}")
+
+
+def check_dropout_rate(dropout_rate: float) -> float:
+    """Returns ``dropout_rate`` as a float in [0, 1); it must be known at trace time (it
+    decides whether a mask is drawn at all)."""
+    dropout_rate = float(check_number("dropout_rate", dropout_rate))
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
+    return dropout_rate
+
+
+def check_layers(layers: Any) -> None:
+    """Raises TypeError unless ``layers`` is a tuple or list of layers."""
+    if not isinstance(layers, tuple | list) or hasattr(layers, "_fields"):
+        # A params or Bidirectional NamedTuple is a tuple too: its fields are not layers.
+        named = hasattr(layers, "_fields")
+        hint = f" (one layer: ({type(layers).__name__}(...),))" if named else ""
+        raise TypeError(
+            f"layers must be a tuple of layer params{hint}, got {type(layers).__name__}"
+        )

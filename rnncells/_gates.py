@@ -25,12 +25,3 @@ def gate_slice(params, gate_names: tuple[str, ...], name: str) -> GateWeights:
     k = gate_names.index(name)
     sl = slice(k * hidden, (k + 1) * hidden)
     return GateWeights(params.W[:, sl], params.V[:, sl], params.b[sl])
-
-
-def add_bias(y: jax.Array, b: jax.Array) -> jax.Array:
-    """y + b for y of shape (*batch, N) and b of shape (N,), without implicit rank promotion.
-
-    The bias is reshaped to (1, ..., 1, N) so the sum also works under
-    ``jax_numpy_rank_promotion="raise"``.
-    """
-    return y + b.reshape((1,) * (y.ndim - 1) + b.shape)

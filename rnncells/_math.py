@@ -11,6 +11,13 @@ def sigmoid(x: jax.Array) -> jax.Array:
     return jax.nn.sigmoid(x)
 
 
+def tanh_sigmoid(x: jax.Array) -> jax.Array:
+    """σ(x) as 0.5 * tanh(0.5 * x) + 0.5: the same function as ``sigmoid``, and on XLA:CPU
+    one cheap tanh polynomial instead of exp and a divide (bench.md, "Tuning of the fused
+    layer"). The fused units and the kernel blocks use it; the steps use ``sigmoid``."""
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
 def tanh(x: jax.Array) -> jax.Array:
     """Hyperbolic tangent."""
     return jnp.tanh(x)
@@ -41,11 +48,17 @@ def layer_norm(z: jax.Array, gain: jax.Array, bias: jax.Array | None = None) -> 
     mean = jnp.mean(z, axis=-1, keepdims=True)
     centred = z - mean
     variance = jnp.mean(centred * centred, axis=-1, keepdims=True)
-    out = centred * jax.lax.rsqrt(variance + jnp.asarray(LN_EPSILON, z.dtype)) * row(gain, z)
-    return out if bias is None else out + row(bias, z)
+    out = centred * jax.lax.rsqrt(variance + jnp.asarray(LN_EPSILON, z.dtype)) * row(gain, z.ndim)
+    return out if bias is None else out + row(bias, z.ndim)
 
 
-def row(v: jax.Array, like: jax.Array) -> jax.Array:
-    """v (N,) reshaped to (1, ..., 1, N) to broadcast against ``like`` (*batch, N) without
-    implicit rank promotion."""
-    return v.reshape((1,) * (like.ndim - 1) + v.shape)
+def add_bias(y: jax.Array, b: jax.Array) -> jax.Array:
+    """y + b for y of shape (*batch, N) and b of shape (N,), without implicit rank promotion
+    (so the sum also works under ``jax_numpy_rank_promotion="raise"``)."""
+    return y + row(b, y.ndim)
+
+
+def row(v: jax.Array, ndim: int) -> jax.Array:
+    """v (N,) reshaped to (1, ..., 1, N), of rank ``ndim``, so that it broadcasts against a
+    (..., N) array of that rank without implicit rank promotion."""
+    return v.reshape((1,) * (ndim - 1) + v.shape)

@@ -16,10 +16,8 @@ import jax.numpy as jnp
 
 from rnncells import _checks, cells
 from rnncells.cells import step_for
-from rnncells.unrolling import check_kernel
+from rnncells.cells._registry import check_init_options
 from rnncells.unrolling import unroll as _unroll
-
-MERGES = ("concat", "sum")
 
 
 class Bidirectional(NamedTuple):
@@ -49,31 +47,6 @@ def _output_size(params: Any, default: int) -> int:
     spec = _registered(params)
     size = None if spec is None else spec.output_size(params)
     return default if size is None else size
-
-
-def check_merge(merge: str) -> None:
-    if merge not in MERGES:
-        raise ValueError(f"merge must be one of {list(MERGES)}, got {merge!r}")
-
-
-def check_dropout_rate(dropout_rate: float) -> float:
-    """Returns ``dropout_rate`` as a float in [0, 1); it must be known at trace time (it
-    decides whether a mask is drawn at all)."""
-    dropout_rate = float(_checks.check_number("dropout_rate", dropout_rate))
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
-    return dropout_rate
-
-
-def check_layers(layers: Any) -> None:
-    """Raises TypeError unless ``layers`` is a tuple or list of layers."""
-    if not isinstance(layers, tuple | list) or hasattr(layers, "_fields"):
-        # A params or Bidirectional NamedTuple is a tuple too: its fields are not layers.
-        named = hasattr(layers, "_fields")
-        hint = f" (one layer: ({type(layers).__name__}(...),))" if named else ""
-        raise TypeError(
-            f"layers must be a tuple of layer params{hint}, got {type(layers).__name__}"
-        )
 
 
 def bidirectional_unroll(
@@ -107,7 +80,7 @@ def bidirectional_unroll(
     Returns:
       (Bidirectional(forward_carry, backward_carry), ys).
     """
-    check_merge(merge)
+    _checks.check_merge(merge)
     time_major = _checks.check_bool("time_major", time_major)
     remat = _checks.check_bool("remat", remat)
     if not isinstance(params, Bidirectional):
@@ -176,12 +149,12 @@ def stack_init(
         names = cells.cell_names()
         if cell not in names:
             raise ValueError(f"cell must be one of {list(names)} or an init function, got {cell!r}")
-        cells.check_init_options(cell, init_kwargs)
+        check_init_options(cell, init_kwargs)
         cell = cells.cell_spec_by_name(cell).init
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
     bidirectional = _checks.check_bool("bidirectional", bidirectional)
-    check_merge(merge)
+    _checks.check_merge(merge)
     layers = []
     width = input_size
     for layer_key in jax.random.split(key, num_layers):
@@ -238,7 +211,7 @@ def stack_unroll(
     Returns:
       (final_carries, ys): one final carry per layer, and the last layer's outputs.
     """
-    check_layers(layers)
+    _checks.check_layers(layers)
     if not layers:
         raise ValueError(
             f"layers must hold at least one layer, got an empty {type(layers).__name__}"
@@ -249,13 +222,13 @@ def stack_unroll(
         raise ValueError(
             f"carries must have one entry per layer ({len(layers)}), got {len(carries)}"
         )
-    dropout_rate = check_dropout_rate(dropout_rate)
+    dropout_rate = _checks.check_dropout_rate(dropout_rate)
     time_major = _checks.check_bool("time_major", time_major)
     remat = _checks.check_bool("remat", remat)
     if dropout_rate > 0.0 and dropout_key is None:
         raise ValueError("dropout_key is required when dropout_rate > 0 (dropout_key=None given)")
-    check_merge(merge)
-    kernel = check_kernel(kernel)
+    _checks.check_merge(merge)
+    kernel = _checks.check_kernel(kernel)
     kwargs: dict[str, Any] = dict(
         lengths=lengths, time_major=time_major, unroll=unroll, remat=remat, kernel=kernel
     )

@@ -29,10 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells import modules_common as common
+from rnncells import _modules as common
 from rnncells.cells import step_for
-from rnncells.layers import check_dropout_rate
-from rnncells.unrolling import check_kernel
 
 
 class _LinenCell(Protocol):
@@ -222,10 +220,10 @@ class _LayerMethods:
         raise NotImplementedError
 
     def _run(self: _LinenLayer, xs, carries, lengths, time_major, deterministic):
-        dropout_rate = check_dropout_rate(self.dropout_rate)
+        dropout_rate = _checks.check_dropout_rate(self.dropout_rate)
         for name in ("bidirectional", "reverse", "remat"):
             _checks.check_bool(name, getattr(self, name))
-        check_kernel(self.kernel)
+        _checks.check_kernel(self.kernel)
         for value in (self.deterministic, deterministic):  # None: given at the other place
             if value is not None:
                 _checks.check_bool("deterministic", value)

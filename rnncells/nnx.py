@@ -32,10 +32,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnncells import _checks
-from rnncells import modules_common as common
+from rnncells import _modules as common
 from rnncells.cells import cell_spec, init_carry, step_for
-from rnncells.layers import Bidirectional, check_dropout_rate, check_layers, check_merge
-from rnncells.unrolling import check_kernel
+from rnncells.layers import Bidirectional
 
 
 class _Params(nnx.Module):
@@ -157,7 +156,7 @@ def make_cell(
 
 
 class LSTMCell(Cell):
-    """LSTM cell (``rnncells.lstm``): gates (i, f, g, o), carry ``LSTMState(h, c)``.
+    """LSTM cell (``rnncells.cells.lstm``): gates (i, f, g, o), carry ``LSTMState(h, c)``.
 
     Args:
       input_size: D.
@@ -183,7 +182,7 @@ class LSTMCell(Cell):
 
 
 class GRUCell(Cell):
-    """GRU cell (``rnncells.gru``): gates (r, z, h), z writes; carry ``GRUState(h)``.
+    """GRU cell (``rnncells.cells.gru``): gates (r, z, h), z writes; carry ``GRUState(h)``.
 
     Args:
       input_size: D.
@@ -210,7 +209,7 @@ class GRUCell(Cell):
 
 
 class RNNCell(Cell):
-    """tanh RNN cell (``rnncells.rnn``): h_t = tanh(W x_t + V h_{t-1} + b).
+    """tanh RNN cell (``rnncells.cells.rnn``): h_t = tanh(W x_t + V h_{t-1} + b).
 
     Args:
       input_size: D.
@@ -294,13 +293,13 @@ class Layer(nnx.Module):
         kernel: str | None = None,
         rngs: nnx.Rngs | None = None,
     ):
-        check_layers(layers)
-        check_merge(merge)
-        dropout_rate = check_dropout_rate(dropout_rate)
+        _checks.check_layers(layers)
+        _checks.check_merge(merge)
+        dropout_rate = _checks.check_dropout_rate(dropout_rate)
         reverse = _checks.check_bool("reverse", reverse)
         deterministic = _checks.check_bool("deterministic", deterministic)
         remat = _checks.check_bool("remat", remat)
-        kernel = check_kernel(kernel)
+        kernel = _checks.check_kernel(kernel)
         if reverse and any(isinstance(layer, Bidirectional) for layer in layers):
             raise ValueError("reverse=True does not apply to bidirectional layers (got both)")
         self.layers = nnx.List([_Params(layer) for layer in layers])

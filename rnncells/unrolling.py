@@ -15,17 +15,22 @@ packed-sequence semantics).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.interpreters.ad
 import jax.numpy as jnp
 
-from rnncells import _checks, _fused, _pallas
-from rnncells.cells import (
+from rnncells import _checks
+from rnncells._engine import choice
+from rnncells._engine import fused as _fused
+from rnncells._engine import pallas as _pallas
+from rnncells.cells._registry import (
+    CellSpec,
     cell_names,
     cell_spec,
     cell_spec_by_name,
@@ -33,6 +38,8 @@ from rnncells.cells import (
     registered_steps,
     specs_of_step,
 )
+
+__all__ = ["default_kernel", "default_unroll", "kernel_support", "unroll"]
 
 
 def unroll(
@@ -55,7 +62,7 @@ def unroll(
     The step of a registered cell (``rnncells.cells``: the built-in ones and any
     ``register_cell`` adds) is looked up with its params, which are checked first. The
     seed's steps (``lstm_step``, ``gru_step``, ``rnn_step``) run as one fused layer
-    (``rnncells._fused``) whose backward pass is written for the whole unrolled layer: the
+    (``rnncells._engine``) whose backward pass is written for the whole unrolled layer: the
     backward loop carries only dh (and dc) and the weight and input gradients leave it as
     single large matmuls. Its values and gradients equal those of ``jax.lax.scan`` of the
     public step. A cell that is parallel in time runs its ``parallel_unroll``. Every other
@@ -94,15 +101,15 @@ def unroll(
         see the jvp (``jax.jvp(jax.jit(f))``, a ``lax.scan`` or ``jax.checkpoint`` body),
         pass False for forward mode.
       kernel: how a fused cell's layer runs. "xla": the fused layer's loops as
-        ``jax.lax.scan``. "pallas": each loop as one Pallas kernel (``rnncells._pallas``:
-        the LSTM and both GRU forms; V held on chip across all steps; on a CPU the
-        kernels run in Pallas's interpreter, slowly, for tests), with the same values,
-        gradients and ``custom_vjp``; not with remat. Where the kernels cannot run the
-        layer (a GPU with H not a power of two >= 16 or V over 256 KiB; a TPU) it runs
-        "xla" with a ``RuntimeWarning`` saying why. None (default): ``default_kernel``,
-        the one measured faster for this backend and shape (``KERNEL_FIGURES``; "xla"
-        until GPU figures exist). A step without a fused layer runs ``jax.lax.scan``
-        with None or "xla", and refuses "pallas".
+        ``jax.lax.scan``. "pallas": each loop as one Pallas kernel (the cell's
+        ``CellSpec.blocks``: the LSTM and both GRU forms; V held on chip across all steps;
+        on a CPU the kernels run in Pallas's interpreter, slowly, for tests), with the same
+        values, gradients and ``custom_vjp``; not with remat. Where the kernels cannot run
+        the layer (a GPU with H not a power of two >= 16 or V over 256 KiB; a TPU) it runs
+        "xla" with a ``RuntimeWarning`` saying why. None (default): ``default_kernel``, the
+        one measured faster for this backend and shape (the kernel table; "xla" until GPU
+        figures exist). A step without a fused layer runs ``jax.lax.scan`` with None or
+        "xla", and refuses "pallas".
 
     Returns:
       (final_carry, ys): ys has the layout of xs with the step's output as last axis.
@@ -133,7 +140,7 @@ def unroll(
     time_major = _checks.check_bool("time_major", time_major)
     remat = _checks.check_bool("remat", remat)
     fused = _checks.check_bool("fused", fused)
-    kernel = check_kernel(kernel)
+    kernel = _checks.check_kernel(kernel)
     _checks.check_array("xs", xs)
     layout = "(T, *batch, input_size)" if time_major else "(*batch, T, input_size)"
     _checks.check_min_rank("xs", xs, 2, layout)
@@ -163,7 +170,7 @@ def unroll(
     elif carry is None:
         raise ValueError("carry is required when step is not a built-in step (carry=None given)")
     if compute_dtype is not None:
-        if spec is not None and not spec.fused:
+        if spec is not None and spec.fused is None:
             raise ValueError(
                 f"compute_dtype is only supported for cells with a fused layer, and the "
                 f"{spec.name!r} cell has none (it runs through jax.lax.scan of its step): "
@@ -184,10 +191,12 @@ def unroll(
         xs_tm = _zero_padding(xs_tm, lengths)
 
     nonempty = num_steps > 0 and math.prod(batch_shape) > 0
-    use_fused = spec is not None and spec.fused and fused and nonempty
+    use_fused = spec is not None and spec.fused is not None and fused and nonempty
     # A parallel-in-time cell's own unroll; None runs the scan of the step.
     parallel_unroll = (
-        spec.parallel_unroll if spec is not None and not spec.fused and fused and nonempty else None
+        spec.parallel_unroll
+        if spec is not None and spec.fused is None and fused and nonempty
+        else None
     )
     if use_fused and _under_forward_mode(params, carry, xs):
         if compute_dtype is not None:
@@ -197,9 +206,10 @@ def unroll(
             )
         use_fused = False  # a custom_vjp has no forward mode: the plain scan has one
     if use_fused:
-        layer_kernel = _layer_kernel(kernel, params, xs_tm, remat, compute_dtype)
+        layer_kernel = _layer_kernel(kernel, spec, params, xs_tm, remat, compute_dtype)
         try:
             carry, ys_tm = _fused_scan(
+                spec,
                 params,
                 carry,
                 xs_tm,
@@ -230,9 +240,6 @@ def unroll(
     return carry, ys
 
 
-GPU_UNROLL = 8  # measured on an H100: experiments/results/gpu/README.md
-
-
 def default_unroll(step: Callable) -> int:
     """The scan unroll factor ``unroll(..., unroll=None)`` uses for ``step``.
 
@@ -242,42 +249,7 @@ def default_unroll(step: Callable) -> int:
     measured; on a 2-core CPU, 2 and 8 were no faster. The other cells' steps and a
     user's step keep 1 (not measured).
     """
-    fused = any(spec.fused for spec in specs_of_step(step))
-    if fused and jax.default_backend() == "gpu":
-        return GPU_UNROLL
-    return 1
-
-
-KERNELS = ("xla", "pallas")
-
-
-def check_kernel(kernel: Any) -> str | None:
-    """Returns ``kernel`` if it is None, "xla" or "pallas"; else raises ValueError."""
-    if kernel is not None and (not isinstance(kernel, str) or kernel not in KERNELS):
-        raise ValueError(f"kernel must be None, 'xla' or 'pallas', got {kernel!r}")
-    return kernel
-
-
-class KernelFigure(NamedTuple):
-    """One benchmark measurement of a training step: the fused layer's loops as XLA scans
-    against the Pallas kernels, same process, same card."""
-
-    backend: str  # jax.default_backend(): "gpu"
-    device: str  # jax.devices()[0].device_kind, e.g. "NVIDIA H100 80GB HBM3"
-    cell: str  # registered cell name: "lstm", "gru", "gru_reset_after"
-    batch: int
-    steps: int  # T
-    hidden: int  # H
-    compute_dtype: str | None  # None: the parameters' (fp32)
-    xla_ms: float  # median training step (forward + backward), kernel="xla"
-    pallas_ms: float  # the same with kernel="pallas"
-
-
-# What kernel=None chooses from: training-step times measured by ``bash
-# experiments/gpu_pallas.sh OUTDIR`` (experiments.bench, impls rc_u8 and rc_pallas, sizes
-# small, medium, large, long, xl; results in experiments/results/gpu/). No GPU has run it
-# yet, so the table is empty and kernel=None chooses "xla" on every backend and shape.
-KERNEL_FIGURES: tuple[KernelFigure, ...] = ()
+    return choice.unroll_for(any(spec.fused is not None for spec in specs_of_step(step)))
 
 
 def default_kernel(
@@ -289,35 +261,47 @@ def default_kernel(
 ) -> str:
     """The kernel ``unroll(..., kernel=None)`` runs a fused cell's layer with.
 
-    Among ``KERNEL_FIGURES`` rows of ``backend`` (JAX's default when None), cell and
-    compute dtype, the one nearest in shape (log-distance in B, T and H) decides: "pallas"
-    where it measured faster and the kernels can run this layer
-    (``rnncells._pallas.unsupported``), else "xla". With no such row: "xla".
+    Among the measured training-step times of the library's kernel table (the fused
+    layer's XLA scans against its Pallas kernels, per backend, cell and compute dtype),
+    the row nearest in shape (log-distance in B, T and H) decides: "pallas" where it
+    measured faster and the kernels can run this layer (``kernel_support``), else "xla".
+    With no such row: "xla" (no GPU has measured the kernels yet, so "xla" everywhere).
+    ``backend`` is JAX's default when None.
     """
-    backend = jax.default_backend() if backend is None else backend
-    name = cell_spec(params).name
-    cd = None if compute_dtype is None else jnp.dtype(compute_dtype).name
-    rows = [
-        r
-        for r in KERNEL_FIGURES
-        if r.backend == backend and r.cell == name and r.compute_dtype == cd
-    ]
-    if not rows or _pallas.unsupported(params, compute_dtype, backend) is not None:
-        return "xla"
-    shape = (batch, num_steps, params.V.shape[0])
+    return choice.kernel_for(cell_spec(params), params, batch, num_steps, compute_dtype, backend)
 
-    def distance(r: KernelFigure) -> float:
-        measured = (r.batch, r.steps, r.hidden)
-        return sum(abs(math.log2(a / b)) for a, b in zip(measured, shape, strict=True))
 
-    nearest = min(rows, key=distance)
-    return "pallas" if nearest.pallas_ms < nearest.xla_ms else "xla"
+def kernel_support(
+    params: Any, compute_dtype: Any = None, backend: str | None = None
+) -> dict[str, str | None]:
+    """Which kernels can run the fused layer of a registered cell's ``params``.
+
+    Args:
+      params: a registered cell's params.
+      compute_dtype: the ``unroll`` option of that name (None: the parameters' dtype).
+      backend: "cpu", "gpu" or "tpu"; JAX's default when None.
+
+    Returns:
+      ``{"xla": reason, "pallas": reason}``, each reason None where the kernel runs the
+      layer, else why not: the cell has no fused layer, no Pallas kernels, or the
+      backend or shape is beyond the kernels' limits (on a GPU: H a power of two >= 16
+      and V at most 256 KiB).
+
+    Example:
+      >>> kernel_support(lstm_init(jax.random.key(0), 2, 24), backend="gpu")["pallas"]
+      'hidden size 24 is not a power of two >= 16 (...)'
+    """
+    spec = cell_spec(params)
+    if spec.fused is None:
+        reason = f"the {spec.name!r} cell has no fused layer (it runs jax.lax.scan of its step)"
+        return {"xla": reason, "pallas": reason}
+    return {"xla": None, "pallas": _pallas.unsupported(spec.blocks, params, compute_dtype, backend)}
 
 
 def _check_pallas(step, params, spec, fused, remat) -> None:
     """Raises ValueError unless ``kernel="pallas"`` can apply to this call."""
-    if spec is None or not spec.fused or not _pallas.has_kernel(params):
-        names = [n for n in cell_names() if cell_spec_by_name(n).params in _pallas.BLOCK_CELLS]
+    if spec is None or spec.fused is None or spec.blocks is None:
+        names = [n for n in cell_names() if cell_spec_by_name(n).blocks is not None]
         what = (
             f"step {getattr(step, '__name__', step)!r} is not a registered cell's step"
             if spec is None
@@ -336,16 +320,16 @@ def _check_pallas(step, params, spec, fused, remat) -> None:
         )
 
 
-def _layer_kernel(kernel, params, xs_tm, remat, compute_dtype) -> str:
+def _layer_kernel(kernel, spec: CellSpec, params, xs_tm, remat, compute_dtype) -> str:
     """The kernel the fused layer runs: ``kernel``, or ``default_kernel`` for None; a
     forced "pallas" the backend cannot run becomes "xla" with a warning."""
     if kernel is None:
         if remat:
             return "xla"
         batch = math.prod(xs_tm.shape[1:-1])
-        return default_kernel(params, batch, xs_tm.shape[0], compute_dtype)
+        return choice.kernel_for(spec, params, batch, xs_tm.shape[0], compute_dtype)
     if kernel == "pallas":
-        reason = _pallas.unsupported(params, compute_dtype)
+        reason = _pallas.unsupported(spec.blocks, params, compute_dtype)
         if reason is not None:
             warnings.warn(
                 f"kernel='pallas' cannot run this layer on the {jax.default_backend()} "
@@ -487,9 +471,10 @@ def _forward_only(run, params, carry, xs_tm, lengths, reverse, **kwargs):
     return carry, _gather_time(ys, index)
 
 
-def _fused_scan(params, carry, xs_tm, lengths, *, reverse, **kwargs):
-    """The fused layer of a built-in cell; reverse runs reorder time around it."""
-    return _forward_only(_fused.fused_scan, params, carry, xs_tm, lengths, reverse, **kwargs)
+def _fused_scan(spec: CellSpec, params, carry, xs_tm, lengths, *, reverse, **kwargs):
+    """The fused layer of a cell with a fused unit; reverse runs reorder time around it."""
+    run = functools.partial(_fused.fused_scan, spec.fused, blocks=spec.blocks)
+    return _forward_only(run, params, carry, xs_tm, lengths, reverse, **kwargs)
 
 
 def _scan(step, params, carry, xs_tm, lengths, *, reverse, unroll, remat):

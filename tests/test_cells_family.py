@@ -22,8 +22,10 @@ import rnncells as rc
 import rnncells.linen as rcl
 import rnncells.nnx as rcn
 from configs.adding import get_config
-from rnncells import _fused, cells, training
-from rnncells import modules_common as common
+from rnncells import _modules as common
+from rnncells import cells, training
+from rnncells._engine import fused as _fused
+from rnncells.cells._registry import _unregister
 from rnncells.training.validation import validate
 from tests import reference
 from tests.conftest import assert_tree_allclose
@@ -587,7 +589,7 @@ def decay_cell():
     )
     rc.register_cell(spec)
     yield spec, calls
-    cells._unregister("toy_decay")
+    _unregister("toy_decay")
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,8 @@ import rnncells as rc
 import rnncells.linen as rcl
 import rnncells.nnx as rcn
 from configs.adding import get_config
-from rnncells import cells, mingru, training
+from rnncells import cells, training
+from rnncells.cells import mingru
 from tests.conftest import assert_tree_allclose
 
 KINDS = ["mingru", "minlstm"]

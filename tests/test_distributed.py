@@ -100,22 +100,19 @@ def _popen(args, env, log):
         return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=err)
 
 
-GLOO = re.compile(
-    r"\[Gloo\] Rank \d+ is connected to \d+ peer ranks\. "
-    r"Expected number of connected peer ranks is : ?"
+GLOO_WORDS = frozenset(
+    "[Gloo] Rank is connected to peer ranks. Expected number of connected peer ranks is :".split()
 )
 
 
 def _without_gloo(text):
     """``text`` less gloo's own messages about its connections. Gloo's threads write them
-    unsynchronised, so one message can break into another and leave its closing count
-    on a line of its own: each message may take one bare count with it, nothing more."""
-    heads = len(GLOO.findall(text))
-    rest = GLOO.sub("", text).split()
-    counts = [token for token in rest if token.isdigit()]
-    if len(counts) <= heads:
-        rest = [token for token in rest if not token.isdigit()]
-    return " ".join(rest)
+    unsynchronised, so one message can break into another anywhere, even between a rank and
+    its number: what is left once gloo's words and bare numbers are taken out is the
+    process's own output."""
+    return " ".join(
+        token for token in text.split() if token not in GLOO_WORDS and not token.isdigit()
+    )
 
 
 def _read(path):

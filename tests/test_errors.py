@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 import rnncells as rc
+from rnncells.cells._registry import _unregister
 
 D, H, B, T = 3, 4, 2, 5
 
@@ -305,22 +306,32 @@ def _toy_init(key, input_size, hidden_size, *, dtype=jnp.float32):
     return _ToyParams(*rc.rnn_init(key, input_size, hidden_size, dtype=dtype))
 
 
-def test_register_cell_refuses_fused_without_a_fused_unit():
-    spec = rc.standard_spec(
-        "toy_fused", _ToyParams, rc.RNNState, _toy_step, _toy_init, ("h",), fused=True
-    )
+def test_register_cell_refuses_a_fused_flag_and_blocks_without_a_unit():
+    spec = rc.standard_spec("toy_fused", _ToyParams, rc.RNNState, _toy_step, _toy_init, ("h",))
+    with pytest.raises(
+        TypeError,
+        match=lit("spec.fused must be a FusedCell (the cell's fused unit) or None, got True"),
+    ):
+        rc.register_cell(spec._replace(fused=True))
+    lstm = rc.cell_spec_by_name("lstm")
     with pytest.raises(
         ValueError,
         match=lit(
-            "spec.fused=True needs a fused unit for _ToyParams in "
-            "rnncells._fused.FUSED_CELLS (the cells with one: LSTMParams, GRUParams, "
-            "GRUResetAfterParams, RNNParams), got none: register the cell with fused=False"
+            "spec.blocks needs spec.fused: the kernels run the fused layer's loops, and the "
+            "'toy_fused' cell has no fused unit (fused=None)"
         ),
     ):
-        rc.register_cell(spec)
+        rc.register_cell(spec._replace(blocks=lstm.blocks))
+    with pytest.raises(
+        ValueError,
+        match=lit("spec.fused.state must be the cell's carry type RNNState, got LSTMState"),
+    ):
+        rc.register_cell(spec._replace(fused=lstm.fused))
+    with pytest.raises(
+        TypeError, match=lit("spec.blocks must be a BlockCell (the cell's kernel blocks) or None")
+    ):
+        rc.register_cell(spec._replace(fused=rc.cell_spec_by_name("rnn").fused, blocks=1))
     assert "toy_fused" not in rc.cell_names()
-    with pytest.raises(TypeError, match=lit("spec.fused must be a bool (True or False), got 1")):
-        rc.register_cell(spec._replace(fused=1))
 
 
 def _step_adds_a_dim(params, carry, x):
@@ -378,7 +389,7 @@ def test_a_registered_cells_step_returning_another_carry_names_the_cell(key):
         ):
             rc.unroll(_step_adds_a_dim, params, ones(B, T, D))
     finally:
-        rc.cells._unregister("toy_bad_carry")
+        _unregister("toy_bad_carry")
 
 
 def test_a_step_not_returning_a_pair(key):

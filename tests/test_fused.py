@@ -15,8 +15,10 @@ import pytest
 from jax.test_util import check_grads
 
 import rnncells as rc
-from rnncells import _fused
-from rnncells._fused_cell import FusedCell, mm, sigmoid
+from rnncells._engine import fused as _fused
+from rnncells._engine.unit import FusedCell, mm
+from rnncells._math import tanh_sigmoid as sigmoid
+from rnncells.cells._registry import _unregister
 from tests.conftest import assert_tree_allclose
 
 KINDS = ("lstm", "gru", "gru_ra", "rnn")
@@ -234,9 +236,8 @@ def test_stack_and_bidirectional_gradients_equal_generic(key):
 
 def test_fused_layer_is_cached_per_config(key):
     params = make_params(key, "gru")
-    xs = jnp.ones((2, 3, D), jnp.float32)
     config = _fused.default_config(
-        params, xs, masked=False, unroll=1, remat=False, compute_dtype=None
+        params, rc.cell_spec(params).fused, masked=False, unroll=1, remat=False, compute_dtype=None
     )
     assert _fused._layer(config) is _fused._layer(config._replace())
 
@@ -263,12 +264,12 @@ def test_layer_choices_agree(key, kind, variant):
     carry = random_carry(key, params, (2,))
     lengths = jnp.array([5, 3], jnp.int32)
     base = _fused.default_config(
-        params, xs_tm, masked=True, unroll=1, remat=False, compute_dtype=None
+        params, rc.cell_spec(params).fused, masked=True, unroll=1, remat=False, compute_dtype=None
     )
     changes = {"unroll": dict(unroll=3), "remat": dict(remat=True)}
 
     def loss(p, x, c, cfg):
-        final, ys = _fused.fused_scan(p, c, x, lengths, config=cfg)
+        final, ys = _fused.fused_scan(cfg.cell, p, c, x, lengths, config=cfg)
         return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(leaf)) for leaf in final)
 
     grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3)
@@ -308,12 +309,13 @@ def test_unrolled_backward_loop_agrees(key, kind, masked):
     xs_tm = jax.random.normal(key, (7, 2, D), jnp.float32)
     carry = random_carry(key, params, (2,))
     lengths = jnp.array([7, 4], jnp.int32) if masked else None
+    unit = rc.cell_spec(params).fused
     base = _fused.default_config(
-        params, xs_tm, masked=masked, unroll=1, remat=False, compute_dtype=None
+        params, unit, masked=masked, unroll=1, remat=False, compute_dtype=None
     )
 
     def loss(p, x, cfg):
-        final, ys = _fused.fused_scan(p, carry, x, lengths, config=cfg)
+        final, ys = _fused.fused_scan(cfg.cell, p, carry, x, lengths, config=cfg)
         return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(c)) for c in final)
 
     grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)
@@ -365,15 +367,17 @@ def test_loops_overwrite_saved_arrays_in_place(key, kind, masked):
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_builtin_cell_has_a_fused_unit_with_its_carry(key, kind):
     params = make_params(key, kind)
-    assert _fused.fused_cell(params).state is type(rc.init_carry(params))
-    with pytest.raises(TypeError, match="fused layer runs params of LSTMParams.*got tuple"):
-        _fused.fused_cell((params.W, params.V, params.b))
+    assert rc.cell_spec(params).fused.state is type(rc.init_carry(params))
+    with pytest.raises(TypeError, match=f"cell must be a FusedCell, got {type(params).__name__}"):
+        _fused.default_config(
+            params, params, masked=False, unroll=1, remat=False, compute_dtype=None
+        )
 
 
-# A cell the library does not have, added to the fused layer as one unit and one registry
-# entry: a = σ(x W + h V + b), m_t = m_{t-1} / 2 + a, h_t = a tanh(m_t). Its carry has a
-# second field that is not called c, and it saves activations, so every generic path of
-# the driver runs it (hoisted x @ W, in-place loops, the tie, "<field>_prev", remat).
+# A cell the library does not have, registered with its fused unit in its spec:
+# a = σ(x W + h V + b), m_t = m_{t-1} / 2 + a, h_t = a tanh(m_t). Its carry has a second
+# field that is not called c, and it saves activations, so every generic path of the
+# driver runs it (hoisted x @ W, in-place loops, the tie, "<field>_prev", remat).
 class ToyParams(NamedTuple):
     W: jax.Array  # (D, H)
     V: jax.Array  # (H, H)
@@ -432,10 +436,34 @@ def _toy_scan(params, carry, xs_tm, lengths):
     return jax.lax.scan(body, carry, (jnp.arange(xs_tm.shape[0], dtype=lengths.dtype), xs_tm))
 
 
+@pytest.fixture
+def toy_cell():
+    """The toy cell registered with its fused unit, for one test."""
+    spec = rc.register_cell(
+        rc.standard_spec(
+            "toy_fused",
+            ToyParams,
+            ToyState,
+            toy_step,
+            lambda key, d, h, *, dtype=jnp.float32: ToyParams(*rc.rnn_init(key, d, h, dtype=dtype)),
+            ("a",),
+            fused=TOY_FUSED,
+        )
+    )
+    try:
+        yield spec
+    finally:
+        _unregister("toy_fused")
+
+
 @pytest.mark.parametrize("unroll", [1, 3])
 @pytest.mark.parametrize("remat", [False, True])
-def test_a_new_cell_is_one_unit_and_one_registry_entry(key, monkeypatch, unroll, remat):
-    monkeypatch.setitem(_fused.FUSED_CELLS, ToyParams, TOY_FUSED)
+def test_a_new_cell_is_one_spec_with_its_fused_unit(key, toy_cell, monkeypatch, unroll, remat):
+    calls = []
+    fused_scan = _fused.fused_scan
+    monkeypatch.setattr(
+        _fused, "fused_scan", lambda *a, **k: calls.append(1) or fused_scan(*a, **k)
+    )
     k_w, k_v, k_b, k_x, k_h, k_m = jax.random.split(key, 6)
     params = ToyParams(
         jax.random.normal(k_w, (D, H)),
@@ -454,9 +482,10 @@ def test_a_new_cell_is_one_unit_and_one_registry_entry(key, monkeypatch, unroll,
 
         return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(params, xs_tm, carry)
 
-    kw = dict(unroll=unroll, remat=remat, compute_dtype=None)
+    kw = dict(unroll=unroll, remat=remat, time_major=True)
     for lens in (None, lengths):
-        fused = loss(lambda p, c, x, n=lens: _fused.fused_scan(p, c, x, n, **kw))
+        fused = loss(lambda p, c, x, n=lens: rc.unroll(toy_step, p, x, c, lengths=n, **kw))
         full = jnp.full((3,), 6, jnp.int32) if lens is None else lens
         plain = loss(lambda p, c, x, n=full: _toy_scan(p, c, x, n))
         assert_tree_allclose(fused, plain, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 2  # the fused layer ran, once per lengths

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rnncells as rc
-from rnncells import lstm_ablations as la
+from rnncells.cells import lstm_ablations as la
 from tests import reference
 
 D, H, B, T = 3, 4, 2, 5

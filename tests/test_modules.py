@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 import rnncells as rc
 import rnncells.linen as rcl
 import rnncells.nnx as rcn
-from rnncells import modules_common as common
+from rnncells import _modules as common
+from rnncells.cells._registry import option_error
 from tests.conftest import assert_tree_allclose
 
 B, T, D, H = 2, 4, 3, 5
@@ -427,7 +428,7 @@ _XS = jnp.ones((B, T, D), F32)
 def test_every_entry_point_refuses_an_option_the_cell_does_not_take_alike(
     cell, option, value, build
 ):
-    expected = rc.cells.option_error(cell, option, value)
+    expected = option_error(cell, option, value)
     assert expected.startswith(
         f"option {option!r} does not apply to the {cell!r} cell, whose init takes "
     )
@@ -436,11 +437,11 @@ def test_every_entry_point_refuses_an_option_the_cell_does_not_take_alike(
 
 
 def test_the_option_message_names_the_options_the_cell_takes():
-    assert rc.cells.option_error("gru", "forget_bias", 2.0).startswith(
+    assert option_error("gru", "forget_bias", 2.0).startswith(
         "option 'forget_bias' does not apply to the 'gru' cell, whose init takes reset_after, "
         "chrono_t_max, dtype: forget_bias applies to cells with a forget gate (lstm, "
     )
-    assert rc.cells.option_error("lstm", "reset_after", True) == (
+    assert option_error("lstm", "reset_after", True) == (
         "option 'reset_after' does not apply to the 'lstm' cell, whose init takes forget_bias, "
         "chrono_t_max, dtype: reset_after applies to the GRU only, got True for 'lstm'"
     )

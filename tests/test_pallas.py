@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 import rnncells as rc
-from rnncells import _fused, _pallas, unrolling
+from rnncells import unrolling
+from rnncells._engine import choice
+from rnncells._engine import fused as _fused
+from rnncells._engine import pallas as _pallas
 from rnncells.layers import Bidirectional
 from tests.conftest import assert_tree_allclose
 
@@ -143,13 +146,13 @@ def test_stack_bidirectional_and_modules_pass_kernel_through(key, monkeypatch):
 
 def test_kernel_none_is_xla_without_gpu_figures(key, monkeypatch):
     params = make_params(key, "lstm")
-    assert unrolling.KERNEL_FIGURES == ()  # no GPU has measured the kernels yet
+    assert choice.KERNEL_FIGURES == ()  # no GPU has measured the kernels yet
     for backend in ("cpu", "gpu", "tpu"):
         assert unrolling.default_kernel(params, 8, 2048, backend=backend) == "xla"
     # With figures, the nearest measured shape of the same backend and cell decides.
-    row = unrolling.KernelFigure("cpu", "test", "lstm", 8, 2048, H, None, 2.0, 1.0)
+    row = choice.KernelFigure("cpu", "test", "lstm", 8, 2048, H, None, 2.0, 1.0)
     slower = row._replace(batch=256, steps=256, xla_ms=1.0, pallas_ms=2.0)
-    monkeypatch.setattr(unrolling, "KERNEL_FIGURES", (row, slower))
+    monkeypatch.setattr(choice, "KERNEL_FIGURES", (row, slower))
     assert unrolling.default_kernel(params, 4, 1000, backend="cpu") == "pallas"
     assert unrolling.default_kernel(params, 200, 300, backend="cpu") == "xla"
     assert unrolling.default_kernel(params, 4, 1000, jnp.bfloat16, backend="cpu") == "xla"
@@ -164,16 +167,27 @@ def test_kernel_none_is_xla_without_gpu_figures(key, monkeypatch):
 
 def test_gpu_limits_and_the_fallback_with_a_warning(key, monkeypatch):
     lstm = make_params(key, "lstm", hidden=16)
-    assert _pallas.unsupported(lstm, None, "cpu") is None  # interpreted: any shape
-    assert _pallas.unsupported(lstm, None, "gpu") is None
-    assert "power of two" in _pallas.unsupported(make_params(key, "lstm", hidden=24), None, "gpu")
-    assert "power of two" in _pallas.unsupported(make_params(key, "gru", hidden=8), None, "gpu")
+
+    def pallas_reason(params, cd=None, backend=None):
+        return rc.kernel_support(params, cd, backend)["pallas"]
+
+    assert pallas_reason(lstm, None, "cpu") is None  # interpreted: any shape
+    assert pallas_reason(lstm, None, "gpu") is None
+    assert "power of two" in pallas_reason(make_params(key, "lstm", hidden=24), None, "gpu")
+    assert "power of two" in pallas_reason(make_params(key, "gru", hidden=8), None, "gpu")
     big = jax.eval_shape(lambda: rc.lstm_init(key, 8, 256))
-    assert "1024 KiB" in _pallas.unsupported(big, None, "gpu")
+    assert "1024 KiB" in pallas_reason(big, None, "gpu")
     long = jax.eval_shape(lambda: rc.lstm_init(key, 8, 128))  # the long size: 256 KiB
-    assert _pallas.unsupported(long, None, "gpu") is None
-    assert _pallas.unsupported(long, jnp.bfloat16, "gpu") is None
-    assert "GPUs" in _pallas.unsupported(lstm, None, "tpu")
+    assert pallas_reason(long, None, "gpu") is None
+    assert pallas_reason(long, jnp.bfloat16, "gpu") is None
+    assert "GPUs" in pallas_reason(lstm, None, "tpu")
+    rnn = rc.rnn_init(key, D, 16)
+    assert rc.kernel_support(rnn, backend="gpu") == {
+        "xla": None,
+        "pallas": "RNNParams has no Pallas kernel",
+    }
+    peephole = rc.stack_init(key, "peephole_lstm", D, H)[0]
+    assert all("has no fused layer" in why for why in rc.kernel_support(peephole).values())
     assert _pallas.options(long, None, "gpu") == _pallas.Options(False, 16, 16)
     assert _pallas.options(lstm, None, "cpu") == _pallas.Options(True, 2, 0)
     # kernel="pallas" where the kernels cannot run: the XLA layer, and a warning saying why.
@@ -218,8 +232,11 @@ def test_kernel_errors(key):
 
 def test_block_units_write_what_the_fused_units_read():
     """The kernels' saved arrays and outputs carry the names the FusedCell parts use."""
-    for params_type, blocks in _pallas.BLOCK_CELLS.items():
-        unit = _fused.FUSED_CELLS[params_type]
+    with_blocks = [rc.cell_spec_by_name(n) for n in rc.cell_names()]
+    with_blocks = [spec for spec in with_blocks if spec.blocks is not None]
+    assert [spec.name for spec in with_blocks] == ["lstm", "gru", "gru_reset_after"]
+    for spec in with_blocks:
+        blocks, unit = spec.blocks, spec.fused
         assert [name for name, _ in blocks.saved] == list(unit.saved)
         fields = unit.state._fields
         assert set(blocks.reads) <= {"h_prev"} | {f + "_prev" for f in fields[1:]}
@@ -236,9 +253,11 @@ def test_kernels_lower_to_triton_for_the_gpu(key, kind):
     for cd in (None, jnp.bfloat16):
 
         def loss(params, xs, carry, cd=cd):
+            spec = rc.cell_spec(params)
             cfg = _fused.default_config(
                 params,
-                xs,
+                spec.fused,
+                blocks=spec.blocks,
                 masked=True,
                 unroll=1,
                 remat=False,
@@ -246,7 +265,7 @@ def test_kernels_lower_to_triton_for_the_gpu(key, kind):
                 kernel="pallas",
                 backend="gpu",
             )
-            final, ys = _fused.fused_scan(params, carry, xs, lengths, config=cfg)
+            final, ys = _fused.fused_scan(cfg.cell, params, carry, xs, lengths, config=cfg)
             return jnp.sum(ys) + sum(jnp.sum(c) for c in final)
 
         triton = jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")

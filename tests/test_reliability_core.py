@@ -14,7 +14,8 @@ from flax import nnx
 import rnncells as rc
 import rnncells.linen as rcl
 import rnncells.nnx as rcn
-from rnncells import _checks, modules_common
+from rnncells import _checks
+from rnncells import _modules as modules_common
 from rnncells.initializers import chrono_bias
 
 KINDS = ("lstm", "gru", "gru_ra", "rnn")
@@ -402,7 +403,7 @@ def test_forward_over_reverse_and_reverse_over_forward(key):
 
 
 def test_reverse_mode_still_takes_the_fused_layer(key, monkeypatch):
-    from rnncells import _fused
+    from rnncells._engine import fused as _fused
 
     calls = []
     fused_scan = _fused.fused_scan

@@ -19,9 +19,9 @@ import numpy as np
 
 from rnncells import _checks
 from rnncells.cells import CellSpec, cell_spec
-from rnncells.gru import GRUParams, GRUResetAfterParams, GRUState
-from rnncells.lstm import LSTMParams, LSTMState
-from rnncells.rnn import RNNParams, RNNState
+from rnncells.cells.gru import GRUParams, GRUResetAfterParams, GRUState
+from rnncells.cells.lstm import LSTMParams, LSTMState
+from rnncells.cells.rnn import RNNParams, RNNState
 
 CORE_STATES = (LSTMState, GRUState, RNNState)
 SEED_PARAMS = (LSTMParams, GRUParams, GRUResetAfterParams, RNNParams)

@@ -20,7 +20,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnncells.gru import GRUParams, GRUResetAfterParams
+from rnncells.cells.gru import GRUParams, GRUResetAfterParams
+from rnncells.cells.lstm import LSTMParams, LSTMState
 from rnncells.interop._checks import (
     Leaves,
     carry_from,
@@ -29,7 +30,6 @@ from rnncells.interop._checks import (
     check_params,
 )
 from rnncells.interop._flax_linen import negate_update
-from rnncells.lstm import LSTMParams, LSTMState
 
 
 def from_equinox(module: Any) -> Any:

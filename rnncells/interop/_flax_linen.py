@@ -27,7 +27,9 @@ import jax
 import jax.numpy as jnp
 
 from rnncells._checks import check_positive_int
-from rnncells.gru import GRUParams, GRUResetAfterParams
+from rnncells.cells.gru import GRUParams, GRUResetAfterParams
+from rnncells.cells.lstm import LSTMParams, LSTMState
+from rnncells.cells.rnn import RNNParams
 from rnncells.interop._checks import (
     Leaves,
     carry_from,
@@ -40,8 +42,6 @@ from rnncells.interop._checks import (
     type_name,
     warn_inexact,
 )
-from rnncells.lstm import LSTMParams, LSTMState
-from rnncells.rnn import RNNParams
 
 _LSTM_GATES = ("i", "f", "g", "o")
 _GRU_GATES = ("r", "z", "n")

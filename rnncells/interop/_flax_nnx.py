@@ -20,7 +20,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnncells.gru import GRUParams, GRUResetAfterParams
+from rnncells.cells.gru import GRUParams, GRUResetAfterParams
+from rnncells.cells.lstm import LSTMParams
+from rnncells.cells.rnn import RNNParams
 from rnncells.interop._checks import (
     Leaves,
     check_bool,
@@ -32,8 +34,6 @@ from rnncells.interop._checks import (
     warn_inexact,
 )
 from rnncells.interop._flax_linen import check_functions, is_zero, negate_update
-from rnncells.lstm import LSTMParams
-from rnncells.rnn import RNNParams
 
 _LSTM_GATES = ("i", "f", "g", "o")
 

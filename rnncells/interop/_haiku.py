@@ -28,7 +28,9 @@ import jax
 import jax.numpy as jnp
 
 from rnncells._checks import shape_str
-from rnncells.gru import GRUParams, GRUResetAfterParams
+from rnncells.cells.gru import GRUParams, GRUResetAfterParams
+from rnncells.cells.irnn import IRNNParams
+from rnncells.cells.lstm import LSTMParams, LSTMState
 from rnncells.interop._checks import (
     SEED_PARAMS,
     Leaves,
@@ -38,8 +40,6 @@ from rnncells.interop._checks import (
     check_params,
     type_name,
 )
-from rnncells.irnn import IRNNParams
-from rnncells.lstm import LSTMParams, LSTMState
 
 KINDS = ("lstm", "gru", "vanilla_rnn")
 _ACCEPTED = SEED_PARAMS + (IRNNParams,)

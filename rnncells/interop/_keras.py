@@ -50,7 +50,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnncells.gru import GRUParams, GRUResetAfterParams
+from rnncells.cells.gru import GRUParams, GRUResetAfterParams
+from rnncells.cells.lstm import LSTMParams, LSTMState
+from rnncells.cells.rnn import RNNParams
 from rnncells.interop._checks import (
     Leaves,
     carry_from,
@@ -62,8 +64,6 @@ from rnncells.interop._checks import (
     warn_inexact,
 )
 from rnncells.interop._flax_linen import is_zero
-from rnncells.lstm import LSTMParams, LSTMState
-from rnncells.rnn import RNNParams
 
 _RESET_MISMATCH = (
     "the two reset placements (reset before the recurrent matmul, V_h (r * h), and after "

@@ -16,7 +16,7 @@ Conventions mapped (PyTorch -> rnncells):
   (G*H, H) -> V = weight_hh.T (H, G*H). The backward direction's names end in
   ``_reverse``. Gate order is PyTorch's: LSTM (i, f, g, o), GRU (r, z, n) = (r, z, h).
 - LSTM and RNN: b = bias_ih + bias_hh (only the sum enters the equations).
-- LSTM with ``proj_size=P`` (> 0): ``LSTMPParams`` (``rnncells.lstmp``), whose V is
+- LSTM with ``proj_size=P`` (> 0): ``LSTMPParams`` (``rnncells.cells.lstmp``), whose V is
   weight_hh.T (P, 4H) and W_hr = ``weight_hr_l{k}``.T (H, P); its h (the output and the
   recurrent input) is P wide and its c H wide, and layer k > 0 reads P * num_directions
   inputs.
@@ -53,13 +53,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnncells._checks import shape_str
-from rnncells.gru import GRUParams, GRUResetAfterParams, GRUState
+from rnncells.cells.gru import GRUParams, GRUResetAfterParams, GRUState
+from rnncells.cells.irnn import IRNNParams
+from rnncells.cells.lstm import LSTMParams, LSTMState
+from rnncells.cells.lstmp import LSTMPParams
+from rnncells.cells.rnn import RNNParams, RNNState
 from rnncells.interop._checks import array_dtype, check_dtype_arg, check_own_forward, type_name
-from rnncells.irnn import IRNNParams
 from rnncells.layers import Bidirectional
-from rnncells.lstm import LSTMParams, LSTMState
-from rnncells.lstmp import LSTMPParams
-from rnncells.rnn import RNNParams, RNNState
 
 try:
     import torch

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks, cells
-from rnncells.layers import Bidirectional, check_dropout_rate, stack_init, stack_unroll
+from rnncells.cells._registry import check_init_options
+from rnncells.layers import Bidirectional, stack_init, stack_unroll
 
 # The options every module takes, and the value that means "not given".
 _COMMON: dict[str, Any] = {"forget_bias": None, "chrono_t_max": None, "reset_after": False}
@@ -87,7 +88,7 @@ def init_kwargs(cell: str, options: CellOptions) -> dict[str, Any]:
     if reset_after:
         given["reset_after"] = True
     given.update(extra)
-    cells.check_init_options(cell, given)
+    check_init_options(cell, given)
     kwargs: dict[str, Any] = dict(given)
     if "reset_after" in spec.options:
         kwargs["reset_after"] = reset_after
@@ -229,7 +230,7 @@ def layer_apply(
     """
     reverse = _checks.check_bool("reverse", reverse)
     time_major = _checks.check_bool("time_major", time_major)
-    dropout_rate = check_dropout_rate(dropout_rate)
+    dropout_rate = _checks.check_dropout_rate(dropout_rate)
     if reverse and any(isinstance(layer, Bidirectional) for layer in layers):
         raise ValueError("reverse=True does not apply to bidirectional layers (got both)")
     if dropout_rate == 0.0:

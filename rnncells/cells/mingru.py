@@ -50,10 +50,10 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._gates import GateWeights, add_bias
-from rnncells._math import sigmoid
-from rnncells.cells import CellSpec, register_cell
-from rnncells.gru import GRUState
+from rnncells._gates import GateWeights
+from rnncells._math import add_bias, sigmoid
+from rnncells.cells._registry import CellSpec
+from rnncells.cells.gru import GRUState
 from rnncells.initializers import glorot_uniform
 
 MINGRU_GATES = ("z", "h")
@@ -317,19 +317,17 @@ def zero_h_carry(state: type[Any], num_gates: int):
     return zero_carry
 
 
-register_cell(
-    CellSpec(
-        name="mingru",
-        params=MinGRUParams,
-        state=GRUState,
-        step=mingru_step,
-        init=mingru_init,
-        gates=MINGRU_GATES,
-        check_params=lambda params: check_input_gated_params(params, len(MINGRU_GATES)),
-        check_inputs=_check_inputs,
-        zero_carry=zero_h_carry(GRUState, len(MINGRU_GATES)),
-        output_size=lambda params: params.W.shape[1] // len(MINGRU_GATES),
-        gate=mingru_gate,
-        parallel_unroll=mingru_parallel_unroll,
-    )
+SPEC = CellSpec(
+    name="mingru",
+    params=MinGRUParams,
+    state=GRUState,
+    step=mingru_step,
+    init=mingru_init,
+    gates=MINGRU_GATES,
+    check_params=lambda params: check_input_gated_params(params, len(MINGRU_GATES)),
+    check_inputs=_check_inputs,
+    zero_carry=zero_h_carry(GRUState, len(MINGRU_GATES)),
+    output_size=lambda params: params.W.shape[1] // len(MINGRU_GATES),
+    gate=mingru_gate,
+    parallel_unroll=mingru_parallel_unroll,
 )

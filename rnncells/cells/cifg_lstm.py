@@ -33,11 +33,11 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._gates import GateWeights, add_bias, gate_slice
-from rnncells._math import sigmoid, tanh
-from rnncells.cells import register_cell, standard_spec
+from rnncells._gates import GateWeights, gate_slice
+from rnncells._math import add_bias, sigmoid, tanh
+from rnncells.cells._registry import standard_spec
+from rnncells.cells.lstm import LSTMState
 from rnncells.initializers import chrono_bias, glorot_uniform, orthogonal
-from rnncells.lstm import LSTMState
 
 CIFG_LSTM_GATES = ("f", "g", "o")
 
@@ -147,14 +147,12 @@ def cifg_lstm_gate(params: CIFGLSTMParams, name: str) -> GateWeights:
     return gate_slice(params, CIFG_LSTM_GATES, name)
 
 
-register_cell(
-    standard_spec(
-        "cifg_lstm",
-        CIFGLSTMParams,
-        LSTMState,
-        cifg_lstm_step,
-        cifg_lstm_init,
-        CIFG_LSTM_GATES,
-        options=("forget_bias", "chrono_t_max"),
-    )
+SPEC = standard_spec(
+    "cifg_lstm",
+    CIFGLSTMParams,
+    LSTMState,
+    cifg_lstm_step,
+    cifg_lstm_init,
+    CIFG_LSTM_GATES,
+    options=("forget_bias", "chrono_t_max"),
 )

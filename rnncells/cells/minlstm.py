@@ -3,7 +3,7 @@
 One step, x_t input, h_{t-1} carried, in the paper's log-space version (its Sec. 3 and
 the log-space code of its appendix): the gates are normalised so that the state's scale
 does not depend on the sequence length, and the candidate is kept positive by g
-(``rnncells.mingru.g``):
+(``rnncells.cells.mingru.g``):
 
     f_t  = σ(W_f x_t + b_f)                    forget gate (no h_{t-1})
     i_t  = σ(W_i x_t + b_i)                    input gate (no h_{t-1})
@@ -16,7 +16,7 @@ The step takes f'_t = σ(-d_t), i'_t = σ(d_t) (d_t below): no 0/0 where both σ
 There is no cell state and no output gate: the carry is h alone
 (``MinLSTMState(h)``). The recurrence is linear, h_t = a_t ⊙ h_{t-1} + b_t with
 a_t = f'_t and b_t = i'_t ⊙ h~_t > 0, and ``unroll`` computes it with one
-``jax.lax.associative_scan`` in log space (``rnncells.mingru.log_space_unroll``), with
+``jax.lax.associative_scan`` in log space (``rnncells.cells.mingru.log_space_unroll``), with
 the paper's log gates
 
     d_t = softplus(-k^f_t) - softplus(-k^i_t)      (= log i_t - log f_t)
@@ -26,7 +26,7 @@ the paper's log gates
 (k^f, k^i, k^h the pre-activations). ``unroll(..., fused=False)`` runs the sequential
 step above through ``jax.lax.scan``; it is the reference the parallel form is tested
 against. The carry convention (h_0 used as it is, zero carry h_0 = 0, padding as the
-identity map) is the minGRU's: see ``rnncells.mingru``.
+identity map) is the minGRU's: see ``rnncells.cells.mingru``.
 
 Weights are fused over the three blocks in the order (f, i, h): W (D, 3H), b (3H,); there
 is no recurrent weight V.
@@ -44,11 +44,10 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._gates import GateWeights, add_bias
-from rnncells._math import sigmoid
-from rnncells.cells import CellSpec, register_cell
-from rnncells.initializers import glorot_uniform
-from rnncells.mingru import (
+from rnncells._gates import GateWeights
+from rnncells._math import add_bias, sigmoid
+from rnncells.cells._registry import CellSpec
+from rnncells.cells.mingru import (
     check_h_carry_inputs,
     check_input_gated_params,
     g,
@@ -57,6 +56,7 @@ from rnncells.mingru import (
     log_space_unroll,
     zero_h_carry,
 )
+from rnncells.initializers import glorot_uniform
 
 MINLSTM_GATES = ("f", "i", "h")
 
@@ -181,19 +181,17 @@ def minlstm_parallel_unroll(
         return MinLSTMState(final), hs
 
 
-register_cell(
-    CellSpec(
-        name="minlstm",
-        params=MinLSTMParams,
-        state=MinLSTMState,
-        step=minlstm_step,
-        init=minlstm_init,
-        gates=MINLSTM_GATES,
-        check_params=lambda params: check_input_gated_params(params, len(MINLSTM_GATES)),
-        check_inputs=_check_inputs,
-        zero_carry=zero_h_carry(MinLSTMState, len(MINLSTM_GATES)),
-        output_size=lambda params: params.W.shape[1] // len(MINLSTM_GATES),
-        gate=minlstm_gate,
-        parallel_unroll=minlstm_parallel_unroll,
-    )
+SPEC = CellSpec(
+    name="minlstm",
+    params=MinLSTMParams,
+    state=MinLSTMState,
+    step=minlstm_step,
+    init=minlstm_init,
+    gates=MINLSTM_GATES,
+    check_params=lambda params: check_input_gated_params(params, len(MINLSTM_GATES)),
+    check_inputs=_check_inputs,
+    zero_carry=zero_h_carry(MinLSTMState, len(MINLSTM_GATES)),
+    output_size=lambda params: params.W.shape[1] // len(MINLSTM_GATES),
+    gate=minlstm_gate,
+    parallel_unroll=minlstm_parallel_unroll,
 )

@@ -1,8 +1,8 @@
 """Greff et al. (2017)'s LSTM variants: the vanilla (peephole) LSTM with one part removed.
 
-"LSTM: A Search Space Odyssey" compares the vanilla LSTM (``rnncells.peephole_lstm``)
+"LSTM: A Search Space Odyssey" compares the vanilla LSTM (``rnncells.cells.peephole_lstm``)
 with eight variants that each change one thing. Five of them remove a part, and are the
-cells of this module (the changed equation of ``rnncells.peephole_lstm`` in each):
+cells of this module (the changed equation of ``rnncells.cells.peephole_lstm`` in each):
 
     lstm_nig   no input gate            i_t  = 1
     lstm_nfg   no forget gate           f_t  = 1
@@ -33,11 +33,10 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._gates import add_bias
-from rnncells._math import row, sigmoid, tanh
-from rnncells.cells import register_cell, standard_spec
-from rnncells.lstm import LSTMState
-from rnncells.peephole_lstm import (
+from rnncells._math import add_bias, row, sigmoid, tanh
+from rnncells.cells._registry import standard_spec
+from rnncells.cells.lstm import LSTMState
+from rnncells.cells.peephole_lstm import (
     _VECTORS,
     PEEPHOLE_LSTM_GATES,
     PeepholeLSTMParams,
@@ -167,11 +166,11 @@ def ablated_lstm_step(
         a = add_bias(x @ params.W, params.b) + carry.h @ params.V
         a_i, a_f, a_g, a_o = jnp.split(a, 4, axis=-1)
         one = jnp.ones_like(carry.c)
-        i = one if kind is NIGParams else sigmoid(a_i + row(params.p_i, carry.c) * carry.c)
-        f = one if kind is NFGParams else sigmoid(a_f + row(params.p_f, carry.c) * carry.c)
+        i = one if kind is NIGParams else sigmoid(a_i + row(params.p_i, carry.c.ndim) * carry.c)
+        f = one if kind is NFGParams else sigmoid(a_f + row(params.p_f, carry.c.ndim) * carry.c)
         g = a_g if kind is NIAFParams else tanh(a_g)
         c = f * carry.c + i * g
-        o = one if kind is NOGParams else sigmoid(a_o + row(params.p_o, c) * c)
+        o = one if kind is NOGParams else sigmoid(a_o + row(params.p_o, c.ndim) * c)
         h = o * (c if kind is NOAFParams else tanh(c))
         return LSTMState(h, c), h
 
@@ -195,16 +194,17 @@ def _init_for(name: str):
     return init
 
 
-for _name, _type in _TYPES.items():
-    register_cell(
-        standard_spec(
-            _name,
-            _type,
-            LSTMState,
-            ablated_lstm_step,
-            _init_for(_name),
-            PEEPHOLE_LSTM_GATES,
-            vectors=_VECTORS,
-            options=("forget_bias", "chrono_t_max"),
-        )
+# The five cells, in the order of ABLATIONS (one spec each, registered by rnncells.cells).
+SPECS = tuple(
+    standard_spec(
+        name,
+        params_type,
+        LSTMState,
+        ablated_lstm_step,
+        _init_for(name),
+        PEEPHOLE_LSTM_GATES,
+        vectors=_VECTORS,
+        options=("forget_bias", "chrono_t_max"),
     )
+    for name, params_type in _TYPES.items()
+)

@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._fused_cell import FusedCell, mm
-from rnncells._gates import GateWeights, add_bias, gate_slice
-from rnncells._math import tanh
+from rnncells._engine.unit import FusedCell, mm
+from rnncells._gates import GateWeights, gate_slice
+from rnncells._math import add_bias, tanh
+from rnncells.cells._registry import standard_spec
 from rnncells.initializers import glorot_uniform, orthogonal
 
 RNN_GATES = ("h",)
@@ -88,8 +89,8 @@ def rnn_gate(params: RNNParams, name: str) -> GateWeights:
     return gate_slice(params, RNN_GATES, name)
 
 
-# ----------------------------------------------------------------------------- fused layer
-# The RNN's part of rnncells._fused (see _fused_cell.FusedCell). Its only activation is
+# ----------------------------------------------------------------------------- fused unit
+# The RNN's part of the fused layer (rnncells._engine: unit.FusedCell). Its only activation is
 # h_t itself, which the layer keeps as the outputs: nothing else is saved, and nothing is
 # recomputed under remat.
 
@@ -110,4 +111,8 @@ RNN_FUSED = FusedCell(
     backward=_fused_backward,
     grads=lambda dW, db, hp, outs, mm_tn: RNNParams(dW, mm_tn(hp, outs["dA"]), db),
     reads=("h_t",),
+)
+
+SPEC = standard_spec(
+    "rnn", RNNParams, RNNState, rnn_step, rnn_init, RNN_GATES, cell=rnn_cell, fused=RNN_FUSED
 )

@@ -36,10 +36,10 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._gates import GateWeights, add_bias, gate_slice
-from rnncells._math import layer_norm, sigmoid, tanh
-from rnncells.cells import register_cell, standard_spec
-from rnncells.lstm import LSTMState, lstm_init
+from rnncells._gates import GateWeights, gate_slice
+from rnncells._math import add_bias, layer_norm, sigmoid, tanh
+from rnncells.cells._registry import standard_spec
+from rnncells.cells.lstm import LSTMState, lstm_init
 
 LN_LSTM_GATES = ("i", "f", "g", "o")
 _VECTORS = {"b": 4, "gamma_x": 4, "gamma_h": 4, "gamma_c": 1, "beta_c": 1}
@@ -161,15 +161,13 @@ def ln_lstm_gate(params: LNLSTMParams, name: str) -> GateWeights:
     return gate_slice(params, LN_LSTM_GATES, name)
 
 
-register_cell(
-    standard_spec(
-        "ln_lstm",
-        LNLSTMParams,
-        LSTMState,
-        ln_lstm_step,
-        ln_lstm_init,
-        LN_LSTM_GATES,
-        vectors=_VECTORS,
-        options=("forget_bias", "chrono_t_max"),
-    )
+SPEC = standard_spec(
+    "ln_lstm",
+    LNLSTMParams,
+    LSTMState,
+    ln_lstm_step,
+    ln_lstm_init,
+    LN_LSTM_GATES,
+    vectors=_VECTORS,
+    options=("forget_bias", "chrono_t_max"),
 )

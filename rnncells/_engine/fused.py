@@ -1,7 +1,7 @@
-"""Fused unrolls of the built-in cells with a hand-written backward pass for the whole layer.
+"""The fused layer: a cell's unroll with a hand-written backward pass for the whole layer.
 
-``fused_scan`` computes exactly what ``jax.lax.scan`` of the public step computes (the
-equations of ``lstm.py``, ``gru.py`` and ``rnn.py``), but its gradient is a
+``fused_scan`` computes exactly what ``jax.lax.scan`` of the cell's step computes (the
+equations of its file in ``rnncells/cells/``), but its gradient is a
 ``jax.custom_vjp`` written for the unrolled layer, as fused RNN kernels do:
 
 - the forward scan saves what the backward needs (the gate activations and the carries),
@@ -13,12 +13,11 @@ equations of ``lstm.py``, ``gru.py`` and ``rnn.py``), but its gradient is a
 
 Two parts, so that a cell is one unit:
 
-- Each cell brings a ``FusedCell`` (``_fused_cell.py``), defined beside its equations:
-  its forward step (``activations`` of the gates from h_{t-1} and x_t W + b, then
-  ``update`` of the carry), which activations it saves, its backward step from them, and
-  how dV (and any other parameter's gradient) is formed from the loop's outputs.
-  ``FUSED_CELLS`` maps each params type to its unit: a new cell is one unit in its own
-  file and one line there.
+- Each cell brings a ``FusedCell`` (``unit.py``), defined in its own file beside its
+  equations and held by its ``CellSpec.fused``: its forward step (``activations`` of the
+  gates from h_{t-1} and x_t W + b, then ``update`` of the carry), which activations it
+  saves, its backward step from them, and how dV (and any other parameter's gradient) is
+  formed from the loop's outputs. ``unroll`` passes it here with the config.
 - The driver here owns what all cells share and never looks at which cell it runs: the
   loops, lengths (a carry frozen past its sequence's length, zero outputs, the carry
   gradient passed straight through), remat, the prefetching in-place loop
@@ -37,7 +36,8 @@ outputs.
 
 Sequences are time-major (T, B, ...) with one flattened batch axis; ``lengths`` freezes
 each carry past its sequence's length and zeroes its outputs, as in ``unroll``. Reverse
-runs are handled by the caller (``unrolling.py``) by reordering time outside this module.
+runs are handled by the caller (``rnncells.unrolling``) by reordering time outside this
+module.
 
 Values equal the plain scan up to floating-point rounding: the sigmoid is evaluated as
 0.5 * tanh(0.5 * a) + 0.5, which is the same function.
@@ -46,88 +46,88 @@ Optional ``compute_dtype`` (e.g. bfloat16) runs every matmul on inputs cast to i
 accumulation, carries, gate arithmetic, parameters and gradients in the parameters' dtype.
 
 ``Config.kernel`` chooses how the two loops run: "xla" (the scans above) or "pallas"
-(``rnncells._pallas``: each loop one Pallas kernel, V held on chip across all steps,
-interpreted on a CPU). Everything around the loops is this module's, for both: x @ W for
-all steps before the forward loop, the residuals, and dW, dV, db and dx after the backward
-loop. The Pallas kernels need the batch in blocks of rows: ``fused_scan`` pads it with
-zero rows of length 0 and drops them from the results.
+(``pallas.py``, with the cell's ``BlockCell``: each loop one Pallas kernel, V held on chip
+across all steps, interpreted on a CPU). Everything around the loops is this module's, for
+both: x @ W for all steps before the forward loop, the residuals, and dW, dV, db and dx
+after the backward loop. The Pallas kernels need the batch in blocks of rows: ``fused_scan``
+pads it with zero rows of length 0 and drops them from the results.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from rnncells import _pallas
-from rnncells._fused_cell import FusedCell, mm, mm_tn, row
-from rnncells.gru import GRU_FUSED, GRU_RESET_AFTER_FUSED, GRUParams, GRUResetAfterParams
-from rnncells.lstm import LSTM_FUSED, LSTMParams
-from rnncells.rnn import RNN_FUSED, RNNParams
-
-FUSED_CELLS: dict[type, FusedCell] = {
-    LSTMParams: LSTM_FUSED,
-    GRUParams: GRU_FUSED,
-    GRUResetAfterParams: GRU_RESET_AFTER_FUSED,
-    RNNParams: RNN_FUSED,
-}
-
-
-def fused_cell(params: Any) -> FusedCell:
-    """The fused unit of ``params``' cell; TypeError for a params type without one."""
-    cell = FUSED_CELLS.get(type(params))
-    if cell is None:
-        names = ", ".join(t.__name__ for t in FUSED_CELLS)
-        raise TypeError(f"the fused layer runs params of {names}, got {type(params).__name__}")
-    return cell
+from rnncells._engine import pallas as _pallas
+from rnncells._engine.unit import BlockCell, FusedCell, mm, mm_tn
+from rnncells._math import row
 
 
 class Config(NamedTuple):
     """Static choices of one fused unroll (hashable: one compiled layer per config)."""
 
-    cell: type  # the params type, whose unit FUSED_CELLS holds
+    cell: FusedCell  # the cell's fused unit (its CellSpec.fused)
     masked: bool  # whether lengths are given
     unroll: int  # lax.scan unroll factor of both loops
     remat: bool  # save only carries; the backward recomputes the gates
     compute_dtype: str | None  # matmul input dtype name, None for the parameters' dtype
-    kernel: str = "xla"  # the loops: "xla" (lax.scan) or "pallas" (rnncells._pallas)
+    kernel: str = "xla"  # the loops: "xla" (lax.scan) or "pallas" (pallas.py)
     pallas: _pallas.Options | None = None  # how the Pallas kernels run (kernel="pallas")
+    blocks: BlockCell | None = None  # the cell's kernel blocks (kernel="pallas")
 
 
 def default_config(
-    params, xs_tm, *, masked, unroll, remat, compute_dtype, kernel="xla", backend=None
+    params,
+    cell: FusedCell,
+    *,
+    masked,
+    unroll,
+    remat,
+    compute_dtype,
+    kernel="xla",
+    blocks: BlockCell | None = None,
+    backend=None,
 ) -> Config:
-    """The layer's choices for ``params`` and the caller's options.
+    """The layer's choices for ``params`` of a cell with the fused unit ``cell`` and the
+    caller's options.
 
     ``kernel`` is "xla" or "pallas" (already checked and chosen by ``unroll``); for
-    "pallas", ``backend`` (JAX's default when None) decides whether the kernels are
-    interpreted (CPU) or compiled (GPU), and their block of batch rows.
+    "pallas", ``blocks`` is the cell's ``BlockCell`` and ``backend`` (JAX's default when
+    None) decides whether the kernels are interpreted (CPU) or compiled (GPU), and their
+    block of batch rows.
     """
-    fused_cell(params)
+    if not isinstance(cell, FusedCell):
+        raise TypeError(f"cell must be a FusedCell, got {type(cell).__name__}")
     if kernel not in ("xla", "pallas"):
         raise ValueError(f"kernel must be 'xla' or 'pallas' here, got {kernel!r}")
     if kernel == "pallas" and remat:
         raise ValueError("the Pallas kernels save the activations: remat needs kernel='xla'")
+    if kernel == "pallas" and blocks is None:
+        raise ValueError("kernel='pallas' needs the cell's kernel blocks, got blocks=None")
     return Config(
-        cell=type(params),
+        cell=cell,
         masked=masked,
         unroll=unroll,  # the user's, or rnncells.default_unroll (8 on a GPU, 1 on a CPU)
         remat=remat,
         compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype).name,
         kernel=kernel,
         pallas=_pallas.options(params, compute_dtype, backend) if kernel == "pallas" else None,
+        blocks=blocks if kernel == "pallas" else None,
     )
 
 
-def fused_scan(params, carry, xs_tm, lengths=None, *, config: Config | None = None, **kw):
-    """Runs a registered cell over time-major ``xs_tm`` (T, *batch, D) with the fused layer.
+def fused_scan(
+    cell: FusedCell, params, carry, xs_tm, lengths=None, *, config: Config | None = None, **kw
+):
+    """Runs a cell over time-major ``xs_tm`` (T, *batch, D) with the fused layer.
 
     Args:
-      params: params of a type in ``FUSED_CELLS`` (LSTMParams, GRUParams,
-        GRUResetAfterParams, RNNParams).
+      cell: the cell's fused unit (its ``CellSpec.fused``).
+      params: the cell's params (W (D, G*H), V (H, G*H), b (G*H,) and what its unit reads).
       carry: the cell's state NamedTuple, leaves (*batch, H).
       xs_tm: inputs (T, *batch, D).
       lengths: optional (*batch,) int valid lengths (already checked).
@@ -138,8 +138,8 @@ def fused_scan(params, carry, xs_tm, lengths=None, *, config: Config | None = No
       (final_carry, ys_tm) as ``jax.lax.scan`` of the masked public step returns them.
     """
     if config is None:
-        config = default_config(params, xs_tm, masked=lengths is not None, **kw)
-    state = FUSED_CELLS[config.cell].state
+        config = default_config(params, cell, masked=lengths is not None, **kw)
+    state = config.cell.state
     num_steps, batch_shape = xs_tm.shape[0], tuple(xs_tm.shape[1:-1])
     batch = math.prod(batch_shape)
     hidden = params.V.shape[0]
@@ -242,7 +242,7 @@ def _forward(cell: FusedCell, cfg: Config, params, carry0, xs, lengths, save):
     num_steps = xs.shape[0]
     p = params._replace(V=_cast(params.V, cd))  # V cast once, outside the loop
     if cfg.kernel == "pallas":
-        blocks = _pallas.BLOCK_CELLS[cfg.cell]
+        blocks = cfg.blocks
         gx = _gates_in(params, xs, cd) + row(params.b, 3)
         lens = lengths if cfg.masked else None
         consts = blocks.consts(params)
@@ -300,8 +300,8 @@ def _backward(cell: FusedCell, cfg: Config, res, cts):
     p = params._replace(V=V)
     hs_prev = _shift_in(carry0[0], hs)
     if cfg.kernel == "pallas":
-        # The loop in one kernel (rnncells._pallas); what follows it is shared.
-        blocks = _pallas.BLOCK_CELLS[cfg.cell]
+        # The loop in one kernel (pallas.py); what follows it is shared.
+        blocks = cfg.blocks
         reads = {"h_prev": hs_prev, **prevs}
         dcarry0, outs = _pallas.backward(
             blocks,
@@ -415,7 +415,7 @@ def _grads_after_loop(cell: FusedCell, cfg: Config, params, xs, hs_prev, dcarry0
 def _layer(cfg: Config):
     """The custom_vjp layer (params, carry0, xs, lengths) -> (final carry, ys) for ``cfg``;
     carry0 is the tuple of the cell's carry fields, each (B, H)."""
-    cell = FUSED_CELLS[cfg.cell]
+    cell = cfg.cell
 
     @jax.custom_vjp
     def layer(params, carry0, xs, lengths):

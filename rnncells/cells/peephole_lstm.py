@@ -11,7 +11,7 @@ gate the new one, C_t. One step, x_t input, h_{t-1} and C_{t-1} carried:
     o_t  = σ(W_o x_t + V_o h_{t-1} + p_o ⊙ C_t + b_o)        output gate
     h_t  = o_t ⊙ tanh(C_t)
 
-W, V and b are stored as the LSTM's (``rnncells.lstm``): fused over the gates in the
+W, V and b are stored as the LSTM's (``rnncells.cells.lstm``): fused over the gates in the
 order (i, f, g, o), W (D, 4H), V (H, 4H), b (4H,); the peepholes are three vectors (H,).
 With p_i = p_f = p_o = 0 it is the seed's LSTM. The carry is ``LSTMState(h, c)``.
 
@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._gates import GateWeights, add_bias, gate_slice
-from rnncells._math import row, sigmoid, tanh
-from rnncells.cells import register_cell, standard_spec
-from rnncells.lstm import LSTMState, lstm_init
+from rnncells._gates import GateWeights, gate_slice
+from rnncells._math import add_bias, row, sigmoid, tanh
+from rnncells.cells._registry import standard_spec
+from rnncells.cells.lstm import LSTMState, lstm_init
 
 PEEPHOLE_LSTM_GATES = ("i", "f", "g", "o")
 _VECTORS = {"b": 4, "p_i": 1, "p_f": 1, "p_o": 1}  # lengths in units of H
@@ -133,10 +133,10 @@ def peephole_lstm_step(
     with jax.named_scope("peephole_lstm_step"):
         a = add_bias(x @ params.W, params.b) + carry.h @ params.V
         a_i, a_f, a_g, a_o = jnp.split(a, 4, axis=-1)
-        i = sigmoid(a_i + row(params.p_i, carry.c) * carry.c)
-        f = sigmoid(a_f + row(params.p_f, carry.c) * carry.c)
+        i = sigmoid(a_i + row(params.p_i, carry.c.ndim) * carry.c)
+        f = sigmoid(a_f + row(params.p_f, carry.c.ndim) * carry.c)
         c = f * carry.c + i * tanh(a_g)
-        o = sigmoid(a_o + row(params.p_o, c) * c)
+        o = sigmoid(a_o + row(params.p_o, c.ndim) * c)
         h = o * tanh(c)
         return LSTMState(h, c), h
 
@@ -147,15 +147,13 @@ def peephole_lstm_gate(params: PeepholeLSTMParams, name: str) -> GateWeights:
     return gate_slice(params, PEEPHOLE_LSTM_GATES, name)
 
 
-register_cell(
-    standard_spec(
-        "peephole_lstm",
-        PeepholeLSTMParams,
-        LSTMState,
-        peephole_lstm_step,
-        peephole_lstm_init,
-        PEEPHOLE_LSTM_GATES,
-        vectors=_VECTORS,
-        options=("forget_bias", "chrono_t_max"),
-    )
+SPEC = standard_spec(
+    "peephole_lstm",
+    PeepholeLSTMParams,
+    LSTMState,
+    peephole_lstm_step,
+    peephole_lstm_init,
+    PEEPHOLE_LSTM_GATES,
+    vectors=_VECTORS,
+    options=("forget_bias", "chrono_t_max"),
 )

@@ -38,10 +38,10 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._gates import GateWeights, add_bias, gate_slice
-from rnncells._math import layer_norm, sigmoid, tanh
-from rnncells.cells import register_cell, standard_spec
-from rnncells.gru import GRUState, gru_init
+from rnncells._gates import GateWeights, gate_slice
+from rnncells._math import add_bias, layer_norm, sigmoid, tanh
+from rnncells.cells._registry import standard_spec
+from rnncells.cells.gru import GRUState, gru_init
 
 LN_GRU_GATES = ("r", "z", "h")
 _VECTORS = {"b": 3, "gamma_x": 3, "gamma_h": 3}
@@ -144,15 +144,13 @@ def ln_gru_gate(params: LNGRUParams, name: str) -> GateWeights:
     return gate_slice(params, LN_GRU_GATES, name)
 
 
-register_cell(
-    standard_spec(
-        "ln_gru",
-        LNGRUParams,
-        GRUState,
-        ln_gru_step,
-        ln_gru_init,
-        LN_GRU_GATES,
-        vectors=_VECTORS,
-        options=("chrono_t_max",),
-    )
+SPEC = standard_spec(
+    "ln_gru",
+    LNGRUParams,
+    GRUState,
+    ln_gru_step,
+    ln_gru_init,
+    LN_GRU_GATES,
+    vectors=_VECTORS,
+    options=("chrono_t_max",),
 )

@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._fused_cell import FusedCell, mm, row, split
-from rnncells._fused_cell import sigmoid as fused_sigmoid
-from rnncells._gates import GateWeights, add_bias, gate_slice
-from rnncells._math import sigmoid, tanh
+from rnncells._engine.unit import BlockCell, FusedCell, block_dot, mm, split
+from rnncells._gates import GateWeights, gate_slice
+from rnncells._math import add_bias, row, sigmoid, tanh, tanh_sigmoid
+from rnncells.cells._registry import standard_spec
 from rnncells.initializers import chrono_bias, glorot_uniform, orthogonal
 
 GRU_GATES = ("r", "z", "h")
@@ -219,8 +219,8 @@ def gru_gate(params: GRUParams | GRUResetAfterParams, name: str) -> GateWeights:
     return gate_slice(params, GRU_GATES, name)
 
 
-# ----------------------------------------------------------------------------- fused layer
-# The GRUs' parts of rnncells._fused (see _fused_cell.FusedCell). Both save the gate
+# ----------------------------------------------------------------------------- fused units
+# The GRUs' parts of the fused layer (rnncells._engine: unit.FusedCell). Both save the gate
 # activations [r, z, h~] as one (B, 3H) array.
 
 
@@ -234,7 +234,7 @@ def _fused_activations(params, h, gx, cd):
     """Reset-before (the seed's form): (r, z, h~); r multiplies h_{t-1} before V_h."""
     hidden = h.shape[-1]
     V = params.V
-    rz = fused_sigmoid(gx[:, : 2 * hidden] + mm(h, V[:, : 2 * hidden], cd, gx.dtype))
+    rz = tanh_sigmoid(gx[:, : 2 * hidden] + mm(h, V[:, : 2 * hidden], cd, gx.dtype))
     r, z = rz[:, :hidden], rz[:, hidden:]
     n = jnp.tanh(gx[:, 2 * hidden :] + mm(r * h, V[:, 2 * hidden :], cd, gx.dtype))
     return r, z, n
@@ -281,7 +281,7 @@ def _fused_activations_ra(params, h, gx, cd):
     """Reset-after: (r, z, h~, V_h h_{t-1} + b_hn), the last kept for the backward."""
     hidden = h.shape[-1]
     gh = mm(h, params.V, cd, gx.dtype)
-    rz = fused_sigmoid(gx[:, : 2 * hidden] + gh[:, : 2 * hidden])
+    rz = tanh_sigmoid(gx[:, : 2 * hidden] + gh[:, : 2 * hidden])
     r, z = rz[:, :hidden], rz[:, hidden:]
     ghn = gh[:, 2 * hidden :] + row(params.b_hn, 2)
     n = jnp.tanh(gx[:, 2 * hidden :] + r * ghn)
@@ -320,4 +320,125 @@ GRU_RESET_AFTER_FUSED = FusedCell(
     reads=("h_prev",),
     overwrite=(("acts", "dA"), ("ghn", "dghn")),  # [da_r, da_z, da_h] and dghn_t, as wide
     tie=0,  # dh_{t-1} = dh_t (1 - z_t) + ...
+)
+
+
+# ----------------------------------------------------------------------------- kernel blocks
+# The fused units restated on per-gate (B, H) blocks for the Pallas kernels
+# (rnncells._engine: unit.BlockCell).
+
+
+def _block_forward(V, consts, carry, gx, cd):
+    """Reset-before (the seed's form): r multiplies h_{t-1} before V_h."""
+    (h,) = carry
+    r = tanh_sigmoid(gx[0] + block_dot(h, V[0], cd))
+    z = tanh_sigmoid(gx[1] + block_dot(h, V[1], cd))
+    n = jnp.tanh(gx[2] + block_dot(r * h, V[2], cd))
+    return (h + z * (n - h),), {"acts": [r, z, n]}
+
+
+def _block_backward(V, consts, dcarry, saved, reads, cd):
+    """dh_{t-1}, dA_t = [da_r, da_z, da_h], and r_t for dV_h = sum_t (r_t h_{t-1})^T da_h."""
+    (dh,) = dcarry
+    r, z, n = saved["acts"]
+    h_prev = reads["h_prev"]
+    da_n = dh * z * (1 - n * n)
+    drh = block_dot(da_n, V[2], cd, transpose_b=True)
+    da_r = drh * h_prev * r * (1 - r)
+    da_z = dh * (n - h_prev) * z * (1 - z)
+    dh_prev = (
+        dh * (1 - z)
+        + drh * r
+        + block_dot(da_r, V[0], cd, transpose_b=True)
+        + block_dot(da_z, V[1], cd, transpose_b=True)
+    )
+    return (dh_prev,), {"dA": [da_r, da_z, da_n], "r": [r]}
+
+
+GRU_BLOCKS = BlockCell(
+    gates=3,
+    forward=_block_forward,
+    backward=_block_backward,
+    saved=(("acts", 3),),
+    outs=(("r", 1),),
+    reads=("h_prev",),
+)
+
+
+def _block_forward_ra(V, consts, carry, gx, cd):
+    """Reset-after: h~ = tanh(x W_h + b_h + r (h V_h + b_hn)); V_h h + b_hn is saved."""
+    (h,) = carry
+    (b_hn,) = consts
+    r = tanh_sigmoid(gx[0] + block_dot(h, V[0], cd))
+    z = tanh_sigmoid(gx[1] + block_dot(h, V[1], cd))
+    ghn = block_dot(h, V[2], cd) + b_hn
+    n = jnp.tanh(gx[2] + r * ghn)
+    return (h + z * (n - h),), {"acts": [r, z, n], "ghn": [ghn]}
+
+
+def _block_backward_ra(V, consts, dcarry, saved, reads, cd):
+    """dh_{t-1}, dA_t = [da_r, da_z, da_h] and dghn_t = da_h r_t (the gradient of b_hn)."""
+    (dh,) = dcarry
+    r, z, n = saved["acts"]
+    (ghn,) = saved["ghn"]
+    da_n = dh * z * (1 - n * n)
+    da_r = da_n * ghn * r * (1 - r)
+    da_z = dh * (n - reads["h_prev"]) * z * (1 - z)
+    dghn = da_n * r
+    dh_prev = dh * (1 - z) + sum(
+        block_dot(d, V[k], cd, transpose_b=True) for k, d in enumerate((da_r, da_z, dghn))
+    )
+    return (dh_prev,), {"dA": [da_r, da_z, da_n], "dghn": [dghn]}
+
+
+GRU_RESET_AFTER_BLOCKS = BlockCell(
+    gates=3,
+    forward=_block_forward_ra,
+    backward=_block_backward_ra,
+    saved=(("acts", 3), ("ghn", 1)),
+    outs=(("dghn", 1),),
+    reads=("h_prev",),
+    consts=lambda params: (params.b_hn.reshape((1, -1)),),
+)
+
+
+def _gru_reset_after_init(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    chrono_t_max: float | None = None,
+    dtype=jnp.float32,
+) -> GRUResetAfterParams:
+    """``gru_init(..., reset_after=True)``: the init of the "gru_reset_after" cell."""
+    return gru_init(
+        key, input_size, hidden_size, reset_after=True, chrono_t_max=chrono_t_max, dtype=dtype
+    )
+
+
+SPEC = standard_spec(
+    "gru",
+    GRUParams,
+    GRUState,
+    gru_step,
+    gru_init,
+    GRU_GATES,
+    options=("reset_after", "chrono_t_max"),
+    cell=gru_cell,
+    fused=GRU_FUSED,
+    blocks=GRU_BLOCKS,
+)
+
+RESET_AFTER_SPEC = standard_spec(
+    "gru_reset_after",
+    GRUResetAfterParams,
+    GRUState,
+    gru_step,
+    _gru_reset_after_init,
+    GRU_GATES,
+    vectors={"b": 3, "b_hn": 1},  # the reset-after GRU's b (3H,) and b_hn (H,)
+    options=("chrono_t_max",),
+    cell=gru_cell,
+    fused=GRU_RESET_AFTER_FUSED,
+    blocks=GRU_RESET_AFTER_BLOCKS,
 )

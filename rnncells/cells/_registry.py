@@ -1,22 +1,17 @@
-"""The cell registry: every cell is one ``CellSpec``, looked up by params type or by name.
+"""The cell registry: ``CellSpec``, ``register_cell`` and the lookups by params type or name.
 
 A cell is a unit: its params and carry NamedTuples, its step, its init, its gate names,
-its input checks and its zero carry, described by one ``CellSpec`` and registered once
-with ``register_cell``. Everything generic (``unroll``, ``init_carry``, ``gate``,
-``step_for``, ``stack_init`` / ``stack_unroll``, the Flax modules, the training model)
-looks the cell up here, by the type of its params or by its name, and never branches on
-a cell's name. Adding a cell is a module of its own that ends with one call::
+its input checks, its zero carry, and where it has them its fused unit and its kernel
+blocks, all described by one ``CellSpec`` in the cell's own file
+(``rnncells/cells/<name>.py``) and registered once. Everything generic (``unroll`` and the
+engines, ``init_carry``, ``gate``, ``step_for``, ``stack_init`` / ``stack_unroll``, the
+Flax modules, the training model) looks the cell up here, by the type of its params or by
+its name, reads what it needs from the spec, and never branches on a cell's name.
+
+``rnncells.cells`` registers the built-in cells as one tuple, ``BUILTIN_CELLS``; a user's
+cell is a module of its own that ends with one call::
 
     register_cell(standard_spec("my_rnn", MyParams, RNNState, my_step, my_init, ("h",)))
-
-The seed's four cells (``lstm``, ``gru``, ``gru_reset_after``, ``rnn``) are registered
-below; the others register themselves when their module is imported, and
-``import rnncells`` imports all of them.
-
-Which cells have a fused layer (``rnncells._fused``, a whole-layer forward and backward
-pass) is recorded in ``CellSpec.fused``; the fused driver keeps its own registry of the
-fused units. Every other cell runs through ``jax.lax.scan`` of its step, or through its
-``parallel_unroll`` when it is parallel in time.
 """
 
 from __future__ import annotations
@@ -29,11 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
+from rnncells._engine.unit import BlockCell, FusedCell
 from rnncells._gates import GateWeights, gate_slice
-from rnncells.gru import GRU_GATES, GRUParams, GRUResetAfterParams, GRUState, gru_cell, gru_step
-from rnncells.gru import gru_init as _gru_init
-from rnncells.lstm import LSTM_GATES, LSTMParams, LSTMState, lstm_cell, lstm_init, lstm_step
-from rnncells.rnn import RNN_GATES, RNNParams, RNNState, rnn_cell, rnn_init, rnn_step
 
 
 def _w_rows(params: Any) -> int | None:
@@ -81,8 +73,13 @@ class CellSpec(NamedTuple):
         blocks of ``gates`` (``rnncells.gate``).
       cell: the step's body given the input projection ``gx = x @ W + b``
         (``cell(params, carry, gx) -> (carry, y)``); None when the cell has none.
-      fused: whether ``rnncells._fused`` has a fused layer for this params type, which
-        ``unroll`` then runs (only the seed's four cells).
+      fused: the cell's fused unit (``FusedCell``: its forward step, its backward step
+        from saved activations, and how its gradients are formed), with which ``unroll``
+        runs the cell as one fused layer with a hand-written backward; None runs the scan
+        of the step.
+      blocks: the cell's Pallas kernel blocks (``BlockCell``: the fused unit restated on
+        per-gate (B, H) blocks), with which ``unroll(..., kernel="pallas")`` runs the
+        fused layer's loops as kernels; None for a cell without kernels. Needs ``fused``.
       parallel_unroll: for a cell whose recurrence is parallel in time (gates from x_t
         only, e.g. minGRU, minLSTM), ``parallel_unroll(params, carry, xs, lengths) ->
         (final_carry, ys)``, run by ``unroll`` instead of the scan (``unroll(...,
@@ -107,8 +104,9 @@ class CellSpec(NamedTuple):
     output_size: Callable = _v_rows
     gate: Callable | None = None
     cell: Callable | None = None
-    fused: bool = False
+    fused: FusedCell | None = None
     parallel_unroll: Callable | None = None
+    blocks: BlockCell | None = None
 
 
 _SPECS: dict[type, CellSpec] = {}  # params type -> spec, in registration order
@@ -136,10 +134,11 @@ def register_cell(spec: CellSpec) -> CellSpec:
 
     Raises:
       TypeError: ``spec`` is not a CellSpec, its params or state is not a NamedTuple
-        type, a hook is not callable, or ``fused`` is not a bool.
-      ValueError: its name is empty or taken, its params type is registered already, or
-        it says ``fused=True`` while ``rnncells._fused`` has no fused unit for its params
-        type (refused here rather than at its first ``unroll``).
+        type, a hook is not callable, ``fused`` is not a FusedCell or None, or
+        ``blocks`` not a BlockCell or None.
+      ValueError: its name is empty or taken, its params type is registered already, it
+        has ``blocks`` without ``fused``, or its fused unit's carry type is not its
+        ``state`` (refused here rather than at its first ``unroll``).
 
     Example:
       >>> register_cell(standard_spec("tanh2", Tanh2Params, RNNState, tanh2_step,
@@ -163,17 +162,25 @@ def register_cell(spec: CellSpec) -> CellSpec:
         raise TypeError(f"spec.gates must be a tuple of gate names, got {spec.gates!r}")
     if not isinstance(spec.options, tuple) or not all(isinstance(o, str) for o in spec.options):
         raise TypeError(f"spec.options must be a tuple of option names, got {spec.options!r}")
-    _checks.check_bool("spec.fused", spec.fused)
-    if spec.fused:
-        from rnncells._fused import FUSED_CELLS  # imported here: _fused is heavier
-
-        if spec.params not in FUSED_CELLS:
-            names = ", ".join(t.__name__ for t in FUSED_CELLS)
-            raise ValueError(
-                f"spec.fused=True needs a fused unit for {spec.params.__name__} in "
-                f"rnncells._fused.FUSED_CELLS (the cells with one: {names}), got none: "
-                "register the cell with fused=False"
-            )
+    if spec.fused is not None and not isinstance(spec.fused, FusedCell):
+        raise TypeError(
+            f"spec.fused must be a FusedCell (the cell's fused unit) or None, got {spec.fused!r}"
+        )
+    if spec.blocks is not None and not isinstance(spec.blocks, BlockCell):
+        raise TypeError(
+            f"spec.blocks must be a BlockCell (the cell's kernel blocks) or None, got "
+            f"{spec.blocks!r}"
+        )
+    if spec.blocks is not None and spec.fused is None:
+        raise ValueError(
+            "spec.blocks needs spec.fused: the kernels run the fused layer's loops, and "
+            f"the {spec.name!r} cell has no fused unit (fused=None)"
+        )
+    if spec.fused is not None and spec.fused.state is not spec.state:
+        raise ValueError(
+            f"spec.fused.state must be the cell's carry type {spec.state.__name__}, got "
+            f"{spec.fused.state.__name__}"
+        )
     if spec.name in _BY_NAME:
         raise ValueError(f"a cell named {spec.name!r} is registered already")
     if spec.params in _SPECS:
@@ -195,6 +202,11 @@ def _unregister(name: str) -> None:
 def cell_names() -> tuple[str, ...]:
     """The names of the registered cells, in registration order."""
     return tuple(_BY_NAME)
+
+
+def spec_of_type(params_type: type) -> CellSpec | None:
+    """The spec of the registered cell whose params type is ``params_type``; None if none."""
+    return _SPECS.get(params_type)
 
 
 def registered_steps() -> frozenset:
@@ -330,69 +342,6 @@ def standard_spec(
         zero_carry=same_size_zeros(state),
         **fields,
     )
-
-
-def _gru_reset_after_init(
-    key: jax.Array,
-    input_size: int,
-    hidden_size: int,
-    *,
-    chrono_t_max: float | None = None,
-    dtype=jnp.float32,
-) -> GRUResetAfterParams:
-    """``gru_init(..., reset_after=True)``: the init of the "gru_reset_after" cell."""
-    return _gru_init(
-        key, input_size, hidden_size, reset_after=True, chrono_t_max=chrono_t_max, dtype=dtype
-    )
-
-
-_GRU_VECTORS = {"b": 3, "b_hn": 1}  # the reset-after GRU's b (3H,) and b_hn (H,)
-
-register_cell(
-    standard_spec(
-        "lstm",
-        LSTMParams,
-        LSTMState,
-        lstm_step,
-        lstm_init,
-        LSTM_GATES,
-        options=("forget_bias", "chrono_t_max"),
-        cell=lstm_cell,
-        fused=True,
-    )
-)
-register_cell(
-    standard_spec(
-        "gru",
-        GRUParams,
-        GRUState,
-        gru_step,
-        _gru_init,
-        GRU_GATES,
-        options=("reset_after", "chrono_t_max"),
-        cell=gru_cell,
-        fused=True,
-    )
-)
-register_cell(
-    standard_spec(
-        "gru_reset_after",
-        GRUResetAfterParams,
-        GRUState,
-        gru_step,
-        _gru_reset_after_init,
-        GRU_GATES,
-        vectors=_GRU_VECTORS,
-        options=("chrono_t_max",),
-        cell=gru_cell,
-        fused=True,
-    )
-)
-register_cell(
-    standard_spec(
-        "rnn", RNNParams, RNNState, rnn_step, rnn_init, RNN_GATES, cell=rnn_cell, fused=True
-    )
-)
 
 
 def step_for(params: Any) -> Callable:

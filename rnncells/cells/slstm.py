@@ -46,9 +46,9 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._gates import GateWeights, add_bias
-from rnncells._math import sigmoid, tanh
-from rnncells.cells import CellSpec, register_cell
+from rnncells._gates import GateWeights
+from rnncells._math import add_bias, sigmoid, tanh
+from rnncells.cells._registry import CellSpec
 from rnncells.initializers import glorot_uniform, orthogonal
 
 SLSTM_GATES = ("i", "f", "z", "o")
@@ -260,19 +260,17 @@ def slstm_gate(params: SLSTMParams, name: str) -> GateWeights:
     return GateWeights(params.W[:, sl], V, params.b[sl])
 
 
-register_cell(
-    CellSpec(
-        name="slstm",
-        params=SLSTMParams,
-        state=SLSTMState,
-        step=slstm_step,
-        init=slstm_init,
-        gates=SLSTM_GATES,
-        check_params=_check_params,
-        check_inputs=_check_inputs,
-        zero_carry=_zero_carry,
-        options=("num_heads", "forget_bias"),
-        output_size=lambda params: params.V.shape[0] * params.V.shape[1],
-        gate=slstm_gate,
-    )
+SPEC = CellSpec(
+    name="slstm",
+    params=SLSTMParams,
+    state=SLSTMState,
+    step=slstm_step,
+    init=slstm_init,
+    gates=SLSTM_GATES,
+    check_params=_check_params,
+    check_inputs=_check_inputs,
+    zero_carry=_zero_carry,
+    options=("num_heads", "forget_bias"),
+    output_size=lambda params: params.V.shape[0] * params.V.shape[1],
+    gate=slstm_gate,
 )

@@ -37,11 +37,11 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._gates import GateWeights, add_bias
-from rnncells._math import sigmoid, tanh
-from rnncells.cells import CellSpec, register_cell
+from rnncells._gates import GateWeights
+from rnncells._math import add_bias, sigmoid, tanh
+from rnncells.cells._registry import CellSpec
+from rnncells.cells.lstm import LSTMState
 from rnncells.initializers import chrono_bias, glorot_uniform
-from rnncells.lstm import LSTMState
 
 LSTMP_GATES = ("i", "f", "g", "o")
 
@@ -239,19 +239,17 @@ def lstmp_gate(params: LSTMPParams, name: str) -> GateWeights:
     return GateWeights(params.W[:, sl], params.V[:, sl], params.b[sl])
 
 
-register_cell(
-    CellSpec(
-        name="lstmp",
-        params=LSTMPParams,
-        state=LSTMState,
-        step=lstmp_step,
-        init=lstmp_init,
-        gates=LSTMP_GATES,
-        check_params=_check_params,
-        check_inputs=_check_inputs,
-        zero_carry=_zero_carry,
-        options=("proj_size", "forget_bias", "chrono_t_max"),
-        output_size=lambda params: params.W_hr.shape[1],
-        gate=lstmp_gate,
-    )
+SPEC = CellSpec(
+    name="lstmp",
+    params=LSTMPParams,
+    state=LSTMState,
+    step=lstmp_step,
+    init=lstmp_init,
+    gates=LSTMP_GATES,
+    check_params=_check_params,
+    check_inputs=_check_inputs,
+    zero_carry=_zero_carry,
+    options=("proj_size", "forget_bias", "chrono_t_max"),
+    output_size=lambda params: params.W_hr.shape[1],
+    gate=lstmp_gate,
 )

@@ -5,7 +5,7 @@
 with V initialised to the identity, b to zero and W to small Gaussian values (standard
 deviation 0.001, the paper's), so that at the start the hidden state is carried on
 unchanged and gradients through time neither vanish nor explode. Same layout as the tanh
-RNN (``rnncells.rnn``): W (D, H), V (H, H), b (H,); the carry is ``RNNState(h)``.
+RNN (``rnncells.cells.rnn``): W (D, H), V (H, H), b (H,); the carry is ``RNNState(h)``.
 Haiku's ``hk.VanillaRNN`` and PyTorch's ``nn.RNN(nonlinearity="relu")`` compute this
 cell; ``rnncells.interop`` converts both exactly.
 
@@ -25,10 +25,10 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._gates import GateWeights, add_bias, gate_slice
-from rnncells._math import relu
-from rnncells.cells import register_cell, standard_spec
-from rnncells.rnn import RNNState
+from rnncells._gates import GateWeights, gate_slice
+from rnncells._math import add_bias, relu
+from rnncells.cells._registry import standard_spec
+from rnncells.cells.rnn import RNNState
 
 IRNN_GATES = ("h",)
 IRNN_INPUT_STD = 0.001  # Le et al.'s standard deviation of W's initial values
@@ -108,4 +108,4 @@ def irnn_gate(params: IRNNParams, name: str) -> GateWeights:
     return gate_slice(params, IRNN_GATES, name)
 
 
-register_cell(standard_spec("irnn", IRNNParams, RNNState, irnn_step, irnn_init, IRNN_GATES))
+SPEC = standard_spec("irnn", IRNNParams, RNNState, irnn_step, irnn_init, IRNN_GATES)

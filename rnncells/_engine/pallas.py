@@ -1,17 +1,17 @@
 """Pallas kernels of the fused layer: each loop of a layer (forward, backward) in one launch.
 
-``unroll(..., kernel="pallas")`` runs the layer of ``rnncells._fused`` with its two loops
+``unroll(..., kernel="pallas")`` runs the fused layer (``fused.py``) with its two loops
 replaced by one Pallas kernel each; everything around them is the fused layer's own code,
 so the two kernels compute the same function with the same ``jax.custom_vjp``:
 
-- before the forward kernel: x @ W + b for all steps, one matmul (``_fused._gates_in``);
+- before the forward kernel: x @ W + b for all steps, one matmul (``fused._gates_in``);
 - the forward kernel runs all T steps and writes y_t, the final carry and, when the layer
   is differentiated, what the backward needs: the arrays the cell's ``FusedCell`` saves
   (the gate activations), the carried h (with lengths) and each later carry field's
   previous value (the LSTM's C_{t-1});
 - the backward kernel runs the T steps in reverse carrying dh (and dC) and writes dA_t
   (and the other per-step outputs the cell's ``FusedCell.grads`` reads);
-- after it: dW, dV, db and dx as single large matmuls (``_fused._backward``'s tail and the
+- after it: dW, dV, db and dx as single large matmuls (``fused._backward``'s tail and the
   cell's ``FusedCell.grads``).
 
 Grid and what stays on chip (written for the Triton backend of Pallas on GPUs; the grid
@@ -42,203 +42,28 @@ as plain JAX), so CI tests them; there the block is ``CPU_BLOCK_B`` = 2 rows, so
 tests' tiny batches span several programs and a padded last block. On other backends
 (TPU) ``unroll`` runs the XLA layer.
 
-The equations. Triton's tensors cannot be sliced or concatenated in registers, and the
-GRU's 3H-wide gate block is not a power of two, so a kernel cannot call the cells'
-``FusedCell`` functions, which work on (B, G*H) blocks. Each cell's ``BlockCell`` here
-restates its ``FusedCell``'s step and backward step on per-gate (B, H) blocks, with the
-same names and formulas (σ as 0.5 tanh(a/2) + 0.5); it reads and writes the arrays that
-``FusedCell`` names, so the fused layer's code around the loops, ``FusedCell.grads``
-included, is shared. ``tests/test_pallas.py`` checks the kernels against the XLA layer in
-values and gradients.
+The equations are the cell's: its ``BlockCell`` (``unit.py``, held by its
+``CellSpec.blocks`` and written in its own file) restates its ``FusedCell``'s step and
+backward step on per-gate (B, H) blocks, which a kernel can hold in registers.
+``tests/test_pallas.py`` checks the kernels against the XLA layer in values and
+gradients.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from rnncells._fused_cell import sigmoid
-from rnncells.gru import GRUParams, GRUResetAfterParams
-from rnncells.lstm import LSTMParams
+from rnncells._engine.unit import BlockCell
 
 MAX_V_BYTES = 256 * 1024  # V held per program on a GPU: the LSTM's at H = 128 in fp32
 GPU_BLOCK_B = 16  # batch rows per program on a GPU: the least M of a Triton matmul
 CPU_BLOCK_B = 2  # in interpret mode: tiny test batches still span several programs
 MIN_HIDDEN = 16  # the least K and N of a Triton matmul
-
-
-class BlockCell(NamedTuple):
-    """One cell's forward step and backward step on per-gate (B, H) blocks.
-
-    ``forward(V, consts, carry, gx, cd) -> (new carry tuple, saved)``: V is the list of
-    the G gate blocks V_g (H, H) of V (compute dtype), consts the (1, H) rows of
-    ``consts(params)``, carry the tuple of (B, H) carry fields, gx the G blocks of
-    x_t W + b; saved maps each name of ``saved`` to its list of (B, H) blocks.
-
-    ``backward(V, consts, dcarry, saved, reads, cd) -> (dcarry_prev, outs)``: dcarry
-    holds the carry gradients with dy_t added, saved the step's saved blocks, reads the
-    (B, H) slices named in ``reads``; outs maps "dA" to the G blocks of dA_t and each
-    name of ``outs`` to its blocks.
-    """
-
-    gates: int  # G: V is (H, G*H)
-    forward: Callable
-    backward: Callable
-    # (name, width in H blocks) of the FusedCell's saved arrays, in its order.
-    saved: tuple[tuple[str, int], ...]
-    # (name, width in H blocks) of the backward's outputs besides dA, which the cell's
-    # FusedCell.grads reads.
-    outs: tuple[tuple[str, int], ...]
-    # Per-step slices the backward reads: "h_prev" (h_{t-1}) or "<field>_prev".
-    reads: tuple[str, ...]
-    # params -> (1, H) rows held on chip beside V (the reset-after GRU's b_hn).
-    consts: Callable = lambda params: ()
-
-
-# ----------------------------------------------------------------------------- matmuls
-
-
-def _dot(a, b, cd, transpose_b=False):
-    """a @ b (or a @ b^T) of blocks, inputs in the compute dtype ``cd`` (b is already),
-    accumulated and returned in a's dtype; fp32 at full precision (Triton's "ieee")."""
-    out_dtype = a.dtype
-    if cd is not None:
-        a = a.astype(cd)
-    full = cd is None and out_dtype == jnp.float32
-    dims = (((1,), (1 if transpose_b else 0,)), ((), ()))
-    return jax.lax.dot_general(
-        a,
-        b,
-        dims,
-        precision=jax.lax.Precision.HIGHEST if full else None,
-        preferred_element_type=out_dtype,
-    )
-
-
-# ----------------------------------------------------------------------------- cells
-# Each restates its FusedCell (lstm.py, gru.py) on gate blocks; see the module docstring.
-
-
-def _lstm_forward(V, consts, carry, gx, cd):
-    """The LSTM's step: gates (i, f, g, o), C_t = f C_{t-1} + i g, h_t = o tanh(C_t)."""
-    h, c = carry
-    a = [gx[k] + _dot(h, V[k], cd) for k in range(4)]
-    i, f, o = sigmoid(a[0]), sigmoid(a[1]), sigmoid(a[3])
-    g = jnp.tanh(a[2])
-    c_new = f * c + i * g
-    return (o * jnp.tanh(c_new), c_new), {"acts": [i, f, g, o]}
-
-
-def _lstm_backward(V, consts, dcarry, saved, reads, cd):
-    """dh_{t-1}, dC_{t-1} and dA_t from the activations, tanh(C_t) recomputed."""
-    dh, dc = dcarry
-    i, f, g, o = saved["acts"]
-    c_prev = reads["c_prev"]
-    th = jnp.tanh(f * c_prev + i * g)
-    dc_t = dc + dh * o * (1 - th * th)
-    dA = [
-        dc_t * g * i * (1 - i),
-        dc_t * c_prev * f * (1 - f),
-        dc_t * i * (1 - g * g),
-        dh * th * o * (1 - o),
-    ]
-    dh_prev = sum(_dot(dA[k], V[k], cd, transpose_b=True) for k in range(4))
-    return (dh_prev, dc_t * f), {"dA": dA}
-
-
-LSTM_BLOCKS = BlockCell(
-    gates=4,
-    forward=_lstm_forward,
-    backward=_lstm_backward,
-    saved=(("acts", 4),),
-    outs=(),
-    reads=("c_prev",),
-)
-
-
-def _gru_forward(V, consts, carry, gx, cd):
-    """Reset-before (the seed's form): r multiplies h_{t-1} before V_h."""
-    (h,) = carry
-    r = sigmoid(gx[0] + _dot(h, V[0], cd))
-    z = sigmoid(gx[1] + _dot(h, V[1], cd))
-    n = jnp.tanh(gx[2] + _dot(r * h, V[2], cd))
-    return (h + z * (n - h),), {"acts": [r, z, n]}
-
-
-def _gru_backward(V, consts, dcarry, saved, reads, cd):
-    """dh_{t-1}, dA_t = [da_r, da_z, da_h], and r_t for dV_h = sum_t (r_t h_{t-1})^T da_h."""
-    (dh,) = dcarry
-    r, z, n = saved["acts"]
-    h_prev = reads["h_prev"]
-    da_n = dh * z * (1 - n * n)
-    drh = _dot(da_n, V[2], cd, transpose_b=True)
-    da_r = drh * h_prev * r * (1 - r)
-    da_z = dh * (n - h_prev) * z * (1 - z)
-    dh_prev = (
-        dh * (1 - z)
-        + drh * r
-        + _dot(da_r, V[0], cd, transpose_b=True)
-        + _dot(da_z, V[1], cd, transpose_b=True)
-    )
-    return (dh_prev,), {"dA": [da_r, da_z, da_n], "r": [r]}
-
-
-GRU_BLOCKS = BlockCell(
-    gates=3,
-    forward=_gru_forward,
-    backward=_gru_backward,
-    saved=(("acts", 3),),
-    outs=(("r", 1),),
-    reads=("h_prev",),
-)
-
-
-def _gru_ra_forward(V, consts, carry, gx, cd):
-    """Reset-after: h~ = tanh(x W_h + b_h + r (h V_h + b_hn)); V_h h + b_hn is saved."""
-    (h,) = carry
-    (b_hn,) = consts
-    r = sigmoid(gx[0] + _dot(h, V[0], cd))
-    z = sigmoid(gx[1] + _dot(h, V[1], cd))
-    ghn = _dot(h, V[2], cd) + b_hn
-    n = jnp.tanh(gx[2] + r * ghn)
-    return (h + z * (n - h),), {"acts": [r, z, n], "ghn": [ghn]}
-
-
-def _gru_ra_backward(V, consts, dcarry, saved, reads, cd):
-    """dh_{t-1}, dA_t = [da_r, da_z, da_h] and dghn_t = da_h r_t (the gradient of b_hn)."""
-    (dh,) = dcarry
-    r, z, n = saved["acts"]
-    (ghn,) = saved["ghn"]
-    da_n = dh * z * (1 - n * n)
-    da_r = da_n * ghn * r * (1 - r)
-    da_z = dh * (n - reads["h_prev"]) * z * (1 - z)
-    dghn = da_n * r
-    dh_prev = dh * (1 - z) + sum(
-        _dot(d, V[k], cd, transpose_b=True) for k, d in enumerate((da_r, da_z, dghn))
-    )
-    return (dh_prev,), {"dA": [da_r, da_z, da_n], "dghn": [dghn]}
-
-
-GRU_RESET_AFTER_BLOCKS = BlockCell(
-    gates=3,
-    forward=_gru_ra_forward,
-    backward=_gru_ra_backward,
-    saved=(("acts", 3), ("ghn", 1)),
-    outs=(("dghn", 1),),
-    reads=("h_prev",),
-    consts=lambda params: (params.b_hn.reshape((1, -1)),),
-)
-
-BLOCK_CELLS: dict[type, BlockCell] = {
-    LSTMParams: LSTM_BLOCKS,
-    GRUParams: GRU_BLOCKS,
-    GRUResetAfterParams: GRU_RESET_AFTER_BLOCKS,
-}
 
 
 # ----------------------------------------------------------------------------- choices
@@ -252,22 +77,23 @@ class Options(NamedTuple):
     num_warps: int  # Triton warps per program (0 when interpreted)
 
 
-def has_kernel(params: Any) -> bool:
-    """Whether ``params``' cell has Pallas kernels."""
-    return type(params) in BLOCK_CELLS
-
-
 def v_bytes(params: Any, compute_dtype: Any = None) -> int:
     """Bytes of V as a kernel holds it: (H, G*H) in the compute dtype."""
     dtype = jnp.dtype(params.V.dtype if compute_dtype is None else compute_dtype)
     return math.prod(params.V.shape) * dtype.itemsize
 
 
-def unsupported(params: Any, compute_dtype: Any = None, backend: str | None = None) -> str | None:
-    """Why the kernels cannot run ``params``' layer on ``backend`` (JAX's default when
-    None); None when they can. Any shape runs interpreted on a CPU."""
+def unsupported(
+    blocks: BlockCell | None,
+    params: Any,
+    compute_dtype: Any = None,
+    backend: str | None = None,
+) -> str | None:
+    """Why the kernels cannot run the layer of ``params``, of a cell whose kernel blocks
+    are ``blocks``, on ``backend`` (JAX's default when None); None when they can. Any shape
+    runs interpreted on a CPU."""
     backend = jax.default_backend() if backend is None else backend
-    if not has_kernel(params):
+    if blocks is None:
         return f"{type(params).__name__} has no Pallas kernel"
     if backend == "cpu":
         return None
@@ -392,7 +218,7 @@ def forward(cell, fields, opts, V, consts, carry0, gx, lengths, save):
       save: also write what the backward needs.
 
     Returns:
-      (final carry tuple, outs) as ``_fused._forward`` returns them: outs["y"] (T, B, H)
+      (final carry tuple, outs) as ``fused._forward`` returns them: outs["y"] (T, B, H)
       and, with ``save``, "h" (the carried h, with lengths only), "<field>_prev" for every
       field after h, and the cell's saved arrays.
     """
@@ -472,7 +298,7 @@ def backward(cell, fields, opts, V, consts, dcarry_T, dys, saved, reads, lengths
 
     Returns:
       (dcarry0 tuple, outs): outs["dA"] (T, B, G*H) and the cell's other outputs
-      (``cell.outs``), the loop outputs ``_fused._backward`` forms the gradients from.
+      (``cell.outs``), the loop outputs ``fused._backward`` forms the gradients from.
     """
     num_steps, batch, hidden = dys.shape
     gates = cell.gates

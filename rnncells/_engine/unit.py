@@ -1,10 +1,13 @@
-"""What a cell gives the fused layer (``rnncells._fused``), and the helpers its parts use.
+"""What a cell gives the engines: its fused unit and its kernel blocks, and their helpers.
 
-A cell's ``FusedCell`` lives beside its equations (``lstm.py``, ``gru.py``, ``rnn.py``)
-and is registered by params type in ``rnncells._fused.FUSED_CELLS``. The layer calls its
-parts on one time step of a flattened batch: every array is (B, width), x_t @ W + b
-arrives as ``gx`` (B, G*H), and matmuls go through ``mm`` so that ``compute_dtype``
-applies to them.
+A cell's ``FusedCell`` (for the fused layer, ``rnncells._engine.fused``) and its
+``BlockCell`` (for the Pallas kernels, ``rnncells._engine.pallas``) live in the cell's own
+file beside its equations (``rnncells/cells/lstm.py``, ...) and reach the engines through
+its ``CellSpec`` (``fused`` and ``blocks``). The layer calls a unit's parts on one time
+step of a flattened batch: every array is (B, width), x_t @ W + b arrives as ``gx``
+(B, G*H), and matmuls go through ``mm`` so that ``compute_dtype`` applies to them. A
+kernel calls a block cell's parts on per-gate (B, H) blocks, with matmuls through
+``block_dot``.
 """
 
 from __future__ import annotations
@@ -77,17 +80,6 @@ def mm_tn(a, b, cd, out_dtype):
     return jax.lax.dot_general(a, b, dims, preferred_element_type=out_dtype)
 
 
-def row(v, ndim):
-    """(N,) -> (1, ..., 1, N) so it adds to a (..., N) array without rank promotion."""
-    return v.reshape((1,) * (ndim - 1) + v.shape)
-
-
-def sigmoid(a):
-    """σ(a) as 0.5 * tanh(0.5 * a) + 0.5: the same function, and on XLA:CPU one cheap
-    tanh polynomial instead of exp and a divide (bench.md, "Tuning of the fused layer")."""
-    return 0.5 * jnp.tanh(0.5 * a) + 0.5
-
-
 def split(a, sizes):
     """The column blocks of ``a`` (B, sum(sizes)), in order."""
     out, start = [], 0
@@ -95,3 +87,57 @@ def split(a, sizes):
         out.append(a[:, start : start + size])
         start += size
     return tuple(out)
+
+
+class BlockCell(NamedTuple):
+    """One cell's forward step and backward step on per-gate (B, H) blocks, for the Pallas
+    kernels (``rnncells._engine.pallas``).
+
+    Triton's tensors cannot be sliced or concatenated in registers, and the GRU's 3H-wide
+    gate block is not a power of two, so a kernel cannot call the cell's ``FusedCell``
+    parts, which work on (B, G*H) blocks. A ``BlockCell`` restates them on per-gate blocks
+    with the same names and formulas (σ as 0.5 tanh(a/2) + 0.5); it reads and writes the
+    arrays that the ``FusedCell`` names, so the fused layer's code around the loops,
+    ``FusedCell.grads`` included, is shared.
+
+    ``forward(V, consts, carry, gx, cd) -> (new carry tuple, saved)``: V is the list of
+    the G gate blocks V_g (H, H) of V (compute dtype), consts the (1, H) rows of
+    ``consts(params)``, carry the tuple of (B, H) carry fields, gx the G blocks of
+    x_t W + b; saved maps each name of ``saved`` to its list of (B, H) blocks.
+
+    ``backward(V, consts, dcarry, saved, reads, cd) -> (dcarry_prev, outs)``: dcarry
+    holds the carry gradients with dy_t added, saved the step's saved blocks, reads the
+    (B, H) slices named in ``reads``; outs maps "dA" to the G blocks of dA_t and each
+    name of ``outs`` to its blocks.
+    """
+
+    gates: int  # G: V is (H, G*H)
+    forward: Callable
+    backward: Callable
+    # (name, width in H blocks) of the FusedCell's saved arrays, in its order.
+    saved: tuple[tuple[str, int], ...]
+    # (name, width in H blocks) of the backward's outputs besides dA, which the cell's
+    # FusedCell.grads reads.
+    outs: tuple[tuple[str, int], ...]
+    # Per-step slices the backward reads: "h_prev" (h_{t-1}) or "<field>_prev".
+    reads: tuple[str, ...]
+    # params -> (1, H) rows held on chip beside V (the reset-after GRU's b_hn).
+    consts: Callable = lambda params: ()
+
+
+def block_dot(a, b, cd, transpose_b=False):
+    """a @ b (or a @ b^T) of (B, H) blocks in a kernel, inputs in the compute dtype ``cd``
+    (b is already), accumulated and returned in a's dtype; fp32 at full precision
+    (Triton's "ieee")."""
+    out_dtype = a.dtype
+    if cd is not None:
+        a = a.astype(cd)
+    full = cd is None and out_dtype == jnp.float32
+    dims = (((1,), (1 if transpose_b else 0,)), ((), ()))
+    return jax.lax.dot_general(
+        a,
+        b,
+        dims,
+        precision=jax.lax.Precision.HIGHEST if full else None,
+        preferred_element_type=out_dtype,
+    )

@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnncells import _checks
-from rnncells._fused_cell import FusedCell, mm
-from rnncells._gates import GateWeights, add_bias, gate_slice
-from rnncells._math import sigmoid, tanh
+from rnncells._engine.unit import BlockCell, FusedCell, block_dot, mm
+from rnncells._gates import GateWeights, gate_slice
+from rnncells._math import add_bias, sigmoid, tanh, tanh_sigmoid
+from rnncells.cells._registry import standard_spec
 from rnncells.initializers import chrono_bias, glorot_uniform, orthogonal
 
 LSTM_GATES = ("i", "f", "g", "o")
@@ -154,8 +155,8 @@ def lstm_gate(params: LSTMParams, name: str) -> GateWeights:
     return gate_slice(params, LSTM_GATES, name)
 
 
-# ----------------------------------------------------------------------------- fused layer
-# The LSTM's part of rnncells._fused (see _fused_cell.FusedCell). The four gates are one
+# ----------------------------------------------------------------------------- fused unit
+# The LSTM's part of the fused layer (rnncells._engine: unit.FusedCell). The four gates are one
 # (B, 4H) block of activations [i, f, g, o], made by one tanh (fewer kernels per step than
 # four gates: bench.md, "Tuning of the fused layer"); it is what the forward saves, and
 # the backward recomputes tanh(C_t) from it and C_{t-1}.
@@ -214,4 +215,59 @@ LSTM_FUSED = FusedCell(
     grads=lambda dW, db, hp, outs, mm_tn: LSTMParams(dW, mm_tn(hp, outs["dA"]), db),
     overwrite=(("acts", "dA"),),  # dA_t over the activations of step t: both (B, 4H)
     tie=1,  # dc_{t-1} = dC_t f_t
+)
+
+
+# ----------------------------------------------------------------------------- kernel blocks
+# The fused unit restated on per-gate (B, H) blocks for the Pallas kernels
+# (rnncells._engine: unit.BlockCell).
+
+
+def _block_forward(V, consts, carry, gx, cd):
+    """The LSTM's step: gates (i, f, g, o), C_t = f C_{t-1} + i g, h_t = o tanh(C_t)."""
+    h, c = carry
+    a = [gx[k] + block_dot(h, V[k], cd) for k in range(4)]
+    i, f, o = tanh_sigmoid(a[0]), tanh_sigmoid(a[1]), tanh_sigmoid(a[3])
+    g = jnp.tanh(a[2])
+    c_new = f * c + i * g
+    return (o * jnp.tanh(c_new), c_new), {"acts": [i, f, g, o]}
+
+
+def _block_backward(V, consts, dcarry, saved, reads, cd):
+    """dh_{t-1}, dC_{t-1} and dA_t from the activations, tanh(C_t) recomputed."""
+    dh, dc = dcarry
+    i, f, g, o = saved["acts"]
+    c_prev = reads["c_prev"]
+    th = jnp.tanh(f * c_prev + i * g)
+    dc_t = dc + dh * o * (1 - th * th)
+    dA = [
+        dc_t * g * i * (1 - i),
+        dc_t * c_prev * f * (1 - f),
+        dc_t * i * (1 - g * g),
+        dh * th * o * (1 - o),
+    ]
+    dh_prev = sum(block_dot(dA[k], V[k], cd, transpose_b=True) for k in range(4))
+    return (dh_prev, dc_t * f), {"dA": dA}
+
+
+LSTM_BLOCKS = BlockCell(
+    gates=4,
+    forward=_block_forward,
+    backward=_block_backward,
+    saved=(("acts", 4),),
+    outs=(),
+    reads=("c_prev",),
+)
+
+SPEC = standard_spec(
+    "lstm",
+    LSTMParams,
+    LSTMState,
+    lstm_step,
+    lstm_init,
+    LSTM_GATES,
+    options=("forget_bias", "chrono_t_max"),
+    cell=lstm_cell,
+    fused=LSTM_FUSED,
+    blocks=LSTM_BLOCKS,
 )
