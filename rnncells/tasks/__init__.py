@@ -21,7 +21,8 @@ task.solved(metrics)                    # bool
 | `digits` | (B, 64, 1) float32 | last step, cross-entropy | ln 10 |
 
 The per-task modules (`adding`, `copy`, `digits`) also expose the plain functions
-(``make_batch``, ``loss``, ``accuracy``, baselines) on the natural shapes.
+(``make_batch``, ``loss``, ``accuracy``, baselines) on the natural shapes; `last_step` and
+`predicted_class` read a model's outputs as the tasks' losses and metrics do.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import adding, copy, digits
-from ._common import Batch, Task
+from ._common import Batch, Task, last_step, predicted_class
 
 _FACTORIES: dict[str, Callable[..., Task]] = {
     "adding": adding.adding_task,
@@ -69,4 +70,14 @@ def get_task(name: str, **kwargs) -> Task:
     return _FACTORIES[name](**kwargs)
 
 
-__all__ = ["TASK_NAMES", "Batch", "Task", "adding", "copy", "digits", "get_task"]
+__all__ = [
+    "TASK_NAMES",
+    "Batch",
+    "Task",
+    "adding",
+    "copy",
+    "digits",
+    "get_task",
+    "last_step",
+    "predicted_class",
+]
