@@ -23,8 +23,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from experiments.cli import user_errors  # noqa: E402
+from rnncells.tasks import get_task  # noqa: E402
 from rnncells.training.errors import RunError  # noqa: E402
-from rnncells.training.metrics import read_json, read_jsonl  # noqa: E402
+from rnncells.training.metrics import (  # noqa: E402
+    per_seed_stats,
+    read_json,
+    read_jsonl,
+    solved_by_every_seed,
+)
 
 
 class NoRunError(RunError, FileNotFoundError):
@@ -70,9 +77,6 @@ def summary_from_logs(folder: str) -> dict[str, Any] | None:
     """The summary of a run that has no ``summary.json`` (stopped by a signal or killed),
     from its ``config.json`` and its last evaluation in ``eval.jsonl``; None before the
     first evaluation. Marked ``finished: False, from_logs: True``."""
-    from rnncells.tasks import get_task
-    from rnncells.training.loop import per_seed_stats, solved_by_every_seed
-
     evals = read_jsonl(os.path.join(folder, "eval.jsonl"))
     if not evals:
         return None
@@ -275,8 +279,6 @@ def export(workdir: str, dest: str) -> list[str]:
 
 def main(argv):
     del argv
-    from experiments.cli import user_errors
-
     with user_errors():  # a damaged log: one line naming the file and line
         print(write_report(_WORKDIR.value))
         if _EXPORT.value:

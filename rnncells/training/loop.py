@@ -355,24 +355,6 @@ def _check_eval(eval_metrics: dict, step: int, config, manager) -> None:
             )
 
 
-def solved_by_every_seed(task, metrics: dict[str, Any]) -> bool:
-    """Whether ``task.solved`` holds for every seed of per-seed ``metrics`` ({name: (S,)})."""
-    num_seeds = len(np.ravel(next(iter(metrics.values()))))
-    return all(
-        task.solved({k: float(np.ravel(v)[s]) for k, v in metrics.items()})
-        for s in range(num_seeds)
-    )
-
-
-def per_seed_stats(values) -> dict[str, Any]:
-    """Mean, std and the per-seed values of one metric, as the summary stores them."""
-    return {
-        "mean": float(np.mean(values)),
-        "std": float(np.std(values)),
-        "per_seed": [float(v) for v in np.ravel(values)],
-    }
-
-
 def train(
     config: ml_collections.ConfigDict, workdir: str, *, command: str | None = None
 ) -> dict[str, Any]:
@@ -679,7 +661,7 @@ def _train_guarded(config, setup: Setup, workdir: str, files: _Files, manager, g
         # written: the held-out evaluation of the restored params decides again, with the
         # same result (its batch is fixed), so the run stops where it stopped.
         eval_metrics = evaluate(state.params, start)
-        solved = solved_by_every_seed(task, eval_metrics)
+        solved = metrics.solved_by_every_seed(task, eval_metrics)
         stopped_early = solved
     board = tensorboard.open_writer(
         primary and bool(config.get("tensorboard", False)), workdir, start
@@ -752,7 +734,7 @@ def _train_guarded(config, setup: Setup, workdir: str, files: _Files, manager, g
                     metrics.write_jsonl(files.eval, [eval_record])
                 if board is not None:
                     board.write("eval", [eval_record])
-                solved = solved_by_every_seed(task, eval_metrics)
+                solved = metrics.solved_by_every_seed(task, eval_metrics)
                 # Only scheduled evaluations stop a run, so where it stops does not depend
                 # on where a time limit interrupted it.
                 if solved and scheduled_eval and config.early_stop and step < config.num_steps:
@@ -770,7 +752,7 @@ def _train_guarded(config, setup: Setup, workdir: str, files: _Files, manager, g
             board.close()
     if eval_metrics is None:
         eval_metrics = evaluate(state.params, step)
-        solved = solved_by_every_seed(task, eval_metrics)
+        solved = metrics.solved_by_every_seed(task, eval_metrics)
     summary = {
         "task": task.name,
         "task_kwargs": dict(config.task.kwargs),
@@ -787,7 +769,7 @@ def _train_guarded(config, setup: Setup, workdir: str, files: _Files, manager, g
         "stopped_at_time_limit": at_time_limit,
         "wall_s_this_process": time.perf_counter() - t0,
         "solved": bool(solved),
-        "eval": {k: per_seed_stats(np.asarray(v)) for k, v in eval_metrics.items()},
+        "eval": {k: metrics.per_seed_stats(np.asarray(v)) for k, v in eval_metrics.items()},
         "finished": not at_time_limit,  # a run stopped at its time limit resumes
     }
     if primary:

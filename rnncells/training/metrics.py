@@ -1,4 +1,9 @@
-"""Metrics as JSON lines (one object per training step) and summaries over seeds."""
+"""Metrics as JSON lines (one object per training step) and summaries over seeds.
+
+A run's ``summary.json`` stores each held-out metric as `per_seed_stats` and whether every
+seed solved the task as `solved_by_every_seed`; the reports rebuild the same summary from
+``eval.jsonl`` for a run stopped before writing one.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,24 @@ def mean_spread(values: Iterable[float]) -> tuple[float, float]:
     """(mean, standard deviation) over seeds; the spread of one value is 0."""
     array = np.asarray(list(values), dtype=np.float64)
     return float(array.mean()), float(array.std())
+
+
+def per_seed_stats(values) -> dict[str, Any]:
+    """Mean, std and the per-seed values of one metric, as the summary stores them."""
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values)),
+        "per_seed": [float(v) for v in np.ravel(values)],
+    }
+
+
+def solved_by_every_seed(task, metrics: Mapping[str, Any]) -> bool:
+    """Whether ``task.solved`` holds for every seed of per-seed ``metrics`` ({name: (S,)})."""
+    num_seeds = len(np.ravel(next(iter(metrics.values()))))
+    return all(
+        task.solved({k: float(np.ravel(v)[s]) for k, v in metrics.items()})
+        for s in range(num_seeds)
+    )
 
 
 def _clean(value: Any) -> Any:
