@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
 
-__all__ = ["STALL_RETRIES", "one_line", "run_resuming_stalls", "user_errors"]
+__all__ = ["STALL_RETRIES", "one_line", "resume_command", "run_resuming_stalls", "user_errors"]
 
 STALL_RETRIES = 2
 """How many times `run_resuming_stalls` reruns a stalled child before it gives up."""
@@ -28,6 +29,12 @@ STALL_RETRIES = 2
 def one_line(text: object) -> str:
     """``text`` with every run of whitespace (newlines included) made one space."""
     return " ".join(str(text).split())
+
+
+def resume_command(module: str, args: list[str]) -> str:
+    """The shell command that runs ``python -m module`` again with ``args`` (quoted), in
+    this interpreter: what a stopped run prints to resume it."""
+    return " ".join(shlex.quote(a) for a in [sys.executable, "-m", module, *args])
 
 
 @contextlib.contextmanager

@@ -31,6 +31,8 @@ import time
 
 from absl import app, flags
 
+from experiments.cli import user_errors
+
 
 def free_port() -> int:
     """A TCP port that was free a moment ago, for the coordinator."""
@@ -157,7 +159,6 @@ def _forward(stream, prefix: str, out) -> None:
 def _check_flags() -> None:
     """One ``error:`` line (exit status 2) for a flag value out of range, before any
     process starts."""
-    from experiments.cli import user_errors
     from rnncells.training.errors import ConfigError
 
     for name, value in (

@@ -25,6 +25,9 @@ import time
 from absl import app, flags, logging
 
 from configs.adding import get_config
+from experiments import diagnostics, report, sweep
+from experiments.cli import user_errors
+from experiments.run import define_multiprocess_flags, start_processes
 
 CELLS = ("rnn", "gru", "lstm")
 
@@ -33,10 +36,6 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from experiments import diagnostics, report, sweep
-    from experiments.cli import user_errors
-    from experiments.run import start_processes
-
     processes = start_processes()
     from rnncells.training import distributed
 
@@ -74,8 +73,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from experiments.run import define_multiprocess_flags
-
     _WORKDIR = flags.DEFINE_string("workdir", "runs/main", "folder for the runs and plots")
     _T = flags.DEFINE_integer("T", 100, "sequence length of the adding problem")
     _SEEDS = flags.DEFINE_integer("num_seeds", 3, "seeds per cell (trained at once)")

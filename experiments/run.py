@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import difflib
 import re
-import shlex
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.cli import one_line, user_errors
+from experiments import report as report_lib
+from experiments.cli import one_line, resume_command, user_errors
 
 
 def run(config, workdir: str, report: bool = True, command: str | None = None) -> dict:
@@ -52,8 +52,6 @@ def run(config, workdir: str, report: bool = True, command: str | None = None) -
 
     summary = train(config, workdir, command=command)
     if report and distributed.is_primary():
-        from experiments import report as report_lib
-
         report_lib.write_report(workdir)
     return summary
 
@@ -239,11 +237,6 @@ def format_summary(summary: dict, workdir: str) -> str:
     return "\n".join(lines)
 
 
-def resume_command(argv: list[str]) -> str:
-    """The command line that runs this program again with the same arguments."""
-    return " ".join(shlex.quote(a) for a in [sys.executable, "-m", "experiments.run", *argv])
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -259,7 +252,12 @@ def main(argv):
     from rnncells.training import distributed
 
     with user_errors():
-        summary = run(_CONFIG.value, _WORKDIR.value, _REPORT.value, resume_command(sys.argv[1:]))
+        summary = run(
+            _CONFIG.value,
+            _WORKDIR.value,
+            _REPORT.value,
+            resume_command("experiments.run", sys.argv[1:]),
+        )
     if not distributed.is_primary():
         return  # process 0 prints
     print(format_summary(summary, _WORKDIR.value))
@@ -268,7 +266,7 @@ def main(argv):
             f"stopped at the time limit (time_limit_s={_CONFIG.value.time_limit_s}) after "
             f"{summary['steps_run']} of {summary['num_steps']} steps, checkpointed; resume with:"
         )
-        print("  " + resume_command(sys.argv[1:]))
+        print("  " + resume_command("experiments.run", sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -31,10 +31,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from experiments import report
+from experiments.cli import resume_command, run_resuming_stalls, user_errors
+from experiments.run import define_multiprocess_flags, start_processes
 
 
 def run_name(config) -> str:
@@ -107,7 +112,7 @@ def sweep(
                 f"{run_config.num_steps} steps ...",
                 flush=True,
             )
-        summary = train(run_config, folder, command=resume_command())
+        summary = train(run_config, folder, command=sweep_command())
         loss = summary["eval"]["loss"]
         took = "reused, finished earlier" if reused else f"in {time.perf_counter() - tick:.0f} s"
         if primary:
@@ -137,23 +142,16 @@ def finished(config, folder: str) -> bool:
     )
 
 
-def resume_command() -> str:
+def sweep_command() -> str:
     """The command line that runs this sweep again (and so resumes its unfinished runs)."""
-    import shlex
-    import sys
-
     args = [a for a in sys.argv[1:] if not a.startswith(("--run_index", "--in_process"))]
-    return " ".join(shlex.quote(a) for a in [sys.executable, "-m", "experiments.sweep", *args])
+    return resume_command("experiments.sweep", args)
 
 
 def supervise(config, workdir: str, cells=None, lengths=None, inits=None) -> int:
     """Trains every combination in a child process of its own, rerun from its checkpoint
     when it stalls (`experiments.cli.run_resuming_stalls`); returns 0, or the first
     status that stopped the sweep (a user error, a stall after the reruns, a signal)."""
-    import sys
-
-    from experiments.cli import run_resuming_stalls
-
     for k, run_config in enumerate(run_configs(config, cells, lengths, inits)):
         command = [
             sys.executable,
@@ -180,7 +178,6 @@ def all_finished(config, workdir: str, cells=None, lengths=None, inits=None) -> 
 def write_report_once(workdir: str) -> str | None:
     """The report of ``workdir``, written under its lock; None when another process of
     a spread sweep holds the lock (it is writing the same report)."""
-    from experiments import report
     from rnncells.training import lock
     from rnncells.training.errors import WorkdirLockedError
 
@@ -195,10 +192,6 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from experiments import report
-    from experiments.cli import user_errors
-    from experiments.run import start_processes
-
     tick = time.perf_counter()
     args = (_CONFIG.value, _WORKDIR.value, _CELLS.value, _LENGTHS.value, _INITS.value)
     if _SPREAD.value:
@@ -241,8 +234,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from experiments.run import define_multiprocess_flags
-
     # Flags are defined only when run as a program, so the module imports without them.
     _CONFIG = config_flags.DEFINE_config_file(
         "config", None, "experiment config file", lock_config=True
