@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU rows of the science studies (experiments/science.py, where="gpu": adding at
+# The GPU rows of the science studies (experiments/science/studies.py, where="gpu": adding at
 # T = 750 and 1000; every copy and variable-copy row; the ablation's copy rows), a
 # slice at a time, resumable across machines:
 #

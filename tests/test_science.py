@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")
 
-from experiments import science, science_report, stats  # noqa: E402
+from experiments import science  # noqa: E402
+from experiments.science import report, scoring, stats  # noqa: E402
 
 # --- statistics ---------------------------------------------------------------------------
 
@@ -125,8 +126,8 @@ def test_every_row_builds_a_valid_config_with_five_seeds():
 
 @pytest.fixture
 def small_test_set(monkeypatch):
-    monkeypatch.setattr(science, "TEST_SEQUENCES", 2000)
-    monkeypatch.setattr(science, "TEST_CHUNK", 500)
+    monkeypatch.setattr(scoring, "TEST_SEQUENCES", 2000)
+    monkeypatch.setattr(scoring, "TEST_CHUNK", 500)
 
 
 def read_json(path):
@@ -162,8 +163,8 @@ def tiny_run(tmp_path_factory):
     """One tiny row trained and scored on 2000 test sequences: (workdir, JSON path)."""
     root = tmp_path_factory.mktemp("tiny")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(science, "TEST_SEQUENCES", 2000)
-        patch.setattr(science, "TEST_CHUNK", 500)
+        patch.setattr(scoring, "TEST_SEQUENCES", 2000)
+        patch.setattr(scoring, "TEST_CHUNK", 500)
         path = science.train_and_score(tiny_row(), str(root / "runs"), str(root / "res"))
     return root / "runs", path
 
@@ -299,27 +300,27 @@ def fake_result(losses, solved, constant=0.1667):
 
 def test_outcome_and_agreement():
     row = tiny_row()
-    assert science_report.outcome(fake_result([0.001] * 5, [True] * 5)) == "solves"
+    assert report.outcome(fake_result([0.001] * 5, [True] * 5)) == "solves"
     beats = fake_result([0.05, 0.06, 0.04, 0.05, 0.07], [False] * 5)
-    assert science_report.outcome(beats) == "beats the baseline"
+    assert report.outcome(beats) == "beats the baseline"
     mixed = fake_result([0.17, 0.16, 0.17, 0.01, 0.17], [False] * 5)
-    assert science_report.outcome(mixed) == "mixed: 1/5 below half"
+    assert report.outcome(mixed) == "mixed: 1/5 below half"
     # 0.3% under the constant predictor is not beating it.
-    assert science_report.outcome(fake_result([0.166] * 5, [False] * 5)) == "fails"
-    assert science_report.agree(row, "solves") == "yes"
-    assert science_report.agree(row, "fails") == "no"
-    assert science_report.agree(row, "mixed: 1/5 below half") == "partly"
+    assert report.outcome(fake_result([0.166] * 5, [False] * 5)) == "fails"
+    assert report.agree(row, "solves") == "yes"
+    assert report.agree(row, "fails") == "no"
+    assert report.agree(row, "mixed: 1/5 below half") == "partly"
     worse = science.Run("ablation", "x", "configs/adding.py", (), "x", expect="worse")
     same = science.Run("ablation", "x", "configs/adding.py", (), "x", expect="same")
-    assert science_report.agree(worse, "fails", (0.01, 0.5)) == "yes"
-    assert science_report.agree(worse, "fails", (0.01, -0.5)) == "no"  # better, not worse
-    assert science_report.agree(worse, "fails", (0.2, 0.5)) == "no"
-    assert science_report.agree(same, "fails", (0.2, 0.5)).startswith("consistent")
-    assert science_report.agree(same, "fails", (0.01, 0.5)) == "no"
-    assert science_report.agree(same, "fails", None) == "-"
+    assert report.agree(worse, "fails", (0.01, 0.5)) == "yes"
+    assert report.agree(worse, "fails", (0.01, -0.5)) == "no"  # better, not worse
+    assert report.agree(worse, "fails", (0.2, 0.5)) == "no"
+    assert report.agree(same, "fails", (0.2, 0.5)).startswith("consistent")
+    assert report.agree(same, "fails", (0.01, 0.5)) == "no"
+    assert report.agree(same, "fails", None) == "-"
     beat_row = science.Run("adding", "x", "configs/adding.py", (), "x", expect="beat")
-    assert science_report.agree(beat_row, "solves") == "yes (better)"
-    assert science_report.agree(science.Run("a", "x", "configs/adding.py", (), "x"), "fails") == "-"
+    assert report.agree(beat_row, "solves") == "yes (better)"
+    assert report.agree(science.Run("a", "x", "configs/adding.py", (), "x"), "fails") == "-"
 
 
 def test_report_from_json_alone(tiny_run, tmp_path, monkeypatch):
@@ -330,26 +331,26 @@ def test_report_from_json_alone(tiny_run, tmp_path, monkeypatch):
     shutil.copy(tiny_run[1], results / "adding" / f"{row.name}.json")
     readme = tmp_path / "results" / "README.md"
     readme.write_text("# Reproductions\n\nolder sections\n")
-    written = science_report.write_all(str(results))
+    written = report.write_all(str(results))
     text = readme.read_text()
-    assert text.startswith("# Reproductions\n\n" + science_report.BEGIN)
+    assert text.startswith("# Reproductions\n\n" + report.BEGIN)
     assert "older sections" in text
     assert "adding_T20_tiny.json" in text and "pending" in text  # copy and digits rows
     assert os.path.join(str(results), "adding", "README.md") in written
     study = (results / "adding" / "README.md").read_text()
     assert "python -m experiments.science --study=adding --where=cpu" in study
     # Rebuilding again replaces the block instead of adding a second one.
-    science_report.write_all(str(results))
-    assert readme.read_text().count(science_report.BEGIN) == 1
+    report.write_all(str(results))
+    assert readme.read_text().count(report.BEGIN) == 1
 
 
 def test_committed_summary_matches_committed_json():
     readme = os.path.join("experiments", "results", "README.md")
     with open(readme, encoding="utf-8") as file:
         text = file.read()
-    if science_report.BEGIN not in text:
+    if report.BEGIN not in text:
         pytest.fail("experiments/results/README.md has no science summary")
-    assert science_report.summary_table(science.RESULTS) in text, (
+    assert report.summary_table(science.RESULTS) in text, (
         "the committed summary table differs from what the committed JSON gives: run "
         "python -m experiments.science --report"
     )
@@ -407,16 +408,16 @@ def test_cost_table_from_a_cost_json(tmp_path):
     cost = {"device": "cpu", "rows": rows, "load_average_before": [1, 1, 1]}
     cost["load_average_after"] = [1, 1, 1]
     (tmp_path / "cost.json").write_text(json.dumps(cost))
-    text = science_report.cost_table(str(tmp_path))
+    text = report.cost_table(str(tmp_path))
     assert text.count("## ") == len(science.COST_ROWS)
     assert "| 2.00 |" in text and "pending" in text  # the time ratio; rows not run here
-    assert science_report.cost_table(str(tmp_path / "none")) is None
+    assert report.cost_table(str(tmp_path / "none")) is None
 
 
 def test_paired_tests_pair_each_row_with_its_reference(tmp_path):
     copy_rows = {row.name: row for row in science.all_rows("copy")}
     members = [r for r in copy_rows.values() if r.name.startswith("copy_T100_")]
-    ref = science_report.reference_for
+    ref = report.reference_for
     assert ref(copy_rows["copy_T100_lstm_b0_rmsprop"], members).name == (
         "copy_T100_lstm_chrono_rmsprop"
     )
@@ -436,15 +437,13 @@ def test_paired_tests_pair_each_row_with_its_reference(tmp_path):
         (results / "copy" / f"{name}.json").write_text(
             json.dumps({"test": {"per_seed": {"loss": list(losses)}}})
         )
-    tests = science_report.paired_tests("copy", str(results))
+    tests = report.paired_tests("copy", str(results))
     assert set(tests) == {"copy_T100_lstm_b0_rmsprop"}
     p, d = tests["copy_T100_lstm_b0_rmsprop"]
     assert p < 1e-4 and d == pytest.approx(1.0, abs=0.05)
 
 
 def test_learning_rate_study_picks_each_cells_rate_on_held_out_loss(tmp_path):
-    from experiments import science_report
-
     # Held-out loss falls with the rate index for the GRU and rises for the LSTMs; the
     # test losses disagree on purpose (selection must not read them).
     rates = [rate for rate, _, _ in science.LR_GRID]
@@ -462,15 +461,15 @@ def test_learning_rate_study_picks_each_cells_rate_on_held_out_loss(tmp_path):
             path.write_text(json.dumps(result))
             if cell == "lstm_chrono" and k == 1:
                 break  # chrono: two rates run so far
-    best = science_report.best_rates(str(tmp_path))
+    best = report.best_rates(str(tmp_path))
     assert best["gru"]["best"] == rates[-1] and best["gru"]["complete"]
     assert best["lstm"]["best"] == rates[0]
     assert best["lstm_chrono"]["best"] == rates[0] and not best["lstm_chrono"]["complete"]
-    lines = science_report.best_rates_section(str(tmp_path))
+    lines = report.best_rates_section(str(tmp_path))
     assert any("waits for every rate" in line for line in lines)
     assert sum("pending" in line for line in lines) == 1  # chrono's row lists 3 pending
     del best["lstm_chrono"]
-    tests = science_report.best_rate_tests(str(tmp_path), best)
+    tests = report.best_rate_tests(str(tmp_path), best)
     ((a, b, d, p),) = tests
     assert (a, b) == ("gru", "lstm")
     assert d == pytest.approx(np.log10(1e-3 * 1.4) - np.log10(1e-4 * 1.0))

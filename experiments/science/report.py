@@ -23,13 +23,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments import science, stats  # noqa: E402
+from experiments.science import stats, studies  # noqa: E402
 
 BEGIN, END = "<!-- science:begin -->", "<!-- science:end -->"
 GPU_SCRIPT = "experiments/gpu_science.sh"
 
 
-def load(results: str, row: science.Run) -> dict[str, Any] | None:
+def load(results: str, row: studies.Run) -> dict[str, Any] | None:
     """The JSON of ``row`` under ``results``, None when it has not run yet."""
     path = os.path.join(results, row.study, f"{row.name}.json")
     if not os.path.exists(path):
@@ -70,7 +70,7 @@ def outcome(result: dict[str, Any]) -> str:
     return f"mixed: {below}/{len(per['loss'])} below half"
 
 
-def agree(row: science.Run, observed: str, comparison: tuple[float, float] | None = None) -> str:
+def agree(row: studies.Run, observed: str, comparison: tuple[float, float] | None = None) -> str:
     """Whether ``observed`` matches the papers' outcome of ``row`` ("-" where none).
 
     For ``expect`` "worse" or "same" the verdict reads ``comparison``, ``(p, d)`` of the
@@ -97,7 +97,7 @@ def agree(row: science.Run, observed: str, comparison: tuple[float, float] | Non
     return "yes" if observed == wanted else "no"
 
 
-def _T(row: science.Run) -> str:
+def _T(row: studies.Run) -> str:
     config = row.make_config()
     T = config.task.kwargs.get("T")
     if config.task.name == "digits":
@@ -120,8 +120,8 @@ def summary_table(results: str, link_prefix: str = "science") -> str:
         "result",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    tests = {k: v for study in science.STUDIES for k, v in paired_tests(study, results).items()}
-    for row in science.all_rows():
+    tests = {k: v for study in studies.STUDIES for k, v in paired_tests(study, results).items()}
+    for row in studies.all_rows():
         result = load(results, row)
         task = row.value("task.name")
         if result is None:
@@ -172,7 +172,7 @@ reaches about 0.98 test accuracy, on the last 32 alone 0.87-0.90
 """
 
 
-def _settings(members: list[science.Run]) -> str:
+def _settings(members: list[studies.Run]) -> str:
     """The settings the rows share; a setting that differs between them is named as per
     row (each row's label says its own)."""
     configs = [row.make_config() for row in members]
@@ -197,10 +197,10 @@ def _settings(members: list[science.Run]) -> str:
     return ", ".join(p for p in parts if p)
 
 
-def _versus(row: science.Run, members: list[science.Run], tests: dict) -> str:
+def _versus(row: studies.Run, members: list[studies.Run], tests: dict) -> str:
     ref = reference_for(row, members)
     if ref is None or row.name not in tests:
-        return "reference" if ref is None and row.study in science.REFERENCE else "-"
+        return "reference" if ref is None and row.study in studies.REFERENCE else "-"
     p, d = tests[row.name]
     way = "higher" if d > 0 else "lower"
     return f"{way} than {ref.label}, p = {p:.2g}"
@@ -217,7 +217,7 @@ def study_readme(study: str, results: str) -> str:
         f"    bash {GPU_SCRIPT} OUT_DIR   # the rows marked gpu",
         "",
         "Tables and plots (from the JSON here): `python -m experiments.science --report`. "
-        f"{science.NUM_SEEDS} seeds (0 to {science.NUM_SEEDS - 1}) per row; each row's "
+        f"{studies.NUM_SEEDS} seeds (0 to {studies.NUM_SEEDS - 1}) per row; each row's "
         "whole config is in its JSON under `config`. *paired test*: the row's log10 test "
         "loss against its reference's, seed by seed (same data stream), two-sided paired "
         "t-test, Holm-adjusted over the rows of the table.",
@@ -286,10 +286,10 @@ def best_rates(results: str) -> dict[str, dict[str, Any]]:
     key, never the test set) and the rate with the lowest, ``best``. A cell with no
     finished row is left out; ``complete`` says whether every rate of it has run."""
     out: dict[str, dict[str, Any]] = {}
-    for cell, cell_label, _ in science.LR_CELLS:
+    for cell, cell_label, _ in studies.LR_CELLS:
         held_out: dict[str, float] = {}
-        for rate, _, _ in science.LR_GRID:
-            row = next(r for r in science.all_rows("lr") if r.name == f"lr_T200_{cell}_{rate}")
+        for rate, _, _ in studies.LR_GRID:
+            row = next(r for r in studies.all_rows("lr") if r.name == f"lr_T200_{cell}_{rate}")
             result = load(results, row)
             if result is None:
                 continue
@@ -302,7 +302,7 @@ def best_rates(results: str) -> dict[str, dict[str, Any]]:
                 "held_out": held_out,
                 "best": best,
                 "row": f"lr_T200_{cell}_{best}",
-                "complete": len(held_out) == len(science.LR_GRID),
+                "complete": len(held_out) == len(studies.LR_GRID),
             }
     return out
 
@@ -310,7 +310,7 @@ def best_rates(results: str) -> dict[str, dict[str, Any]]:
 def best_rate_tests(results: str, best: dict[str, dict[str, Any]]) -> list[tuple]:
     """Every pair of cells at their best rates: (cell a, cell b, mean log10 test-loss
     difference a - b, paired t-test p Holm-adjusted over the pairs)."""
-    by_name = {r.name: r for r in science.all_rows("lr")}
+    by_name = {r.name: r for r in studies.all_rows("lr")}
     losses = {
         cell: load(results, by_name[b["row"]])["test"]["per_seed"]["loss"]  # type: ignore[index]
         for cell, b in best.items()
@@ -324,7 +324,7 @@ def best_rate_tests(results: str, best: dict[str, dict[str, Any]]) -> list[tuple
 def best_rates_section(results: str) -> list[str]:
     """The learning-rate study's selection and comparison, as README lines."""
     best = best_rates(results)
-    rates = [label for _, label, _ in science.LR_GRID]
+    rates = [label for _, label, _ in studies.LR_GRID]
     out = [
         "## Each cell at its best rate",
         "",
@@ -335,10 +335,10 @@ def best_rates_section(results: str) -> list[str]:
         "| cell | " + " | ".join(rates) + " |",
         "|---|" + "---|" * len(rates),
     ]
-    for cell, cell_label, _ in science.LR_CELLS:
+    for cell, cell_label, _ in studies.LR_CELLS:
         held = best.get(cell, {}).get("held_out", {})
         cells = []
-        for rate, _, _ in science.LR_GRID:
+        for rate, _, _ in studies.LR_GRID:
             text = _g(held[rate]) if rate in held else "pending"
             cells.append(f"**{text}**" if best.get(cell, {}).get("best") == rate else text)
         out.append(f"| {cell_label} | " + " | ".join(cells) + " |")
@@ -386,9 +386,9 @@ def digits_baselines(results: str) -> list[str]:
     return out
 
 
-def reference_for(row: science.Run, members: list[science.Run]) -> science.Run | None:
+def reference_for(row: studies.Run, members: list[studies.Run]) -> studies.Run | None:
     """The row ``row`` is compared with in its (task, T) group, None for the reference
-    itself: the study's `science.REFERENCE` row; in the copy study, a standard init is
+    itself: the study's `studies.REFERENCE` row; in the copy study, a standard init is
     compared with chrono under the same optimiser, and chrono with Adam with chrono with
     RMSProp."""
     if row.study == "copy":
@@ -399,15 +399,15 @@ def reference_for(row: science.Run, members: list[science.Run]) -> science.Run |
         else:
             return None
         return next((r for r in members if r.name == target), None)
-    label = science.REFERENCE.get(row.study)
+    label = studies.REFERENCE.get(row.study)
     found = next((r for r in members if r.label == label), None)
     return None if found is row else found
 
 
-def groups(study: str) -> dict[tuple[str, str], list[science.Run]]:
+def groups(study: str) -> dict[tuple[str, str], list[studies.Run]]:
     """The study's rows by (task, T), in table order."""
-    out: dict[tuple[str, str], list[science.Run]] = defaultdict(list)
-    for row in science.all_rows(study):
+    out: dict[tuple[str, str], list[studies.Run]] = defaultdict(list)
+    for row in studies.all_rows(study):
         out[(row.value("task.name"), _T(row))].append(row)
     return out
 
@@ -433,12 +433,12 @@ def paired_tests(study: str, results: str) -> dict[str, tuple[float, float]]:
     return out
 
 
-def plot_loss_vs_T(study: str, results: str, path: str) -> bool:
+def plot_test_loss_vs_T(study: str, results: str, path: str) -> bool:
     """Test loss against T per row label: geometric mean with its log-space t interval as a
     band, each seed as a dot, the constant predictor dashed; False when under two T."""
     series: dict[str, list] = defaultdict(list)
     constant: dict[int, float] = {}
-    for row in science.all_rows(study):
+    for row in studies.all_rows(study):
         result = load(results, row)
         if (
             result is None
@@ -487,7 +487,7 @@ def plot_digits(results: str, path: str) -> bool:
     """Test accuracy per cell, sequential against permuted: each seed a dot, the mean with
     its t interval as an error bar; False before any digits row has run."""
     points = defaultdict(dict)
-    for row in science.all_rows("digits"):
+    for row in studies.all_rows("digits"):
         result = load(results, row)
         if result is not None:
             points[row.label][_T(row)] = result["test"]["per_seed"]["accuracy"]
@@ -529,7 +529,7 @@ def plot_digits(results: str, path: str) -> bool:
 
 
 def cost_table(results: str) -> str | None:
-    """The GRU against the LSTM (`science.COST_ROWS`): parameters, FLOPs and time of a
+    """The GRU against the LSTM (`studies.COST_ROWS`): parameters, FLOPs and time of a
     training step from ``cost.json``, steps to solve and test loss from the rows' JSON;
     None before ``cost.json`` exists."""
     path = os.path.join(results, "cost.json")
@@ -537,7 +537,7 @@ def cost_table(results: str) -> str | None:
         return None
     with open(path, encoding="utf-8") as file:
         cost = json.load(file)
-    by_name = {row.name: row for row in science.all_rows()}
+    by_name = {row.name: row for row in studies.all_rows()}
     out = [
         "# The GRU against the LSTM: cost and result",
         "",
@@ -555,7 +555,7 @@ def cost_table(results: str) -> str | None:
         "Made by `python -m experiments.science --cost` (timings) and the studies' runs.",
         "",
     ]
-    for names in science.COST_ROWS:
+    for names in studies.COST_ROWS:
         rows = [by_name[n] for n in names]
         reference = cost["rows"][names[0]]
         out += [f"## {rows[0].value('task.name')}, {_T(rows[0])}", ""]
@@ -596,7 +596,7 @@ def cost_table(results: str) -> str | None:
 
 PLOTS = {
     "loss_vs_T.png": lambda study, results, path: (
-        study in ("adding", "copy") and plot_loss_vs_T(study, results, path)
+        study in ("adding", "copy") and plot_test_loss_vs_T(study, results, path)
     ),
     "accuracy.png": lambda study, results, path: study == "digits" and plot_digits(results, path),
 }
@@ -621,11 +621,11 @@ def write_lead(readme: str, text: str) -> None:
         file.write(content)
 
 
-def write_all(results: str = science.RESULTS) -> list[str]:
+def write_all(results: str = studies.RESULTS) -> list[str]:
     """Rebuilds every study README, plot and the lead table from the JSON in ``results``;
     returns the paths written."""
     written = []
-    for study in science.STUDIES:
+    for study in studies.STUDIES:
         folder = os.path.join(results, study)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, "README.md")
