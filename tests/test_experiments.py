@@ -242,3 +242,48 @@ def test_the_sweep_command_trains_each_run_in_a_child_and_writes_the_report(tmp_
     for cell in ("rnn", "gru"):
         with open(workdir / f"adding_T20_{cell}_default" / "summary.json") as file:
             assert json.load(file)["finished"]
+
+
+COMMAND_LINES = [
+    "experiments/cli.py",
+    "experiments/diagnostics.py",
+    "experiments/local_cluster.py",
+    "experiments/main.py",
+    "experiments/report.py",
+    "experiments/run.py",
+    "experiments/sweep.py",
+    *sorted(
+        os.path.relpath(os.path.join(folder, name), ROOT)
+        for folder in [os.path.join(ROOT, "experiments", "science")]
+        for name in os.listdir(folder)
+        if name.endswith(".py")
+    ),
+]
+
+
+@pytest.mark.parametrize("path", COMMAND_LINES)
+def test_command_lines_import_at_the_top_and_only_public_rnncells(path):
+    # An import of experiments inside a function hides a cycle; a private rnncells name
+    # (a part beginning with "_") may change with no notice.
+    import ast
+
+    with open(os.path.join(ROOT, path), encoding="utf-8") as file:
+        tree = ast.parse(file.read())
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+    for function in functions:
+        for node in ast.walk(function):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            assert not any(m.split(".")[0] == "experiments" for m in modules), (
+                f"{path}:{node.lineno} imports {modules} inside {function.name}"
+            )
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rnncells"):
+            names = [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            if name.startswith("rnncells"):
+                assert not any(p.startswith("_") for p in name.split(".")), f"{path}: {name}"
