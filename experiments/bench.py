@@ -27,8 +27,8 @@ JAX's binding of cuDNN's fused LSTM); the fused layer with its options changed: 
 rc_u8 (unroll 2 and 8), rc_remat, rc_bf16 (``compute_dtype=bfloat16``). The layer's other
 variants measured in bench.md (rc_nohoist, rc_logistic, rc_noblock, rc_concat) were not
 kept, and their code is gone. Kernels (``rc.unroll(..., kernel=...)``, default unroll):
-rc_xla (the fused layer's scans), rc_pallas (its Pallas kernels, ``rnncells._pallas``;
-interpreted on a CPU, so slow there), rc_xla_bf16 and rc_pallas_bf16 (the same with
+rc_xla (the fused layer's scans), rc_pallas (its Pallas kernels; interpreted on a CPU,
+so slow there), rc_xla_bf16 and rc_pallas_bf16 (the same with
 ``compute_dtype=bfloat16``). ``--kernel`` sets the kernel of ``rnncells`` (default None:
 the library's choice). An implementation that cannot run a size (the Pallas kernels
 above H = 128 on a GPU, cuDNN on a CPU) is skipped with its reason under "skipped"; one
@@ -37,7 +37,7 @@ that fails to build is recorded under "errors" and the others still run.
 ``--quick`` shrinks every size to (B, T, D, H) <= (3, 4, 3, 16) with 2 repetitions: a
 dry run of a command line (e.g. ``experiments/gpu_pallas.sh``) on a CPU in seconds.
 ``--targets JSON`` prints issue 14's targets, met or missed, from a GPU run's JSON, and
-``--figures JSON`` the ``rnncells.unrolling.KERNEL_FIGURES`` rows it measured.
+``--figures JSON`` the rows of the kernel table (``rnncells._engine.choice``) it measured.
 
 On a GPU (``jax.default_backend() == "gpu"``) the same harness runs with: PyTorch on
 CUDA (cuDNN's fused nn.LSTM / nn.GRU, synchronised after each call); every fp32 matmul
@@ -140,7 +140,6 @@ def build_rnncells(cell, B, T, D, H, variant=None):
     import jax.numpy as jnp
 
     import rnncells as rc
-    from rnncells import _fused
 
     params = _rc_params(cell, jax.random.key(0), D, H)
     xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float32)
@@ -158,11 +157,9 @@ def build_rnncells(cell, B, T, D, H, variant=None):
             return rc.unroll(wrapped, p, x, rc.init_carry(p, (B,)))[1]
 
     elif isinstance(variant, dict):  # rc.unroll options: kernel, compute_dtype
-        from rnncells import _pallas
-
         kwargs = dict(variant)
         if kwargs.get("kernel") == "pallas":
-            reason = _pallas.unsupported(params, kwargs.get("compute_dtype"))
+            reason = rc.kernel_support(params, kwargs.get("compute_dtype"))["pallas"]
             if reason is not None:
                 return reason  # skipped, not timed as the XLA layer it would fall back to
 
@@ -177,13 +174,8 @@ def build_rnncells(cell, B, T, D, H, variant=None):
             "bf16": dict(compute_dtype=jnp.dtype(jnp.bfloat16)),
         }[variant]
 
-        def run(p, x):
-            xs_tm = jnp.moveaxis(x, 1, 0)
-            cfg = _fused.default_config(
-                p, xs_tm, masked=False, unroll=1, remat=False, compute_dtype=None
-            )._replace(**changes)
-            ys = _fused.fused_scan(p, rc.init_carry(p, (B,)), xs_tm, config=cfg)[1]
-            return jnp.moveaxis(ys, 0, 1)
+        def run(p, x):  # the fused layer's XLA loops with one choice changed
+            return rc.unroll(step, p, x, kernel="xla", **changes)[1]
 
     return _jax_pair(lambda p, x: (jnp.sum(run(p, x)), run(p, x)), params, xs)
 

@@ -76,7 +76,8 @@ def _cases():
             for unroll, lengths, remat, cd in grid:
                 options = dict(unroll=unroll, lengths=lengths, remat=remat, kernel="xla")
                 options["compute_dtype"] = None if cd is None else jnp.dtype(cd)
-                yield f"{name}/u{unroll}/len{int(lengths)}/remat{int(remat)}/{cd}/xla", name, options
+                key = f"{name}/u{unroll}/len{int(lengths)}/remat{int(remat)}/{cd}/xla"
+                yield key, name, options
             for unroll, lengths, cd in itertools.product((1, 8), (False, True), (None, "bfloat16")):
                 options = dict(unroll=unroll, lengths=lengths, kernel="pallas")
                 options["compute_dtype"] = None if cd is None else jnp.dtype(cd)

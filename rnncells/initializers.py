@@ -20,6 +20,12 @@ import jax.numpy as jnp
 
 from rnncells import _checks
 
+__all__ = [
+    "chrono_bias",
+    "glorot_uniform",
+    "orthogonal",
+]
+
 
 def glorot_uniform(key: jax.Array, fan_in: int, fan_out: int, num_gates: int, dtype) -> jax.Array:
     """Glorot-uniform weights, one (fan_in, fan_out) block per gate, fused on the last axis.

@@ -19,6 +19,13 @@ from rnncells.cells import step_for
 from rnncells.cells._registry import check_init_options
 from rnncells.unrolling import unroll as _unroll
 
+__all__ = [
+    "Bidirectional",
+    "bidirectional_unroll",
+    "stack_init",
+    "stack_unroll",
+]
+
 
 class Bidirectional(NamedTuple):
     """A pair of per-direction values: params, carries."""

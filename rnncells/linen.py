@@ -32,6 +32,17 @@ from rnncells import _checks
 from rnncells import _modules as common
 from rnncells.cells import step_for
 
+__all__ = [
+    "Cell",
+    "GRU",
+    "GRUCell",
+    "LSTM",
+    "LSTMCell",
+    "Layer",
+    "RNN",
+    "RNNCell",
+]
+
 
 class _LinenCell(Protocol):
     """What ``_CellMethods`` reads from the linen cell it is mixed into."""

@@ -36,6 +36,19 @@ from rnncells import _modules as common
 from rnncells.cells import cell_spec, init_carry, step_for
 from rnncells.layers import Bidirectional
 
+__all__ = [
+    "Cell",
+    "GRU",
+    "GRUCell",
+    "LSTM",
+    "LSTMCell",
+    "Layer",
+    "RNN",
+    "RNNCell",
+    "make_cell",
+    "make_layer",
+]
+
 
 class _Params(nnx.Module):
     """One params NamedTuple (or a Bidirectional pair of them), one nnx.Param per field."""

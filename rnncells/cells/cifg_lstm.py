@@ -39,6 +39,15 @@ from rnncells.cells._registry import standard_spec
 from rnncells.cells.lstm import LSTMState
 from rnncells.initializers import chrono_bias, glorot_uniform, orthogonal
 
+__all__ = [
+    "CIFGLSTMParams",
+    "CIFG_LSTM_GATES",
+    "SPEC",
+    "cifg_lstm_gate",
+    "cifg_lstm_init",
+    "cifg_lstm_step",
+]
+
 CIFG_LSTM_GATES = ("f", "g", "o")
 
 

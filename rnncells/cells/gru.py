@@ -36,6 +36,23 @@ from rnncells._math import add_bias, row, sigmoid, tanh, tanh_sigmoid
 from rnncells.cells._registry import standard_spec
 from rnncells.initializers import chrono_bias, glorot_uniform, orthogonal
 
+__all__ = [
+    "GRUParams",
+    "GRUResetAfterParams",
+    "GRUState",
+    "GRU_BLOCKS",
+    "GRU_FUSED",
+    "GRU_GATES",
+    "GRU_RESET_AFTER_BLOCKS",
+    "GRU_RESET_AFTER_FUSED",
+    "RESET_AFTER_SPEC",
+    "SPEC",
+    "gru_cell",
+    "gru_gate",
+    "gru_init",
+    "gru_step",
+]
+
 GRU_GATES = ("r", "z", "h")
 
 

@@ -30,6 +30,16 @@ from rnncells._math import add_bias, relu
 from rnncells.cells._registry import standard_spec
 from rnncells.cells.rnn import RNNState
 
+__all__ = [
+    "IRNNParams",
+    "IRNN_GATES",
+    "IRNN_INPUT_STD",
+    "SPEC",
+    "irnn_gate",
+    "irnn_init",
+    "irnn_step",
+]
+
 IRNN_GATES = ("h",)
 IRNN_INPUT_STD = 0.001  # Le et al.'s standard deviation of W's initial values
 

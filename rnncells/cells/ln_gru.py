@@ -43,6 +43,15 @@ from rnncells._math import add_bias, layer_norm, sigmoid, tanh
 from rnncells.cells._registry import standard_spec
 from rnncells.cells.gru import GRUState, gru_init
 
+__all__ = [
+    "LNGRUParams",
+    "LN_GRU_GATES",
+    "SPEC",
+    "ln_gru_gate",
+    "ln_gru_init",
+    "ln_gru_step",
+]
+
 LN_GRU_GATES = ("r", "z", "h")
 _VECTORS = {"b": 3, "gamma_x": 3, "gamma_h": 3}
 

@@ -41,6 +41,15 @@ from rnncells._math import add_bias, layer_norm, sigmoid, tanh
 from rnncells.cells._registry import standard_spec
 from rnncells.cells.lstm import LSTMState, lstm_init
 
+__all__ = [
+    "LNLSTMParams",
+    "LN_LSTM_GATES",
+    "SPEC",
+    "ln_lstm_gate",
+    "ln_lstm_init",
+    "ln_lstm_step",
+]
+
 LN_LSTM_GATES = ("i", "f", "g", "o")
 _VECTORS = {"b": 4, "gamma_x": 4, "gamma_h": 4, "gamma_c": 1, "beta_c": 1}
 

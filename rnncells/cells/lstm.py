@@ -30,6 +30,19 @@ from rnncells._math import add_bias, sigmoid, tanh, tanh_sigmoid
 from rnncells.cells._registry import standard_spec
 from rnncells.initializers import chrono_bias, glorot_uniform, orthogonal
 
+__all__ = [
+    "LSTMParams",
+    "LSTMState",
+    "LSTM_BLOCKS",
+    "LSTM_FUSED",
+    "LSTM_GATES",
+    "SPEC",
+    "lstm_cell",
+    "lstm_gate",
+    "lstm_init",
+    "lstm_step",
+]
+
 LSTM_GATES = ("i", "f", "g", "o")
 
 

@@ -43,6 +43,18 @@ from rnncells.cells.peephole_lstm import (
     peephole_lstm_init,
 )
 
+__all__ = [
+    "ABLATIONS",
+    "NFGParams",
+    "NIAFParams",
+    "NIGParams",
+    "NOAFParams",
+    "NOGParams",
+    "SPECS",
+    "ablated_lstm_init",
+    "ablated_lstm_step",
+]
+
 ABLATIONS = {
     "lstm_nig": "no input gate (i_t = 1)",
     "lstm_nfg": "no forget gate (f_t = 1)",

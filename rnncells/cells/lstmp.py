@@ -43,6 +43,15 @@ from rnncells.cells._registry import CellSpec
 from rnncells.cells.lstm import LSTMState
 from rnncells.initializers import chrono_bias, glorot_uniform
 
+__all__ = [
+    "LSTMPParams",
+    "LSTMP_GATES",
+    "SPEC",
+    "lstmp_gate",
+    "lstmp_init",
+    "lstmp_step",
+]
+
 LSTMP_GATES = ("i", "f", "g", "o")
 
 

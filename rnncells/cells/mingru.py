@@ -56,6 +56,18 @@ from rnncells.cells._registry import CellSpec
 from rnncells.cells.gru import GRUState
 from rnncells.initializers import glorot_uniform
 
+__all__ = [
+    "MINGRU_GATES",
+    "SPEC",
+    "MinGRUParams",
+    "g",
+    "log_g",
+    "mingru_gate",
+    "mingru_init",
+    "mingru_parallel_unroll",
+    "mingru_step",
+]
+
 MINGRU_GATES = ("z", "h")
 
 

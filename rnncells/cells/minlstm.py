@@ -58,6 +58,17 @@ from rnncells.cells.mingru import (
 )
 from rnncells.initializers import glorot_uniform
 
+__all__ = [
+    "MINLSTM_GATES",
+    "MinLSTMParams",
+    "MinLSTMState",
+    "SPEC",
+    "minlstm_gate",
+    "minlstm_init",
+    "minlstm_parallel_unroll",
+    "minlstm_step",
+]
+
 MINLSTM_GATES = ("f", "i", "h")
 
 

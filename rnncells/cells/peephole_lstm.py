@@ -38,6 +38,15 @@ from rnncells._math import add_bias, row, sigmoid, tanh
 from rnncells.cells._registry import standard_spec
 from rnncells.cells.lstm import LSTMState, lstm_init
 
+__all__ = [
+    "PEEPHOLE_LSTM_GATES",
+    "PeepholeLSTMParams",
+    "SPEC",
+    "peephole_lstm_gate",
+    "peephole_lstm_init",
+    "peephole_lstm_step",
+]
+
 PEEPHOLE_LSTM_GATES = ("i", "f", "g", "o")
 _VECTORS = {"b": 4, "p_i": 1, "p_f": 1, "p_o": 1}  # lengths in units of H
 

@@ -17,6 +17,18 @@ from rnncells._math import add_bias, tanh
 from rnncells.cells._registry import standard_spec
 from rnncells.initializers import glorot_uniform, orthogonal
 
+__all__ = [
+    "RNNParams",
+    "RNNState",
+    "RNN_FUSED",
+    "RNN_GATES",
+    "SPEC",
+    "rnn_cell",
+    "rnn_gate",
+    "rnn_init",
+    "rnn_step",
+]
+
 RNN_GATES = ("h",)
 
 

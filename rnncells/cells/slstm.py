@@ -51,6 +51,16 @@ from rnncells._math import add_bias, sigmoid, tanh
 from rnncells.cells._registry import CellSpec
 from rnncells.initializers import glorot_uniform, orthogonal
 
+__all__ = [
+    "SLSTMParams",
+    "SLSTMState",
+    "SLSTM_GATES",
+    "SPEC",
+    "slstm_gate",
+    "slstm_init",
+    "slstm_step",
+]
+
 SLSTM_GATES = ("i", "f", "z", "o")
 
 

@@ -20,6 +20,19 @@ import jax.numpy as jnp
 
 from ._common import Batch, Task, check_int, check_shape, last_step
 
+__all__ = [
+    "BASELINE_MSE",
+    "HS_FIRST_WINDOW",
+    "SUCCESS_TOLERANCE",
+    "adding_hs_task",
+    "adding_task",
+    "hs_baseline_mse",
+    "make_batch",
+    "make_hs_batch",
+    "mse",
+    "success_rate",
+]
+
 BASELINE_MSE = 1.0 / 6.0
 """MSE of always predicting 1 on ``"adding"``: the variance of a sum of two U[0, 1]."""
 

@@ -22,6 +22,26 @@ import jax.numpy as jnp
 
 from ._common import Batch, Task, check_int, check_shape, cross_entropy, predicted_class
 
+__all__ = [
+    "BLANK",
+    "DELIMITER",
+    "NUM_DATA_TOKENS",
+    "NUM_SYMBOLS",
+    "VOCAB_SIZE",
+    "accuracy",
+    "baseline_loss",
+    "copy_task",
+    "loss",
+    "make_batch",
+    "make_variable_batch",
+    "masked_accuracy",
+    "masked_loss",
+    "memoryless_logits",
+    "variable_baseline_loss",
+    "variable_copy_task",
+    "variable_memoryless_logits",
+]
+
 VOCAB_SIZE = 10
 BLANK = 0
 DELIMITER = 9

@@ -33,6 +33,24 @@ import numpy as np
 
 from ._common import Batch, Task, check_int, check_shape, cross_entropy, last_step, predicted_class
 
+__all__ = [
+    "BASELINE_LOSS",
+    "CHANCE_ACCURACY",
+    "NUM_CLASSES",
+    "NUM_EXAMPLES",
+    "NUM_TEST",
+    "NUM_TRAIN",
+    "SEQ_LEN",
+    "SPLIT_SEED",
+    "accuracy",
+    "digits_task",
+    "loss",
+    "make_batch",
+    "pixel_permutation",
+    "test_set",
+    "train_set",
+]
+
 NUM_CLASSES = 10
 SEQ_LEN = 64
 NUM_EXAMPLES = 1797

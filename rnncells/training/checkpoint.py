@@ -42,6 +42,21 @@ import orbax.checkpoint as ocp
 from rnncells.training import distributed
 from rnncells.training.errors import CheckpointError, MissingCheckpointError, NonFiniteLossError
 
+__all__ = [
+    "DIGEST",
+    "all_steps",
+    "discard",
+    "latest_step",
+    "make_manager",
+    "nonfinite_leaves",
+    "read_file",
+    "restore",
+    "restore_newest_intact",
+    "save",
+    "step_dir",
+    "verify",
+]
+
 DIGEST = "rnncells_digest.json"
 """File in each checkpoint folder: {"step": step, "sha256": {relative path: hex digest}}."""
 

@@ -52,6 +52,18 @@ from jax.experimental import multihost_utils
 
 from rnncells.training.errors import ConfigError
 
+__all__ = [
+    "DEFAULT_HEARTBEAT_TIMEOUT_S",
+    "DEFAULT_INITIALIZATION_TIMEOUT_S",
+    "DEFAULT_SHUTDOWN_TIMEOUT_S",
+    "all_agree",
+    "barrier",
+    "broadcast",
+    "initialize",
+    "is_primary",
+    "process_count",
+]
+
 DEFAULT_HEARTBEAT_TIMEOUT_S = 100
 """JAX's default: a process silent this long is declared dead and the others stop."""
 

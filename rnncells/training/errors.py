@@ -23,6 +23,19 @@ an older checkpoint, found records missing, recovered its config from a checkpoi
 
 from __future__ import annotations
 
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "CorruptFileError",
+    "MissingCheckpointError",
+    "NonFiniteLossError",
+    "ResumeError",
+    "RunError",
+    "RunInterrupted",
+    "RunWarning",
+    "WorkdirLockedError",
+]
+
 
 class RunError(Exception):
     """An error the user can fix; ``hint`` says how, ``exit_code`` is the CLI's status."""

@@ -22,6 +22,11 @@ from collections.abc import Iterator
 from rnncells.training import distributed
 from rnncells.training.errors import WorkdirLockedError
 
+__all__ = [
+    "LOCK_FILE",
+    "workdir_lock",
+]
+
 LOCK_FILE = ".lock"
 
 _FREE = 0

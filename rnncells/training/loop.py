@@ -72,6 +72,18 @@ from rnncells.training.model import ModelParams, model_apply, model_init
 from rnncells.training.optim import make_optimizer, make_schedule
 from rnncells.training.validation import check_eval_memory, validate, validate_workdir
 
+__all__ = [
+    "CONFIG_FILE",
+    "NON_FINITE_HINT",
+    "RESUMABLE_CHANGES",
+    "Setup",
+    "TrainState",
+    "build",
+    "chrono_t_max_for",
+    "final_params",
+    "train",
+]
+
 
 class TrainState(NamedTuple):
     """Everything a resumed run needs; every field has a leading seed axis S."""

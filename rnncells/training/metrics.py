@@ -17,6 +17,20 @@ import numpy as np
 
 from rnncells.training.errors import CorruptFileError
 
+__all__ = [
+    "mean_spread",
+    "missing_steps",
+    "per_seed_stats",
+    "read_json",
+    "read_jsonl",
+    "read_steps",
+    "solved_by_every_seed",
+    "truncate_jsonl",
+    "write_json",
+    "write_jsonl",
+    "write_records",
+]
+
 
 def mean_spread(values: Iterable[float]) -> tuple[float, float]:
     """(mean, standard deviation) over seeds; the spread of one value is 0."""

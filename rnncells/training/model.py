@@ -18,6 +18,19 @@ import jax.numpy as jnp
 import rnncells as rc
 from rnncells import cells as _cells
 
+__all__ = [
+    "EMBEDDINGS",
+    "INITS",
+    "ModelParams",
+    "cell_init_kwargs",
+    "cell_names",
+    "embed_inputs",
+    "hidden_states",
+    "init_mismatch",
+    "model_apply",
+    "model_init",
+]
+
 _SEED_CELLS = ("rnn", "gru", "gru_reset_after", "lstm")  # listed first, in this order
 INITS = ("default", "forget_bias", "chrono")
 EMBEDDINGS = ("onehot", "learned")

@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import optax
 
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "make_optimizer",
+    "make_schedule",
+]
+
 OPTIMIZERS = ("adam", "rmsprop")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 

@@ -26,6 +26,13 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+__all__ = [
+    "check_batch_divisible",
+    "make_mesh",
+    "replicated",
+    "shard_batch",
+]
+
 
 def make_mesh(devices: list | None = None) -> Mesh:
     """A 1-D mesh with axis ``"data"`` over ``devices`` (all devices, of every process,

@@ -20,6 +20,15 @@ from typing import Any
 
 from rnncells.training.errors import ConfigError
 
+__all__ = [
+    "FOLDER",
+    "TENSORBOARDX_HINT",
+    "TENSORBOARDX_MISSING",
+    "Writer",
+    "check_available",
+    "open_writer",
+]
+
 FOLDER = "tensorboard"
 
 

@@ -19,6 +19,17 @@ from rnncells.training.errors import ConfigError
 from rnncells.training.model import EMBEDDINGS, INITS, cell_names, init_mismatch
 from rnncells.training.optim import OPTIMIZERS, SCHEDULES
 
+__all__ = [
+    "EVAL_BATCH_LIMIT",
+    "OPTIONAL",
+    "SEED_LIMIT",
+    "check_eval_memory",
+    "device_memory_bytes",
+    "eval_memory_bytes",
+    "validate",
+    "validate_workdir",
+]
+
 SEED_LIMIT = 2**31
 """Seeds ``seed .. seed + num_seeds - 1`` must be below this (PRNG keys from int32 seeds)."""
 
