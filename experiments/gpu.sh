@@ -29,7 +29,7 @@ PY=${PYTHON:-python3}
 } 2>&1 | tee "$OUT/gpu_info.txt"
 
 echo "== 1. correctness on the GPU"
-timeout -k 5 75 $PY -m pytest -q -p no:cacheprovider tests/test_fused.py \
+timeout -k 5 75 $PY -m pytest -q -p no:cacheprovider tests/engine/test_fused.py \
   -k "equals_generic_scan or check_grads or bfloat16" 2>&1 | tail -n 15 | tee "$OUT/gpu_tests.txt"
 
 echo "== 2. benchmark"

@@ -5,9 +5,9 @@
 #     QUICK=1 bash experiments/gpu_pallas.sh OUTDIR    # a dry run of every step on a CPU
 #
 # 1. Correctness on the GPU, the Pallas kernels compiled by Triton (not interpreted):
-#    tests/test_pallas.py in full (kernel="pallas" equals kernel="xla" in values and
+#    tests/engine/test_pallas.py in full (kernel="pallas" equals kernel="xla" in values and
 #    gradients: LSTM, GRU, reset-after GRU; fp32, fp64 with lengths, reverse and NaN
-#    padding, bf16 compute, several programs), and tests/test_fused.py's GPU subset
+#    padding, bf16 compute, several programs), and tests/engine/test_fused.py's GPU subset
 #    (the fused layer against autodiff of the plain scan, check_grads, bf16).
 # 2. The benchmark with today's code at the sizes of record (long, small, medium, large,
 #    xl; LSTM and reset-after GRU): rc_xla (the fused layer's XLA scans at the GPU's
@@ -68,9 +68,9 @@ fi
 
 echo "== 1. correctness on the GPU"
 timeout -k 5 "$TESTS_PALLAS_S" $PY -m pytest -q -p no:cacheprovider -rfEs --durations=5 \
-  tests/test_pallas.py "${PYTEST_PALLAS[@]}" 2>&1 | tail -n 40 | tee "$OUT/tests_pallas.txt"
+  tests/engine/test_pallas.py "${PYTEST_PALLAS[@]}" 2>&1 | tail -n 40 | tee "$OUT/tests_pallas.txt"
 timeout -k 5 "$TESTS_FUSED_S" $PY -m pytest -q -p no:cacheprovider -rfE \
-  tests/test_fused.py "${PYTEST_FUSED[@]}" 2>&1 | tail -n 15 | tee "$OUT/tests_fused.txt"
+  tests/engine/test_fused.py "${PYTEST_FUSED[@]}" 2>&1 | tail -n 15 | tee "$OUT/tests_fused.txt"
 
 echo "== 2. benchmark: $SIZES"
 # timeout signals its whole process group: the size's child process stops with it.
@@ -105,8 +105,8 @@ echo "== 4. summary"
   echo "# Issue 14: ${GPU_NAME:-$BACKEND}, $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null)"
   echo
   echo "Command: bash experiments/gpu_pallas.sh OUTDIR (QUICK=$QUICK)"
-  echo "tests/test_pallas.py: $(tail -n 1 "$OUT/tests_pallas.txt")"
-  echo "tests/test_fused.py (GPU subset): $(tail -n 1 "$OUT/tests_fused.txt")"
+  echo "tests/engine/test_pallas.py: $(tail -n 1 "$OUT/tests_pallas.txt")"
+  echo "tests/engine/test_fused.py (GPU subset): $(tail -n 1 "$OUT/tests_fused.txt")"
   echo "Command buffers: ${CHOSEN:-none accepted}"
   for run in bench_gpu bench_cmdbuf; do
     [ -f "$OUT/$run.json" ] || continue

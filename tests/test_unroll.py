@@ -7,10 +7,10 @@ import pytest
 from jax.test_util import check_grads
 
 import rnncells as rc
-from rnncells import modules_common as common
+from rnncells import _modules as common
 from tests import reference
 from tests.conftest import assert_tree_allclose
-from tests.test_cells import KINDS, STATES, STEPS, build, random_carry
+from tests.cells.test_cells import KINDS, STATES, STEPS, build, random_carry
 
 D, H, B, T = 3, 4, 3, 5
 TIGHT = dict(rtol=1e-12, atol=1e-12)

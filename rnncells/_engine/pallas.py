@@ -45,7 +45,7 @@ tests' tiny batches span several programs and a padded last block. On other back
 The equations are the cell's: its ``BlockCell`` (``unit.py``, held by its
 ``CellSpec.blocks`` and written in its own file) restates its ``FusedCell``'s step and
 backward step on per-gate (B, H) blocks, which a kernel can hold in registers.
-``tests/test_pallas.py`` checks the kernels against the XLA layer in values and
+``tests/engine/test_pallas.py`` checks the kernels against the XLA layer in values and
 gradients.
 """
 

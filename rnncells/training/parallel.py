@@ -13,7 +13,7 @@ with ``jax_threefry_partitionable`` (JAX's default since 0.5) the random bits of
 ``i`` are a function of the key and ``i`` alone, so each device computes only its rows'
 bits, and the values do not depend on how many devices or processes share the batch.
 (The compiled step shows it: the generator's ops have shape ``(seeds, batch_size /
-devices, T)``; ``tests/test_distributed.py`` checks this.) With
+devices, T)``; ``tests/training/test_distributed.py`` checks this.) With
 ``jax_threefry_partitionable=False`` the values would still be the same on any mesh, but
 every device would compute the whole batch.
 """

@@ -24,13 +24,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import tests
 from experiments import local_cluster
 from rnncells.training import distributed
 from rnncells.training.errors import ConfigError
 from rnncells.training.metrics import read_jsonl
 from tests.conftest import assert_tree_allclose
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(tests.ROOT)
 
 # The fault tests' tiny run: T=5, 4 hidden units, batch 16, 40 steps, a checkpoint every
 # 10. Over 4 devices each holds 4 of the 16 rows of a batch.

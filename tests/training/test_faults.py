@@ -18,6 +18,7 @@ import time
 import orbax.checkpoint as ocp
 import pytest
 
+import tests
 from configs import adding
 from rnncells.training import (
     CheckpointError,
@@ -31,7 +32,7 @@ from rnncells.training import (
 from rnncells.training.metrics import read_jsonl
 from tests.conftest import assert_tree_allclose
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(tests.ROOT)
 
 # The smoke config made smaller still: T=5, 4 hidden units, a chunk and a checkpoint
 # every 10 steps, so that a run is mostly checkpoint saves (where a kill does most harm).

@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import tests
+
+ROOT = str(tests.ROOT)
 SMOKE = "--config=configs/adding.py:smoke"
 
 

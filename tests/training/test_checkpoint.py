@@ -1,6 +1,6 @@
 """Checkpoints: verified by a digest, never non-finite, pruned only behind a verified one;
 missing, incomplete and corrupt checkpoints raise errors naming the path, and a resume
-finds the newest intact one. (Killed and resumed runs: tests/test_faults.py.)"""
+finds the newest intact one. (Killed and resumed runs: tests/training/test_faults.py.)"""
 
 import os
 

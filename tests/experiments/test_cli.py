@@ -1,7 +1,6 @@
 """The command line as people use it: every config key described, a readable summary,
 and a time-limited run that says how to resume it; the report defines its columns."""
 
-import os
 import shlex
 import subprocess
 import sys
@@ -9,11 +8,12 @@ import sys
 import ml_collections
 import pytest
 
+import tests
 from configs import adding, common, copy, digits
 from experiments import report
 from experiments import run as run_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(tests.ROOT)
 
 
 def _keys(config, prefix=""):

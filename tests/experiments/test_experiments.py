@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 import rnncells as rc
+import tests
 from configs import adding, copy, digits
 from experiments import diagnostics, report, sweep
 from experiments import run as run_lib
 from rnncells.tasks import get_task
 from rnncells.training import cell_names, model_init
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(tests.ROOT)
 
 
 def _run_cli(*args):
@@ -221,7 +222,7 @@ def test_gradient_norms_of_cells_whose_v_is_not_h_by_gates(key, cell):
 def test_the_sweep_command_trains_each_run_in_a_child_and_writes_the_report(tmp_path):
     # Each run in a child process of its own (rerun from its checkpoint if it stalls);
     # the parent writes the report of them all.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(tests.ROOT)
     workdir = tmp_path / "sweep"
     args = [
         sys.executable,

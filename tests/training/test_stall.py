@@ -13,9 +13,10 @@ import time
 
 import pytest
 
+import tests
 from rnncells.training import stall
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(tests.ROOT)
 HOOK = os.path.join(ROOT, "tests", "stall_hook.py")
 ARGS = ["--config=configs/adding.py:smoke", "--config.num_steps=100", "--report=false"]
 

@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 from jax._src import dispatch, monitoring
 
+import tests
 from configs.common import base_config
 from rnncells.training import (
     ConfigError,
@@ -33,7 +34,7 @@ from rnncells.training import loop as loop_lib
 from rnncells.training.metrics import read_jsonl
 from tests.conftest import assert_tree_allclose
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(tests.ROOT)
 
 
 def tiny_config(**overrides):
@@ -118,7 +119,7 @@ SHARDED_SCRIPT = textwrap.dedent(
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     import jax, numpy as np
     sys.path.insert(0, {root!r})
-    from tests.test_training import tiny_config  # also applies the tests' jax settings
+    from tests.training.test_training import tiny_config  # also applies the tests' jax settings
     from rnncells.training import build, make_mesh
     assert len(jax.devices()) == 4, jax.devices()
     setup = build(tiny_config(seed=3, num_seeds=2), mesh=make_mesh(jax.devices()))
