@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 import rnncells as rc
 from tests import reference
-from tests.conftest import assert_tree_allclose
 from tests.cells.test_cells import KINDS, PARAMS, STATES, STEPS
+from tests.conftest import assert_tree_allclose
 
 SETTINGS = settings(max_examples=15, deadline=None, derandomize=True, database=None)
 DTYPES = {"float32": (jnp.float32, np.float32, 1e-5), "float64": (jnp.float64, np.float64, 1e-12)}

@@ -9,8 +9,8 @@ from jax.test_util import check_grads
 import rnncells as rc
 from rnncells import _modules as common
 from tests import reference
-from tests.conftest import assert_tree_allclose
 from tests.cells.test_cells import KINDS, STATES, STEPS, build, random_carry
+from tests.conftest import assert_tree_allclose
 
 D, H, B, T = 3, 4, 3, 5
 TIGHT = dict(rtol=1e-12, atol=1e-12)

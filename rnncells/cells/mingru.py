@@ -62,6 +62,7 @@ __all__ = [
     "MinGRUParams",
     "g",
     "log_g",
+    "log_space_unroll",
     "mingru_gate",
     "mingru_init",
     "mingru_parallel_unroll",

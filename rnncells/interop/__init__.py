@@ -1,7 +1,7 @@
 """Exact weight converters between rnncells params and other frameworks' RNNs.
 
-Each converter lives in its own module and imports its framework only when called, so
-``import rnncells.interop`` needs JAX alone.
+Each converter lives in its own (private) module and imports its framework only when
+called, so ``import rnncells.interop`` needs JAX alone.
 
 - PyTorch ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (tanh, and relu as the IRNN):
   ``from_torch``, ``to_torch``; stacked ``(h_n, c_n)`` states ``from_torch_carries``,
@@ -25,39 +25,46 @@ cell's lower-precision ``dtype``), the converter warns ``InexactConversionWarnin
 
 from __future__ import annotations
 
-import importlib
+from rnncells.interop._checks import InexactConversionWarning
+from rnncells.interop._equinox import (
+    from_equinox,
+    from_equinox_carry,
+    to_equinox,
+    to_equinox_carry,
+)
+from rnncells.interop._flax_linen import (
+    from_flax_carry,
+    from_flax_linen,
+    to_flax_carry,
+    to_flax_linen,
+)
+from rnncells.interop._flax_nnx import from_flax_nnx, to_flax_nnx
+from rnncells.interop._haiku import from_haiku, from_haiku_carry, to_haiku, to_haiku_carry
+from rnncells.interop._keras import from_keras, from_keras_carry, to_keras, to_keras_carry
+from rnncells.interop._torch import from_torch, from_torch_carries, to_torch, to_torch_carries
 
-_CONVERTERS = {
-    "from_torch": "rnncells.interop._torch",
-    "to_torch": "rnncells.interop._torch",
-    "from_torch_carries": "rnncells.interop._torch",
-    "to_torch_carries": "rnncells.interop._torch",
-    "from_flax_linen": "rnncells.interop._flax_linen",
-    "to_flax_linen": "rnncells.interop._flax_linen",
-    "from_flax_carry": "rnncells.interop._flax_linen",
-    "to_flax_carry": "rnncells.interop._flax_linen",
-    "from_flax_nnx": "rnncells.interop._flax_nnx",
-    "to_flax_nnx": "rnncells.interop._flax_nnx",
-    "from_equinox": "rnncells.interop._equinox",
-    "to_equinox": "rnncells.interop._equinox",
-    "from_equinox_carry": "rnncells.interop._equinox",
-    "to_equinox_carry": "rnncells.interop._equinox",
-    "from_haiku": "rnncells.interop._haiku",
-    "to_haiku": "rnncells.interop._haiku",
-    "from_haiku_carry": "rnncells.interop._haiku",
-    "to_haiku_carry": "rnncells.interop._haiku",
-    "from_keras": "rnncells.interop._keras",
-    "to_keras": "rnncells.interop._keras",
-    "from_keras_carry": "rnncells.interop._keras",
-    "to_keras_carry": "rnncells.interop._keras",
-    "InexactConversionWarning": "rnncells.interop._checks",
-}
-
-__all__ = sorted(_CONVERTERS)
-
-
-def __getattr__(name: str):
-    module = _CONVERTERS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rnncells.interop' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__all__ = [
+    "InexactConversionWarning",
+    "from_equinox",
+    "from_equinox_carry",
+    "from_flax_carry",
+    "from_flax_linen",
+    "from_flax_nnx",
+    "from_haiku",
+    "from_haiku_carry",
+    "from_keras",
+    "from_keras_carry",
+    "from_torch",
+    "from_torch_carries",
+    "to_equinox",
+    "to_equinox_carry",
+    "to_flax_carry",
+    "to_flax_linen",
+    "to_flax_nnx",
+    "to_haiku",
+    "to_haiku_carry",
+    "to_keras",
+    "to_keras_carry",
+    "to_torch",
+    "to_torch_carries",
+]
