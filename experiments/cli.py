@@ -12,6 +12,7 @@ process, which resumes from its checkpoint, a bounded number of times.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shlex
 import signal
@@ -20,7 +21,18 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-__all__ = ["STALL_RETRIES", "one_line", "resume_command", "run_resuming_stalls", "user_errors"]
+__all__ = [
+    "EXTRA_MODULES",
+    "STALL_RETRIES",
+    "one_line",
+    "require_extra",
+    "resume_command",
+    "run_resuming_stalls",
+    "user_errors",
+]
+
+# What the command lines import from the experiments extra (train and plot, and flax).
+EXTRA_MODULES = ("absl", "ml_collections", "optax", "orbax.checkpoint", "tqdm", "matplotlib")
 
 STALL_RETRIES = 2
 """How many times `run_resuming_stalls` reruns a stalled child before it gives up."""
@@ -29,6 +41,28 @@ STALL_RETRIES = 2
 def one_line(text: object) -> str:
     """``text`` with every run of whitespace (newlines included) made one space."""
     return " ".join(str(text).split())
+
+
+def require_extra(command: str, modules: tuple[str, ...] = EXTRA_MODULES) -> None:
+    """Exits with one ``error:`` line and a ``hint:`` (status 2) when one of ``modules``
+    cannot be imported, before a command line's own imports would fail with a traceback.
+    ``command`` names the command line in the message."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            missing = error.name or module
+            print(
+                f"error: {command} needs the experiments extra: {missing} cannot be "
+                f"imported ({one_line(error)})",
+                file=sys.stderr,
+            )
+            print(
+                'hint: pip install -e ".[experiments]" in the repository (the command '
+                "lines are not part of the installed package)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
 
 
 def resume_command(module: str, args: list[str]) -> str:

@@ -29,9 +29,13 @@ import sys
 import threading
 import time
 
-from absl import app, flags
+from experiments import cli
 
-from experiments.cli import user_errors
+cli.require_extra("python -m experiments.local_cluster")
+
+from absl import app, flags  # noqa: E402
+
+from experiments.cli import user_errors  # noqa: E402
 
 
 def free_port() -> int:

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import time
 
-from absl import app, flags, logging
+from experiments import cli
 
-from configs.adding import get_config
-from experiments import diagnostics, report, sweep
-from experiments.cli import user_errors
-from experiments.run import define_multiprocess_flags, start_processes
+cli.require_extra("python -m experiments.main")
+
+from absl import app, flags, logging  # noqa: E402
+
+from configs.adding import get_config  # noqa: E402
+from experiments import diagnostics, report, sweep  # noqa: E402
+from experiments.cli import user_errors  # noqa: E402
+from experiments.run import define_multiprocess_flags, start_processes  # noqa: E402
 
 CELLS = ("rnn", "gru", "lstm")
 

@@ -17,7 +17,11 @@ import shutil
 from collections import defaultdict
 from typing import Any
 
-import matplotlib
+from experiments import cli
+
+cli.require_extra("python -m experiments.report")
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -34,11 +34,15 @@ import difflib
 import re
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from experiments import cli
 
-from experiments import report as report_lib
-from experiments.cli import one_line, resume_command, user_errors
+cli.require_extra("python -m experiments.run")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from experiments import report as report_lib  # noqa: E402
+from experiments.cli import one_line, resume_command, user_errors  # noqa: E402
 
 
 def run(config, workdir: str, report: bool = True, command: str | None = None) -> dict:

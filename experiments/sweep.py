@@ -34,12 +34,16 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from experiments import cli
 
-from experiments import report
-from experiments.cli import resume_command, run_resuming_stalls, user_errors
-from experiments.run import define_multiprocess_flags, start_processes
+cli.require_extra("python -m experiments.sweep")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from experiments import report  # noqa: E402
+from experiments.cli import resume_command, run_resuming_stalls, user_errors  # noqa: E402
+from experiments.run import define_multiprocess_flags, start_processes  # noqa: E402
 
 
 def run_name(config) -> str:

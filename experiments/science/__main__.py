@@ -36,16 +36,20 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
+from experiments import cli
 
-from experiments.cli import STALL_RETRIES, run_resuming_stalls, user_errors
-from experiments.science import report
-from experiments.science.cost import measure_cost
-from experiments.science.scoring import digits_linear_baselines
-from experiments.science.studies import RESULTS, STUDIES, Run, select
-from experiments.science.train import environment, train_and_score
-from rnncells.training.metrics import write_json
-from rnncells.training.stall import is_stall_status
+cli.require_extra("python -m experiments.science", (*cli.EXTRA_MODULES, "scipy"))
+
+from absl import app, flags, logging  # noqa: E402
+
+from experiments.cli import STALL_RETRIES, run_resuming_stalls, user_errors  # noqa: E402
+from experiments.science import report  # noqa: E402
+from experiments.science.cost import measure_cost  # noqa: E402
+from experiments.science.scoring import digits_linear_baselines  # noqa: E402
+from experiments.science.studies import RESULTS, STUDIES, Run, select  # noqa: E402
+from experiments.science.train import environment, train_and_score  # noqa: E402
+from rnncells.training.metrics import write_json  # noqa: E402
+from rnncells.training.stall import is_stall_status  # noqa: E402
 
 MIN_ROW_S = 60
 """Under ``--budget_s``, a row starts only with at least this many seconds left (its

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import tests
 
 ROOT = str(tests.ROOT)
@@ -109,6 +111,35 @@ else:
     assert name == "orbax"
     assert 'pip install "rnncells[train]"' in message
     assert "orbax" in message and "train extra" in message
+
+
+@pytest.mark.parametrize("module", ["experiments.run", "experiments.science"])
+def test_a_command_line_without_the_extra_says_which_extra_to_install(module, tmp_path):
+    code = f"""
+import runpy, sys
+
+class NoOrbax:
+    def find_spec(self, name, path=None, target=None):
+        if name == "orbax" or name.startswith("orbax."):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoOrbax())
+sys.argv = [{module!r}, "--workdir={tmp_path / "run"}"]
+runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.splitlines()
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert lines[0].startswith(f"error: python -m {module} needs the experiments extra: orbax")
+    assert lines[1] == (
+        'hint: pip install -e ".[experiments]" in the repository (the command lines are '
+        "not part of the installed package)"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def _in_private_mounts(shell: str) -> subprocess.CompletedProcess:
