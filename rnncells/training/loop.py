@@ -651,82 +651,88 @@ def _open_run(config, setup: Setup, workdir: str, files: _Files, manager, guard)
     return None, state, start, eval_records, metric_records
 
 
+class _Run(NamedTuple):
+    """What every step of a run reads: its config and pieces, files, checkpoints, guard."""
+
+    config: ml_collections.ConfigDict
+    setup: Setup
+    workdir: str
+    files: _Files
+    manager: Any  # the run's Orbax CheckpointManager
+    guard: stall.StallGuard
+
+
+class _Progress(NamedTuple):
+    """Where a run stands: after its latest chunk, or where it resumed."""
+
+    state: TrainState
+    step: int  # optimiser steps taken
+    solved: bool  # every seed solved the task at the latest evaluation
+    stopped_early: bool
+    at_time_limit: bool
+    eval_metrics: dict | None  # the latest held-out metrics per seed; None before any
+
+
 def _train_guarded(config, setup: Setup, workdir: str, files: _Files, manager, guard) -> dict:
+    """A run under its stall guard: opens or restores it, trains its chunks, writes its
+    summary (or returns the summary of a run already finished)."""
     finished, state, start, _, _ = _open_run(config, setup, workdir, files, manager, guard)
     if finished is not None:
         return finished
+    run = _Run(config, setup, workdir, files, manager, guard)
     time_limit_s = float(config.get("time_limit_s", 0.0))
     config_text = json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True)
-    primary = distributed.is_primary()
-
-    def evaluate(params, step: int) -> dict:
-        eval_metrics = jax.device_get(_guarded(guard, "evaluate", step, setup.evaluate, params))
-        _check_eval(eval_metrics, step, config, manager)
-        return eval_metrics
-
-    task = setup.task
     t0 = time.perf_counter()
-    step, solved, stopped_early, at_time_limit = start, False, False, False
-    eval_metrics = None
+    progress = _resumed_progress(run, state, start)
+    progress = _train_chunks(run, progress, t0, time_limit_s, config_text)
+    return _finish_run(run, progress, t0)
+
+
+def _evaluate(run: _Run, params: ModelParams, step: int) -> dict:
+    """Held-out metrics per seed of ``params`` at ``step``, under the stall guard;
+    NonFiniteLossError when any is NaN or infinite."""
+    eval_metrics = jax.device_get(_guarded(run.guard, "evaluate", step, run.setup.evaluate, params))
+    _check_eval(eval_metrics, step, run.config, run.manager)
+    return eval_metrics
+
+
+def _resumed_progress(run: _Run, state: TrainState, start: int) -> _Progress:
+    """Where a run starts at step ``start``: an early stop made there is made again."""
+    config = run.config
+    progress = _Progress(
+        state, start, solved=False, stopped_early=False, at_time_limit=False, eval_metrics=None
+    )
     if config.early_stop and 0 < start < config.num_steps and start % config.eval_every == 0:
         # The run may have stopped early here and been killed before its summary was
         # written: the held-out evaluation of the restored params decides again, with the
         # same result (its batch is fixed), so the run stops where it stopped.
-        eval_metrics = evaluate(state.params, start)
-        solved = metrics.solved_by_every_seed(task, eval_metrics)
-        stopped_early = solved
+        eval_metrics = _evaluate(run, state.params, start)
+        solved = metrics.solved_by_every_seed(run.setup.task, eval_metrics)
+        progress = progress._replace(solved=solved, stopped_early=solved, eval_metrics=eval_metrics)
+    return progress
+
+
+def _train_chunks(
+    run: _Run, progress: _Progress, t0: float, time_limit_s: float, config_text: str
+) -> _Progress:
+    """The chunk loop: trains ``log_every`` steps at a time, each chunk logged, evaluated
+    and checkpointed as scheduled, until num_steps, an early stop or the time limit."""
+    config = run.config
+    primary = distributed.is_primary()
     board = tensorboard.open_writer(
-        primary and bool(config.get("tensorboard", False)), workdir, start
+        primary and bool(config.get("tensorboard", False)), run.workdir, progress.step
     )
     bar = tqdm.tqdm(
         total=config.num_steps,
-        initial=start,
+        initial=progress.step,
         disable=not (config.progress and primary),
-        desc=f"{task.name} {config.model.cell}",
+        desc=f"{run.setup.task.name} {config.model.cell}",
         dynamic_ncols=True,
     )
     try:
-        while step < config.num_steps and not stopped_early:
-            tick = time.perf_counter()
-            state, chunk = _guarded(guard, "chunk", step, setup.train_chunk, state)
-            chunk = jax.device_get(chunk)
-            steps_per_sec = config.log_every / (time.perf_counter() - tick)
-            losses = np.asarray(chunk["loss"])  # (log_every, S)
-            records = []
-            for i in range(config.log_every):
-                record: dict[str, Any] = {"step": step + i + 1}
-                for name, values in chunk.items():
-                    record[name] = float(np.mean(values[i]))
-                    record[f"{name}_per_seed"] = values[i]
-                record["steps_per_sec"] = steps_per_sec
-                records.append(record)
-            bad = np.argwhere(~np.isfinite(losses))
-            if bad.size:
-                records = records[: int(bad[0][0]) + 1]
-            if primary:
-                metrics.write_jsonl(files.metrics, records)
-            if board is not None:
-                board.write("train", records)
-            if bad.size:
-                raise NonFiniteLossError(
-                    f"loss became {losses[tuple(bad[0])]} at step {step + int(bad[0][0]) + 1} "
-                    f"(seed {config.seed + int(bad[0][1])}); training stopped; "
-                    f"{_nothing_saved_or_kept(manager)}",
-                    hint=NON_FINITE_HINT,
-                )
-            step += config.log_every
-            # The losses were computed before each update: the last update can still have
-            # made the state non-finite.
-            bad_leaves = checkpoint.nonfinite_leaves(state)
-            if bad_leaves:
-                raise NonFiniteLossError(
-                    f"the training state became non-finite by step {step} (the losses up to "
-                    f"it were finite) in {', '.join(bad_leaves)}; training stopped; "
-                    f"{_nothing_saved_or_kept(manager)}",
-                    hint=NON_FINITE_HINT,
-                )
-            bar.update(config.log_every)
-            bar.set_postfix(loss=f"{losses[-1].mean():.4f}")
+        while progress.step < config.num_steps and not progress.stopped_early:
+            state = _train_chunk(run, progress.state, progress.step, board, bar)
+            step = progress.step + config.log_every
             at_time_limit = (
                 time_limit_s > 0
                 and time.perf_counter() - t0 >= time_limit_s
@@ -734,36 +740,111 @@ def _train_guarded(config, setup: Setup, workdir: str, files: _Files, manager, g
             )
             if time_limit_s > 0:  # the processes' clocks differ: process 0's decides
                 at_time_limit = bool(distributed.broadcast(at_time_limit))
-            scheduled_eval = step % config.eval_every == 0 or step == config.num_steps
-            if scheduled_eval or at_time_limit:
-                eval_metrics = evaluate(state.params, step)
-                eval_record = {
-                    "step": step,
-                    **{k: float(np.mean(v)) for k, v in eval_metrics.items()},
-                    **{f"{k}_per_seed": v for k, v in eval_metrics.items()},
-                }
-                if primary:
-                    metrics.write_jsonl(files.eval, [eval_record])
-                if board is not None:
-                    board.write("eval", [eval_record])
-                solved = metrics.solved_by_every_seed(task, eval_metrics)
-                # Only scheduled evaluations stop a run, so where it stops does not depend
-                # on where a time limit interrupted it.
-                if solved and scheduled_eval and config.early_stop and step < config.num_steps:
-                    stopped_early = True
-                    at_time_limit = False  # finished here, nothing to resume
-            at_end = step == config.num_steps or stopped_early or at_time_limit
-            if step % config.checkpoint_every == 0 or at_end:
-                with guard.phase("save", step, compiles=True):
-                    checkpoint.save(manager, step, state, files={CONFIG_FILE: config_text})
-            if stopped_early or at_time_limit:
+            progress = progress._replace(state=state, step=step, at_time_limit=at_time_limit)
+            progress = _evaluate_and_save(run, progress, board, config_text)
+            if progress.stopped_early or progress.at_time_limit:
                 break
     finally:
         bar.close()
         if board is not None:
             board.close()
+    return progress
+
+
+def _step_records(
+    chunk: dict, step: int, log_every: int, steps_per_sec: float
+) -> list[dict[str, Any]]:
+    """One metrics.jsonl record per step of a chunk that began after ``step``: each metric's
+    mean over seeds and its per-seed values, and the chunk's steps/s."""
+    records = []
+    for i in range(log_every):
+        record: dict[str, Any] = {"step": step + i + 1}
+        for name, values in chunk.items():
+            record[name] = float(np.mean(values[i]))
+            record[f"{name}_per_seed"] = values[i]
+        record["steps_per_sec"] = steps_per_sec
+        records.append(record)
+    return records
+
+
+def _train_chunk(run: _Run, state: TrainState, step: int, board, bar) -> TrainState:
+    """Trains the ``log_every`` steps after ``step`` and writes their records;
+    NonFiniteLossError (after the records up to the first bad loss) when a loss or the
+    state became NaN or infinite."""
+    config, manager = run.config, run.manager
+    tick = time.perf_counter()
+    state, chunk = _guarded(run.guard, "chunk", step, run.setup.train_chunk, state)
+    chunk = jax.device_get(chunk)
+    steps_per_sec = config.log_every / (time.perf_counter() - tick)
+    losses = np.asarray(chunk["loss"])  # (log_every, S)
+    records = _step_records(chunk, step, config.log_every, steps_per_sec)
+    bad = np.argwhere(~np.isfinite(losses))
+    if bad.size:
+        records = records[: int(bad[0][0]) + 1]
+    if distributed.is_primary():
+        metrics.write_jsonl(run.files.metrics, records)
+    if board is not None:
+        board.write("train", records)
+    if bad.size:
+        raise NonFiniteLossError(
+            f"loss became {losses[tuple(bad[0])]} at step {step + int(bad[0][0]) + 1} "
+            f"(seed {config.seed + int(bad[0][1])}); training stopped; "
+            f"{_nothing_saved_or_kept(manager)}",
+            hint=NON_FINITE_HINT,
+        )
+    step += config.log_every
+    # The losses were computed before each update: the last update can still have
+    # made the state non-finite.
+    bad_leaves = checkpoint.nonfinite_leaves(state)
+    if bad_leaves:
+        raise NonFiniteLossError(
+            f"the training state became non-finite by step {step} (the losses up to "
+            f"it were finite) in {', '.join(bad_leaves)}; training stopped; "
+            f"{_nothing_saved_or_kept(manager)}",
+            hint=NON_FINITE_HINT,
+        )
+    bar.update(config.log_every)
+    bar.set_postfix(loss=f"{losses[-1].mean():.4f}")
+    return state
+
+
+def _evaluate_and_save(run: _Run, progress: _Progress, board, config_text: str) -> _Progress:
+    """After a chunk: evaluates when scheduled or at the time limit (an early stop when
+    every seed solved the task at a scheduled one) and checkpoints when due or at the end."""
+    config, step = run.config, progress.step
+    scheduled_eval = step % config.eval_every == 0 or step == config.num_steps
+    if scheduled_eval or progress.at_time_limit:
+        eval_metrics = _evaluate(run, progress.state.params, step)
+        eval_record = {
+            "step": step,
+            **{k: float(np.mean(v)) for k, v in eval_metrics.items()},
+            **{f"{k}_per_seed": v for k, v in eval_metrics.items()},
+        }
+        if distributed.is_primary():
+            metrics.write_jsonl(run.files.eval, [eval_record])
+        if board is not None:
+            board.write("eval", [eval_record])
+        solved = metrics.solved_by_every_seed(run.setup.task, eval_metrics)
+        progress = progress._replace(solved=solved, eval_metrics=eval_metrics)
+        # Only scheduled evaluations stop a run, so where it stops does not depend
+        # on where a time limit interrupted it.
+        if solved and scheduled_eval and config.early_stop and step < config.num_steps:
+            # Finished here: nothing to resume.
+            progress = progress._replace(stopped_early=True, at_time_limit=False)
+    at_end = step == config.num_steps or progress.stopped_early or progress.at_time_limit
+    if step % config.checkpoint_every == 0 or at_end:
+        with run.guard.phase("save", step, compiles=True):
+            checkpoint.save(run.manager, step, progress.state, files={CONFIG_FILE: config_text})
+    return progress
+
+
+def _finish_run(run: _Run, progress: _Progress, t0: float) -> dict:
+    """The run's summary, written to summary.json: its final held-out metrics (evaluated
+    now if no chunk was) with mean and spread over seeds, and how it stopped."""
+    config, task = run.config, run.setup.task
+    eval_metrics, solved = progress.eval_metrics, progress.solved
     if eval_metrics is None:
-        eval_metrics = evaluate(state.params, step)
+        eval_metrics = _evaluate(run, progress.state.params, progress.step)
         solved = metrics.solved_by_every_seed(task, eval_metrics)
     summary = {
         "task": task.name,
@@ -776,16 +857,16 @@ def _train_guarded(config, setup: Setup, workdir: str, files: _Files, manager, g
         "seed": config.seed,
         "baseline_loss": float(task.baseline_loss),
         "num_steps": config.num_steps,
-        "steps_run": step,
-        "stopped_early": stopped_early,
-        "stopped_at_time_limit": at_time_limit,
+        "steps_run": progress.step,
+        "stopped_early": progress.stopped_early,
+        "stopped_at_time_limit": progress.at_time_limit,
         "wall_s_this_process": time.perf_counter() - t0,
         "solved": bool(solved),
         "eval": {k: metrics.per_seed_stats(np.asarray(v)) for k, v in eval_metrics.items()},
-        "finished": not at_time_limit,  # a run stopped at its time limit resumes
+        "finished": not progress.at_time_limit,  # a run stopped at its time limit resumes
     }
-    if primary:
-        metrics.write_json(files.summary, summary)
+    if distributed.is_primary():
+        metrics.write_json(run.files.summary, summary)
     return summary
 
 
