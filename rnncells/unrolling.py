@@ -206,6 +206,7 @@ def unroll(
             )
         use_fused = False  # a custom_vjp has no forward mode: the plain scan has one
     if use_fused:
+        assert spec is not None  # use_fused says so
         layer_kernel = _layer_kernel(kernel, spec, params, xs_tm, remat, compute_dtype)
         try:
             carry, ys_tm = _fused_scan(
@@ -473,6 +474,7 @@ def _forward_only(run, params, carry, xs_tm, lengths, reverse, **kwargs):
 
 def _fused_scan(spec: CellSpec, params, carry, xs_tm, lengths, *, reverse, **kwargs):
     """The fused layer of a cell with a fused unit; reverse runs reorder time around it."""
+    assert spec.fused is not None  # unroll runs this for a cell with a fused unit only
     run = functools.partial(_fused.fused_scan, spec.fused, blocks=spec.blocks)
     return _forward_only(run, params, carry, xs_tm, lengths, reverse, **kwargs)
 

@@ -21,10 +21,14 @@ import runpy
 import sys
 import threading
 
-import jax
-from jax.experimental import io_callback
+# Run as a script, this file's folder comes first on sys.path, where tests/experiments/
+# would hide the repository's experiments package: the repository comes first instead.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from rnncells.training import loop
+import jax  # noqa: E402
+from jax.experimental import io_callback  # noqa: E402
+
+from rnncells.training import loop  # noqa: E402
 
 AT = int(os.environ["STALL_HOOK_AT"])
 MODE = os.environ.get("STALL_HOOK_MODE", "event")

@@ -243,6 +243,7 @@ def _forward(cell: FusedCell, cfg: Config, params, carry0, xs, lengths, save):
     p = params._replace(V=_cast(params.V, cd))  # V cast once, outside the loop
     if cfg.kernel == "pallas":
         blocks = cfg.blocks
+        assert blocks is not None  # default_config sets it for kernel="pallas"
         gx = _gates_in(params, xs, cd) + row(params.b, 3)
         lens = lengths if cfg.masked else None
         consts = blocks.consts(params)
@@ -302,6 +303,7 @@ def _backward(cell: FusedCell, cfg: Config, res, cts):
     if cfg.kernel == "pallas":
         # The loop in one kernel (pallas.py); what follows it is shared.
         blocks = cfg.blocks
+        assert blocks is not None  # default_config sets it for kernel="pallas"
         reads = {"h_prev": hs_prev, **prevs}
         dcarry0, outs = _pallas.backward(
             blocks,
