@@ -130,10 +130,13 @@ def test_peephole_lstm_with_zero_peepholes_is_the_lstm(key, rng):
     carry, x = random_carry("peephole_lstm", rng, (B,)), xs_of(rng, (B, D))
     got = rc.peephole_lstm_step(params, carry, x)
     assert_tree_allclose(got, rc.lstm_step(lstm, carry, x), **TIGHT)
-    # The output gate sees the new C_t, not C_{t-1} (all positive here): with a large p_o
-    # it opens where C_t > 0 and shuts where C_t < 0.
-    params = params._replace(p_o=jnp.full((H,), 1e3, jnp.float64))
-    carry = rc.LSTMState(carry.h, jnp.full((B, H), 2.0, jnp.float64))
+    # The output gate sees the new C_t, not C_{t-1}: with a large p_o it opens where
+    # C_t > 0 and shuts where C_t < 0. C_{t-1} is +2 and -2 in turn and the forget gate
+    # nearly 1 (b_f = 5), so C_t takes both signs whatever the random draws.
+    b = params.b.at[H : 2 * H].set(5.0)
+    params = params._replace(b=b, p_o=jnp.full((H,), 1e3, jnp.float64))
+    signs = jnp.where(jnp.arange(H) % 2 == 0, 2.0, -2.0).astype(jnp.float64)
+    carry = rc.LSTMState(carry.h, jnp.broadcast_to(signs, (B, H)))
     new, h = rc.peephole_lstm_step(params, carry, x)
     c = np.asarray(new.c)
     clear = np.abs(c) > 0.05
