@@ -33,7 +33,6 @@ def get_config(arg=None):
         c.eval_every = 50
         c.checkpoint_every = 50
         c.eval_batch_size = 64
-        c.progress = False
     elif arg is not None:
         raise ValueError(f"configs/adding.py takes no argument or 'smoke', got {arg!r}")
     return c

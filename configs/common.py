@@ -73,7 +73,7 @@ DESCRIPTIONS = {
     "stall_timeout_s": "seconds a restore, chunk, evaluation or save may make no progress "
     "before the run stops, resumable (exit status 4, stacks in workdir/stall.txt); 0: 30 min "
     "for a phase's first call, then max(300 s, 10x its slowest earlier call)",
-    "progress": "show a progress bar",
+    "progress": "show progress: a bar on a terminal, a line every 30 s in a log",
     "tensorboard": "also write the metrics to workdir/tensorboard (needs tensorboardX)",
     "data_parallel": "shard the batch over all devices",
 }

@@ -32,7 +32,6 @@ def get_config(arg=None):
         c.log_every = 25
         c.eval_every = 25
         c.checkpoint_every = 25
-        c.progress = False
     elif arg is not None:
         raise ValueError(f"configs/digits.py takes no argument or 'smoke', got {arg!r}")
     return c

@@ -75,6 +75,7 @@ from rnncells.training.validation import check_eval_memory, validate, validate_w
 __all__ = [
     "CONFIG_FILE",
     "NON_FINITE_HINT",
+    "PROGRESS_LINE_S",
     "RESUMABLE_CHANGES",
     "Setup",
     "TrainState",
@@ -712,6 +713,52 @@ def _resumed_progress(run: _Run, state: TrainState, start: int) -> _Progress:
     return progress
 
 
+PROGRESS_LINE_S = 30.0
+"""How often a run whose stderr is not a terminal (a log file) prints a progress line."""
+
+
+class _LineProgress:
+    """Progress as lines on stderr: one when training starts, then one every
+    ``PROGRESS_LINE_S`` seconds, for a log, where a bar's redraws would make one long line.
+    The calls the loop makes of a tqdm bar: update, set_postfix, close."""
+
+    def __init__(self, total: int, initial: int, desc: str) -> None:
+        self.total, self.n, self.desc = total, initial, desc
+        self.postfix = ""
+        self.last = time.monotonic()
+        what = "resuming at" if initial else "starting at"
+        self._print(f"{what} step {initial} of {total} (the first chunk compiles)")
+
+    def _print(self, text: str) -> None:
+        print(f"{self.desc}: {text}", file=sys.stderr, flush=True)
+
+    def set_postfix(self, refresh: bool = True, **values: str) -> None:
+        del refresh
+        self.postfix = ", ".join(f"{name} {value}" for name, value in values.items())
+
+    def update(self, n: int) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_LINE_S:
+            self.last = now
+            self._print(
+                f"step {self.n} of {self.total}" + (f", {self.postfix}" if self.postfix else "")
+            )
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
+    """A tqdm bar on a terminal, progress lines in a log (``_LineProgress``), nothing when
+    ``enabled`` is false (config.progress off, or not process 0)."""
+    if enabled and not sys.stderr.isatty():
+        return _LineProgress(total, initial, desc)
+    return tqdm.tqdm(
+        total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True
+    )
+
+
 def _train_chunks(
     run: _Run, progress: _Progress, t0: float, time_limit_s: float, config_text: str
 ) -> _Progress:
@@ -722,12 +769,11 @@ def _train_chunks(
     board = tensorboard.open_writer(
         primary and bool(config.get("tensorboard", False)), run.workdir, progress.step
     )
-    bar = tqdm.tqdm(
-        total=config.num_steps,
-        initial=progress.step,
-        disable=not (config.progress and primary),
-        desc=f"{run.setup.task.name} {config.model.cell}",
-        dynamic_ncols=True,
+    bar = _progress_bar(
+        config.num_steps,
+        progress.step,
+        f"{run.setup.task.name} {config.model.cell}",
+        bool(config.progress and primary),
     )
     try:
         while progress.step < config.num_steps and not progress.stopped_early:
@@ -803,8 +849,8 @@ def _train_chunk(run: _Run, state: TrainState, step: int, board, bar) -> TrainSt
             f"{_nothing_saved_or_kept(manager)}",
             hint=NON_FINITE_HINT,
         )
+    bar.set_postfix(loss=f"{losses[-1].mean():.4f}", refresh=False)
     bar.update(config.log_every)
-    bar.set_postfix(loss=f"{losses[-1].mean():.4f}")
     return state
 
 

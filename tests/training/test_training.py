@@ -170,6 +170,23 @@ def _poisoned_get_task(name, **kwargs):
     return dataclasses.replace(task, make_batch=make_batch)
 
 
+def test_a_log_gets_progress_lines_where_a_terminal_gets_a_bar(tmp_path, monkeypatch, capsys):
+    """Under pytest stderr is not a terminal, as in a log file: progress is lines, one at
+    the start and one per chunk here (the interval set to 0), each with the step and loss."""
+    monkeypatch.setattr(loop_lib, "PROGRESS_LINE_S", 0.0)
+    train(tiny_config(progress=True, num_steps=20), str(tmp_path / "run"))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("adding")]
+    assert lines[0] == "adding lstm: starting at step 0 of 20 (the first chunk compiles)"
+    assert [line.split(",")[0] for line in lines[1:]] == [
+        "adding lstm: step 10 of 20",
+        "adding lstm: step 20 of 20",
+    ]
+    assert all(re.search(r", loss \d+\.\d{4}$", line) for line in lines[1:])
+    train(tiny_config(progress=True, num_steps=40), str(tmp_path / "run"))
+    err = capsys.readouterr().err
+    assert "adding lstm: resuming at step 20 of 40 (the first chunk compiles)" in err
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     real = loop_lib.get_task
     _poisoned_get_task.__wrapped__ = real
