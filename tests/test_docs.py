@@ -1,8 +1,9 @@
 """The documentation runs: every snippet alone, and the site with its tutorial.
 
-Each fenced ``python`` block in README.md and docs/*.md runs in a fresh interpreter with
-nothing imported, so a snippet that leans on names from an earlier block, or on an API
-that changed, fails here. The site (mkdocs.yml) builds in strict mode, so a broken
+Each fenced ``python`` block in README.md and docs/*.md runs alone: in a fresh namespace,
+a fresh working directory and the environment the interpreter started with, so a snippet
+that leans on names from an earlier block, or on an API that changed, fails here. (One
+interpreter runs them all, one after the other: an interpreter start costs seconds.) The site (mkdocs.yml) builds in strict mode, so a broken
 reference or docstring fails, and the build executes the tutorial notebook. The built
 pages are then checked: maths as MathML (also as a headless Chromium renders the
 tutorial), signatures formatted, the Tasks table, every page linked, nothing loaded
@@ -44,16 +45,60 @@ def test_docs_have_python_blocks():
     assert len(_blocks()) >= 6, [p.id for p in _blocks()]
 
 
-@pytest.mark.parametrize("code", _blocks())
-def test_snippet_runs_alone(code, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,  # a snippet that writes files writes them here
+# Runs each snippet of the JSON file argv[1] alone, writing each outcome to argv[2] as it
+# ends: a fresh namespace, its own empty working directory, os.environ and sys.argv as
+# they were, and JAX's configuration put back, so nothing one snippet sets reaches the next.
+_RUNNER = """
+import builtins, json, os, sys, traceback
+
+import jax
+
+snippets = json.load(open(sys.argv[1]))
+results = sys.argv[2]
+environ = dict(os.environ)
+for i, (name, code) in enumerate(snippets):
+    cwd = os.path.join(os.path.dirname(results), str(i))
+    os.mkdir(cwd)
+    os.chdir(cwd)
+    sys.argv = ["-c"]
+    jax_config = dict(jax.config.values)
+    try:
+        exec(compile(code, name, "exec"), {"__name__": "__main__", "__builtins__": builtins})
+        error = None
+    except SystemExit as exit:
+        error = None if exit.code in (None, 0) else traceback.format_exc()
+    except BaseException:
+        error = traceback.format_exc()
+    os.environ.clear()
+    os.environ.update(environ)
+    for key, value in jax_config.items():
+        if jax.config.values.get(key) != value:
+            jax.config.update(key, value)
+    with open(results, "a") as file:
+        file.write(json.dumps([name, error]) + "\\n")
+"""
+
+
+def test_every_snippet_runs_alone(tmp_path):
+    snippets = [(p.id, p.values[0]) for p in _blocks()]
+    (tmp_path / "snippets.json").write_text(json.dumps(snippets))
+    results = tmp_path / "results.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUNNER, str(tmp_path / "snippets.json"), str(results)],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
-    assert result.returncode == 0, f"snippet failed:\n{code}\n--- stderr ---\n{result.stderr}"
+    assert proc.returncode == 0, f"the snippet runner failed:\n{proc.stderr[-5000:]}"
+    outcomes = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [name for name, _ in outcomes] == [name for name, _ in snippets]
+    failed = {name: error for name, error in outcomes if error is not None}
+    code = dict(snippets)
+    assert not failed, "\n".join(
+        f"snippet {name} failed:\n{code[name]}\n--- traceback ---\n{error}"
+        for name, error in failed.items()
+    )
 
 
 def _build_site(site: pathlib.Path) -> dict:
