@@ -3,11 +3,11 @@
 Each fenced ``python`` block in README.md and docs/*.md runs alone: in a fresh namespace,
 a fresh working directory and the environment the interpreter started with, so a snippet
 that leans on names from an earlier block, or on an API that changed, fails here. (One
-interpreter runs them all, one after the other: an interpreter start costs seconds.) The site (mkdocs.yml) builds in strict mode, so a broken
-reference or docstring fails, and the build executes the tutorial notebook. The built
-pages are then checked: maths as MathML (also as a headless Chromium renders the
-tutorial), signatures formatted, the Tasks table, every page linked, nothing loaded
-from the network.
+interpreter runs them all, one after the other: an interpreter start costs seconds.)
+The site (mkdocs.yml) builds in strict mode, so a broken reference or docstring fails,
+and the build executes the tutorial notebook. The built pages are then checked: maths as
+MathML (also as a headless Chromium renders the tutorial), signatures formatted, the
+Tasks table, every page linked, nothing loaded from the network.
 """
 
 from __future__ import annotations
