@@ -1,7 +1,7 @@
-"""The command line as people use it: every config key described, a readable summary,
-and a time-limited run that says how to resume it; the report defines its columns."""
+"""The command line as people use it: every config key described, a readable summary; the
+report defines its columns. (A time-limited run that prints the command resuming it is
+tested with the resume's refusals, in test_cli_errors.py.)"""
 
-import shlex
 import subprocess
 import sys
 
@@ -11,7 +11,7 @@ import pytest
 import tests
 from configs import adding, common, copy, digits
 from experiments import report
-from experiments import run as run_lib
+from rnncells.training.cli import format_summary
 
 ROOT = str(tests.ROOT)
 
@@ -54,27 +54,6 @@ def test_show_config_lists_every_key_with_value_and_meaning(tmp_path):
     assert any(line.startswith("model.hidden_size = 7 ") for line in lines)
 
 
-def test_time_limited_run_prints_the_command_that_resumes_it(tmp_path):
-    args = [
-        "--config=configs/adding.py:smoke",
-        f"--workdir={tmp_path / 'run'}",
-        "--config.time_limit_s=0.001",  # stops after the first chunk
-        "--report=false",
-    ]
-    proc = _cli(*args)
-    assert proc.returncode == 0, proc.stderr
-    assert "25 of 100 steps" in proc.stdout
-    assert "stopped at the time limit" in proc.stdout
-    command = proc.stdout.strip().splitlines()[-1].strip()
-    assert shlex.split(command) == [sys.executable, "-m", "experiments.run", *args]
-    # The printed command, run as it is, resumes: one more chunk before the limit again.
-    resumed = subprocess.run(
-        shlex.split(command), cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    assert "50 of 100 steps" in resumed.stdout
-
-
 def test_format_summary_reads_like_a_sentence():
     summary = {
         "task": "adding",
@@ -92,7 +71,7 @@ def test_format_summary_reads_like_a_sentence():
             "success_rate": {"mean": 0.9, "std": 0.05, "per_seed": [0.85, 0.95]},
         },
     }
-    text = run_lib.format_summary(summary, "runs/x")
+    text = format_summary(summary, "runs/x")
     assert text.splitlines()[0] == (
         "adding (T=100), lstm, init default: 500 of 1000 steps, 2 seeds, stopped early: solved"
     )

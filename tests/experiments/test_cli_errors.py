@@ -1,7 +1,9 @@
 """Bad input to the command lines of ``experiments/``: one ``error:`` line naming the
-argument, what it must be and what it is, a ``hint:`` line, exit status 2, no traceback."""
+argument, what it must be and what it is, a ``hint:`` line, exit status 2, no traceback;
+and a time-limited run, which prints the command that resumes it, and what a resume refuses."""
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -225,11 +227,18 @@ def _mtimes(folder):
 def test_resume_says_so_refuses_fewer_steps_and_read_only_and_says_finished(tmp_path):
     workdir = tmp_path / "run"
     args = [SMOKE, f"--workdir={workdir}", "--report=false", "--config.optim.schedule=constant"]
-    first = _cli(*args, "--config.time_limit_s=0.001")  # stops after the first chunk
+    limited = [*args, "--config.time_limit_s=0.001"]  # stops after the first chunk
+    first = _cli(*limited)
     assert first.returncode == 0, first.stderr
     assert "25 of 100 steps" in first.stdout
+    assert "stopped at the time limit" in first.stdout
     assert "resuming" not in first.stderr + first.stdout
-    second = _cli(*args, "--config.time_limit_s=0.001")
+    command = first.stdout.strip().splitlines()[-1].strip()
+    assert shlex.split(command) == [sys.executable, "-m", "experiments.run", *limited]
+    # The printed command, run as it is, resumes: one more chunk before the limit again.
+    second = subprocess.run(
+        shlex.split(command), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert second.returncode == 0, second.stderr
     assert f"resuming from checkpoint step 25 of 100 in {workdir / 'checkpoints'}" in (
         second.stderr
