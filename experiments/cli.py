@@ -1,5 +1,5 @@
-"""What every command line of ``experiments/`` shares: one-line errors, and child runs
-that are rerun after a stall.
+"""What every command line of ``experiments/`` shares: one-line errors (those of
+``rnncells.training.cli``), and child runs that are rerun after a stall.
 
 An error the user can fix (`rnncells.training.errors.RunError`) prints one ``error: ...``
 line, and where useful a ``hint: ...`` line, to stderr and exits with the error's status
@@ -11,99 +11,30 @@ process, which resumes from its checkpoint, a bounded number of times.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
 import shlex
 import signal
 import subprocess
 import sys
-import warnings
-from collections.abc import Iterator
+
+from rnncells.training.cli import one_line, user_errors
 
 __all__ = [
-    "EXTRA_MODULES",
     "STALL_RETRIES",
     "one_line",
-    "require_extra",
     "resume_command",
     "run_resuming_stalls",
     "user_errors",
 ]
 
-# What the command lines import from the experiments extra (train and plot, and flax).
-EXTRA_MODULES = ("absl", "ml_collections", "optax", "orbax.checkpoint", "tqdm", "matplotlib")
-
 STALL_RETRIES = 2
 """How many times `run_resuming_stalls` reruns a stalled child before it gives up."""
-
-
-def one_line(text: object) -> str:
-    """``text`` with every run of whitespace (newlines included) made one space."""
-    return " ".join(str(text).split())
-
-
-def require_extra(command: str, modules: tuple[str, ...] = EXTRA_MODULES) -> None:
-    """Exits with one ``error:`` line and a ``hint:`` (status 2) when one of ``modules``
-    cannot be imported, before a command line's own imports would fail with a traceback.
-    ``command`` names the command line in the message."""
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            missing = error.name or module
-            print(
-                f"error: {command} needs the experiments extra: {missing} cannot be "
-                f"imported ({one_line(error)})",
-                file=sys.stderr,
-            )
-            print(
-                'hint: pip install -e ".[experiments]" in the repository (the command '
-                "lines are not part of the installed package)",
-                file=sys.stderr,
-            )
-            raise SystemExit(2) from None
 
 
 def resume_command(module: str, args: list[str]) -> str:
     """The shell command that runs ``python -m module`` again with ``args`` (quoted), in
     this interpreter: what a stopped run prints to resume it."""
     return " ".join(shlex.quote(a) for a in [sys.executable, "-m", module, *args])
-
-
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Runs the block as a command: a `RunError` becomes one ``error:`` line (and a
-    ``hint:`` line) on stderr and ``sys.exit(error.exit_code)``, with no traceback; a
-    `RunWarning` prints as one ``warning:`` line. Other exceptions (bugs) pass through.
-
-    A run stopped by SIGINT or SIGTERM (`RunInterrupted`) ends the process at once
-    (``os._exit``) after its lines: the compiled call it left may still be running, and
-    the interpreter's exit would wait for it."""
-    from rnncells.training.errors import RunError, RunInterrupted, RunWarning
-
-    previous = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, RunWarning):
-            print(f"warning: {one_line(message)}", file=sys.stderr, flush=True)
-        else:
-            previous(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
-    try:
-        yield
-    except RunError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        if error.hint:
-            print(f"hint: {one_line(error.hint)}", file=sys.stderr)
-        if isinstance(error, RunInterrupted):
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(error.exit_code)
-        sys.exit(error.exit_code)
-    finally:
-        warnings.showwarning = previous
 
 
 def run_resuming_stalls(command: list[str], label: str, retries: int = STALL_RETRIES) -> int:

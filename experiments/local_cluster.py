@@ -29,9 +29,9 @@ import sys
 import threading
 import time
 
-from experiments import cli
+from experiments import extra
 
-cli.require_extra("python -m experiments.local_cluster")
+extra.require_extra("python -m experiments.local_cluster")
 
 from absl import app, flags  # noqa: E402
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import time
 
-from experiments import cli
+from experiments import extra
 
-cli.require_extra("python -m experiments.main")
+extra.require_extra("python -m experiments.main")
 
 from absl import app, flags, logging  # noqa: E402
 

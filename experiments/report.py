@@ -17,9 +17,9 @@ import shutil
 from collections import defaultdict
 from typing import Any
 
-from experiments import cli
+from experiments import extra
 
-cli.require_extra("python -m experiments.report")
+extra.require_extra("python -m experiments.report")
 
 import matplotlib  # noqa: E402
 

@@ -30,19 +30,18 @@ stops the others within ``--heartbeat_timeout_s``; the same command resumes.
 
 from __future__ import annotations
 
-import difflib
-import re
 import sys
 
-from experiments import cli
+from experiments import extra
 
-cli.require_extra("python -m experiments.run")
+extra.require_extra("python -m experiments.run")
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from experiments import report as report_lib  # noqa: E402
-from experiments.cli import one_line, resume_command, user_errors  # noqa: E402
+from experiments.cli import resume_command, user_errors  # noqa: E402
+from rnncells.training.cli import format_summary, parse_flags  # noqa: E402
 
 
 def run(config, workdir: str, report: bool = True, command: str | None = None) -> dict:
@@ -112,140 +111,11 @@ def start_processes() -> int:
         )
 
 
-_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-
-
-def _config_error(message: str, hint: str) -> None:
-    """Stops with one ``error:`` line and a ``hint:`` line, exit status 2."""
-    from rnncells.training.errors import ConfigError
-
-    with user_errors():
-        raise ConfigError(message, hint=hint)
-
-
-def _override_paths(argv) -> list[tuple[str, str]]:
-    """The ``--config.KEY=VALUE`` overrides in ``argv`` as (KEY, the argument)."""
-    out = []
-    for arg in argv[1:]:
-        if arg == "--":
-            break
-        match = re.match(r"^--?(?:no)?config\.([^=\s]+)", arg)
-        if match:
-            out.append((match.group(1), arg))
-    return out
-
-
-def _unknown_override(argv) -> None:
-    """Stops with one line naming the ``--config.*`` override whose key the config lacks,
-    its full path and the closest known keys; returns if it cannot tell which."""
-    from ml_collections import ConfigDict
-
-    try:
-        config = flags.FLAGS["config"].value
-        if config is None:  # the file is loaded, but the failed parse did not keep it
-            path = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
-            if path is None and "--config" in argv:
-                path = argv[argv.index("--config") + 1]
-            config = flags.FLAGS["config"].parser.parse(path)
-    except Exception:  # noqa: BLE001 - the file itself is broken: absl's message says so
-        return
-    for key, arg in _override_paths(argv):
-        node, parts = config, key.split(".")
-        for depth, part in enumerate(parts):
-            if isinstance(node, ConfigDict | dict) and part in node:
-                node = node[part]
-                continue
-            prefix = ".".join(["config", *parts[:depth]])
-            known = list(node.keys()) if isinstance(node, ConfigDict | dict) else []
-            close = difflib.get_close_matches(part, known, n=3)
-            if close:
-                hint = "did you mean " + " or ".join(f"{prefix}.{c}" for c in close) + "?"
-            elif known:
-                hint = f"the keys of {prefix} are: {', '.join(sorted(known))}"
-            else:
-                hint = f"{prefix} is a value, not a group of keys"
-            _config_error(
-                f"{arg}: config.{key} is not a key of the config ({prefix} has no key {part!r})",
-                hint + " (--show_config lists every key)",
-            )
-
-
-def _bad_override_value(error: Exception) -> None:
-    """Stops with one line naming the ``--config.*`` key whose value has the wrong type,
-    the type it must have and the value; returns for any other flag error."""
-    match = re.match(r"^flag --(config\.[^=]+)=(.*?): (.*)$", str(error), re.S)
-    if not match:
-        return
-    name, value, why = match.groups()
-    try:
-        default = flags.FLAGS[name].default
-        if default is None:
-            default = flags.FLAGS[name].value
-    except (KeyError, AttributeError):
-        default = None
-    expected = _TYPE_WORDS.get(type(default), type(default).__name__)
-    if default is None:
-        expected = "a value of the key's type"
-    del why  # absl's words ("invalid literal for int() with base 10") say it less plainly
-    _config_error(
-        f"{name} must be {expected} ({type(default).__name__}), got {value!r} "
-        f"(in --{name}={value})",
-        f"give --{name} {expected}, as in --{name}={default}"
-        if default is not None
-        else f"--show_config shows {name}'s value",
-    )
-
-
-def _parse_flags(argv):
-    """absl's flag parsing, with one ``error:`` line (exit status 2) for a ``--config.*``
-    override that names a key the config lacks (its full path, and the close known keys)
-    or gives a value of the wrong type (the key, the type it must have, the value).
-
-    (ml_collections reports an unknown override key as an AttributeError traceback, and
-    absl a bad value as a ``FATAL Flags parsing error``.)
-    """
-    try:
-        return flags.FLAGS(argv)
-    except AttributeError as error:
-        _unknown_override(argv)
-        hint = str(error).strip("'").replace("\\'", "'").replace("\\n", " ")
-        _config_error(
-            f"a --config.* override names a key the config does not have: {hint}",
-            "--show_config lists every key",
-        )
-    except flags.Error as error:
-        if isinstance(error, flags.IllegalFlagValueError):
-            _bad_override_value(error)
-        # Any other bad flag (unknown, a missing --config): absl's message, on one line.
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        print("hint: --helpshort or --helpfull lists the flags", file=sys.stderr)
-        sys.exit(2)
-
-
-def format_summary(summary: dict, workdir: str) -> str:
-    """A run's summary as a person reads it: what ran, held-out figures, where the files are."""
-    kwargs = ", ".join(f"{k}={v}" for k, v in sorted(summary.get("task_kwargs", {}).items()))
-    seeds = summary["num_seeds"]
-    lines = [
-        f"{summary['task']} ({kwargs}), {summary['cell']}, init {summary['init']}: "
-        f"{summary['steps_run']} of {summary['num_steps']} steps, {seeds} seed"
-        + ("s" if seeds != 1 else "")
-        + (", stopped early: solved" if summary.get("stopped_early") else "")
-    ]
-    for name, stats in summary["eval"].items():
-        per_seed = ", ".join(f"{v:.4g}" for v in stats["per_seed"])
-        lines.append(f"  held-out {name}: {stats['mean']:.4g} ± {stats['std']:.2g} ({per_seed})")
-    lines.append(f"  baseline loss: {summary['baseline_loss']:.4g}")
-    lines.append(f"  solved by every seed: {'yes' if summary['solved'] else 'no'}")
-    lines.append(f"  files: {workdir} (report.md, metrics.jsonl, eval.jsonl, summary.json)")
-    return "\n".join(lines)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _SHOW_CONFIG.value:
-        from configs.common import describe
+        from rnncells.training.configs.common import describe
 
         print(describe(_CONFIG.value))
         return
@@ -285,4 +155,4 @@ if __name__ == "__main__":
     )
     define_multiprocess_flags()
     flags.mark_flags_as_required(["config"])
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=parse_flags)

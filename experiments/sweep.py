@@ -34,9 +34,9 @@ import os
 import sys
 import time
 
-from experiments import cli
+from experiments import extra
 
-cli.require_extra("python -m experiments.sweep")
+extra.require_extra("python -m experiments.sweep")
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

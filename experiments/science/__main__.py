@@ -36,9 +36,9 @@ import os
 import sys
 import time
 
-from experiments import cli
+from experiments import extra
 
-cli.require_extra("python -m experiments.science", (*cli.EXTRA_MODULES, "scipy"))
+extra.require_extra("python -m experiments.science", (*extra.EXTRA_MODULES, "scipy"))
 
 from absl import app, flags, logging  # noqa: E402
 

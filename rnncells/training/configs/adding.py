@@ -10,7 +10,11 @@ Smoke variant (under 30 s, checks the pipeline only; loss stays near the baselin
     python -m experiments.run --config=configs/adding.py:smoke --workdir=runs/adding_smoke
 """
 
-from configs.common import base_config
+from rnncells.training.configs.common import base_config
+
+__all__ = [
+    "get_config",
+]
 
 
 def get_config(arg=None):

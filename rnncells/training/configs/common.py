@@ -3,6 +3,12 @@ unknown keys fail and values keep their types)."""
 
 import ml_collections
 
+__all__ = [
+    "DESCRIPTIONS",
+    "base_config",
+    "describe",
+]
+
 
 def base_config() -> ml_collections.ConfigDict:
     """Defaults shared by all experiments; each config file overrides what it needs."""

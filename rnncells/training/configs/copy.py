@@ -29,7 +29,11 @@ Smoke variant (under 30 s, pipeline check only):
     python -m experiments.run --config=configs/copy.py:smoke --workdir=runs/copy_smoke
 """
 
-from configs.common import base_config
+from rnncells.training.configs.common import base_config
+
+__all__ = [
+    "get_config",
+]
 
 
 def get_config(arg=None):
