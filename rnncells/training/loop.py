@@ -165,7 +165,11 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
     o = config.optim
     schedule = make_schedule(o.schedule, o.learning_rate, config.num_steps, o.warmup_steps)
     optimizer = make_optimizer(
-        o.optimizer, schedule, clip_norm=o.clip_norm, rmsprop_decay=o.rmsprop_decay
+        o.optimizer,
+        schedule,
+        clip_norm=o.clip_norm,
+        rmsprop_decay=o.rmsprop_decay,
+        momentum=o.get("momentum", 0.0),
     )
     vocab, batch_size, num_seeds = task.vocab_size, config.batch_size, config.num_seeds
     replicated = parallel.replicated(mesh)

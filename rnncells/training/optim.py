@@ -1,9 +1,10 @@
 """Optax optimisers and learning-rate schedules chosen by name.
 
-    update = clip_by_global_norm(clip_norm) -> adam | rmsprop, scaled by schedule(step)
+    update = clip_by_global_norm(clip_norm) -> adam | rmsprop | sgd, scaled by schedule(step)
 
 RMSProp follows the papers' setting (Arjovsky et al. 2016; Tallec & Ollivier 2018:
-RMSProp lr 1e-3, decay 0.9, clipping at 1).
+RMSProp lr 1e-3, decay 0.9, clipping at 1); SGD (with optional momentum) is Le, Jaitly &
+Hinton's (2015) optimiser for the IRNN, with gradient clipping.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ __all__ = [
     "make_schedule",
 ]
 
-OPTIMIZERS = ("adam", "rmsprop")
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
@@ -60,14 +61,16 @@ def make_optimizer(
     *,
     clip_norm: float = 0.0,
     rmsprop_decay: float = 0.9,
+    momentum: float = 0.0,
 ) -> optax.GradientTransformation:
-    """The optimiser: optional global-norm clipping, then Adam or RMSProp.
+    """The optimiser: optional global-norm clipping, then Adam, RMSProp or SGD.
 
     Args:
-        name: "adam" or "rmsprop".
+        name: "adam", "rmsprop" or "sgd".
         schedule: learning-rate schedule (see `make_schedule`).
         clip_norm: clip the gradient's global norm to this value; 0 disables clipping.
         rmsprop_decay: RMSProp's squared-gradient decay.
+        momentum: SGD's momentum (heavy ball); 0 is plain SGD. Only "sgd" reads it.
 
     Returns:
         An optax GradientTransformation.
@@ -79,7 +82,12 @@ def make_optimizer(
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
     if clip_norm < 0:
         raise ValueError(f"clip_norm must be >= 0 (0 disables clipping), got {clip_norm!r}")
-    base = optax.adam(schedule) if name == "adam" else optax.rmsprop(schedule, decay=rmsprop_decay)
+    if name == "adam":
+        base = optax.adam(schedule)
+    elif name == "rmsprop":
+        base = optax.rmsprop(schedule, decay=rmsprop_decay)
+    else:
+        base = optax.sgd(schedule, momentum=momentum or None)
     if clip_norm == 0:
         return base
     return optax.chain(optax.clip_by_global_norm(clip_norm), base)

@@ -46,6 +46,7 @@ OPTIONAL = {
     "time_limit_s": 0.0,
     "tensorboard": False,
     "stall_timeout_s": 0.0,
+    "optim.momentum": 0.0,
 }
 """Keys older configs may lack, with the value that stands for them."""
 
@@ -206,6 +207,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     decay = c.get("optim.rmsprop_decay")
     if not _is_number(decay) or not 0 <= decay < 1:
         c.fail("optim.rmsprop_decay", "a number in [0, 1)", decay)
+    momentum = c.get("optim.momentum")
+    if not _is_number(momentum) or not 0 <= momentum < 1:
+        c.fail("optim.momentum", "a number in [0, 1) (SGD's momentum; 0: plain SGD)", momentum)
 
     unknown = sorted(set(_leaf_keys(config)) - c.read)
     if unknown:

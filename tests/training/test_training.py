@@ -305,9 +305,29 @@ def test_optimizer_and_schedule_errors():
     with pytest.raises(ValueError, match="schedule must be one of"):
         make_schedule("step", 1e-2, 100)
     with pytest.raises(ValueError, match="optimizer must be one of"):
-        make_optimizer("sgd", sched)
+        make_optimizer("lamb", sched)
     with pytest.raises(ValueError, match="clip_norm must be >= 0"):
         make_optimizer("adam", sched, clip_norm=-1.0)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_is_optax_sgd_after_clipping(momentum):
+    params = {"w": jnp.array([1.0, -2.0]), "v": jnp.array([[0.5]])}
+    grads = {"w": jnp.array([3.0, 4.0]), "v": jnp.array([[0.0]])}  # global norm 5
+    ours = make_optimizer(
+        "sgd", make_schedule("constant", 0.1, 10), clip_norm=1.0, momentum=momentum
+    )
+    theirs = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1, momentum=momentum or None))
+    state_a, state_b = ours.init(params), theirs.init(params)
+    for _ in range(3):  # momentum shows from the second step on
+        update_a, state_a = ours.update(grads, state_a, params)
+        update_b, state_b = theirs.update(grads, state_b, params)
+        assert_tree_allclose(update_a, update_b, rtol=0, atol=0)
+    np.testing.assert_allclose(
+        update_a["w"], -0.1 * np.array([0.6, 0.8]) * (1 + 0.9 + 0.81 if momentum else 1), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match=r"config.optim.momentum must be a number in \[0, 1\)"):
+        build(tiny_config(**{"optim.optimizer": "sgd", "optim.momentum": 1.0}))
 
 
 def test_config_values_are_checked():
@@ -336,7 +356,12 @@ def test_config_values_are_checked():
         ("optim.clip_norm", float("inf"), r"config.optim.clip_norm must be a finite number >= 0"),
         ("optim.rmsprop_decay", 1.0, r"config.optim.rmsprop_decay must be a number in \[0, 1\)"),
         ("optim.warmup_steps", -1, r"config.optim.warmup_steps must be an integer >= 0"),
-        ("optim.optimizer", "sgd", r"config.optim.optimizer must be one of \['adam', 'rmsprop'\]"),
+        (
+            "optim.optimizer",
+            "lamb",
+            r"config.optim.optimizer must be one of \['adam', 'rmsprop', 'sgd'\]",
+        ),
+        ("optim.momentum", -0.1, r"config.optim.momentum must be a number in \[0, 1\)"),
         ("optim.schedule", "step", r"config.optim.schedule must be one of"),
         (
             "model.cell",

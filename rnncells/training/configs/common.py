@@ -25,12 +25,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.embed_size = 0
     c.model.unroll = 0  # scan unroll factor; 0: rnncells.default_unroll (8 on a GPU, 1 on a CPU)
     c.optim = ml_collections.ConfigDict()
-    c.optim.optimizer = "adam"  # adam | rmsprop
+    c.optim.optimizer = "adam"  # adam | rmsprop | sgd
     c.optim.learning_rate = 1e-3
     c.optim.schedule = "constant"  # constant | cosine | warmup_cosine
     c.optim.warmup_steps = 0
     c.optim.clip_norm = 1.0  # global-norm clipping, as in the papers; 0 disables
     c.optim.rmsprop_decay = 0.9
+    c.optim.momentum = 0.0  # sgd only; 0: plain SGD
     c.batch_size = 32
     c.num_steps = 1000
     c.num_seeds = 3  # trained at once with vmap; figures are mean ± std over seeds
@@ -60,12 +61,13 @@ DESCRIPTIONS = {
     "model.embedding": "token tasks' input map: onehot | learned",
     "model.embed_size": "width of a learned embedding (embedding=learned needs it >= 1)",
     "model.unroll": "lax.scan unroll factor; 0: rnncells.default_unroll (8 on a GPU, 1 on a CPU)",
-    "optim.optimizer": "adam | rmsprop",
+    "optim.optimizer": "adam | rmsprop | sgd",
     "optim.learning_rate": "peak learning rate (finite, > 0)",
     "optim.schedule": "constant | cosine | warmup_cosine (over num_steps)",
     "optim.warmup_steps": "linear warm-up steps of warmup_cosine",
     "optim.clip_norm": "global-norm gradient clipping, as in the papers; 0 disables it",
     "optim.rmsprop_decay": "RMSProp's decay of the squared-gradient average",
+    "optim.momentum": "SGD's momentum in [0, 1); 0 is plain SGD (Le et al.'s IRNN)",
     "batch_size": "sequences per step and seed (divisible by the number of devices)",
     "num_steps": "optimiser steps (a multiple of log_every)",
     "num_seeds": "seeds trained at once with vmap; figures are mean and spread over them",
