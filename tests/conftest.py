@@ -46,3 +46,21 @@ def assert_tree_allclose(a, b, *, rtol=1e-6, atol=1e-6) -> None:
         np.testing.assert_allclose(
             np.asarray(x), np.asarray(y), rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path)
         )
+
+
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory):
+    """A persistent compilation cache for one module, for modules that call `train` many
+    times: each call builds its own jitted functions, so without it every call compiles
+    the same programs again (seconds each). A program that differs is still compiled."""
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    saved = {key: jax.config.values[key] for key in keys}
+    cc.reset_cache()  # the cache is set up once, at the first compile: set it up again
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    yield
+    for key, value in saved.items():
+        jax.config.update(key, value)
+    cc.reset_cache()

@@ -36,6 +36,9 @@ from tests.conftest import assert_tree_allclose
 
 ROOT = str(tests.ROOT)
 
+# Its many train() calls compile the same few programs: each is compiled once.
+pytestmark = pytest.mark.usefixtures("compilation_cache")
+
 
 def tiny_config(**overrides):
     """Adding problem with T=5 and 4 hidden units: compiles and runs in a few seconds."""
