@@ -34,6 +34,9 @@ from tests.conftest import assert_tree_allclose
 
 ROOT = str(tests.ROOT)
 
+# Its many train() calls compile the same few programs: each is compiled once.
+pytestmark = pytest.mark.usefixtures("compilation_cache")
+
 # The smoke config made smaller still: T=5, 4 hidden units, a chunk and a checkpoint
 # every 10 steps, so that a run is mostly checkpoint saves (where a kill does most harm).
 TINY = {
