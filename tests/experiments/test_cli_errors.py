@@ -224,11 +224,22 @@ def _mtimes(folder):
     }
 
 
+def _compilation_cache_env(tmp_path):
+    """One compilation cache for a test's command lines: the second and later compile
+    nothing the first compiled (seconds each)."""
+    return dict(
+        os.environ,
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )
+
+
 def test_resume_says_so_refuses_fewer_steps_and_read_only_and_says_finished(tmp_path):
     workdir = tmp_path / "run"
     args = [SMOKE, f"--workdir={workdir}", "--report=false", "--config.optim.schedule=constant"]
     limited = [*args, "--config.time_limit_s=0.001"]  # stops after the first chunk
-    first = _cli(*limited)
+    env = _compilation_cache_env(tmp_path)
+    first = _cli(*limited, env=env)
     assert first.returncode == 0, first.stderr
     assert "25 of 100 steps" in first.stdout
     assert "stopped at the time limit" in first.stdout
@@ -237,7 +248,7 @@ def test_resume_says_so_refuses_fewer_steps_and_read_only_and_says_finished(tmp_
     assert shlex.split(command) == [sys.executable, "-m", "experiments.run", *limited]
     # The printed command, run as it is, resumes: one more chunk before the limit again.
     second = subprocess.run(
-        shlex.split(command), cwd=ROOT, capture_output=True, text=True, timeout=300
+        shlex.split(command), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert second.returncode == 0, second.stderr
     assert f"resuming from checkpoint step 25 of 100 in {workdir / 'checkpoints'}" in (
@@ -247,7 +258,7 @@ def test_resume_says_so_refuses_fewer_steps_and_read_only_and_says_finished(tmp_
 
     # num_steps below the checkpoint's step: refused, naming both, nothing written.
     before = _mtimes(workdir)
-    error, hint = _one_error(_cli(*args, "--config.num_steps=25"))
+    error, hint = _one_error(_cli(*args, "--config.num_steps=25", env=env))
     assert "config.num_steps=25 is below step 50" in error
     assert "--config.num_steps >= 50" in hint
     assert _mtimes(workdir) == before
@@ -262,10 +273,10 @@ def test_resume_says_so_refuses_fewer_steps_and_read_only_and_says_finished(tmp_
         assert f"workdir {workdir} holds a run but is not writable" in error
         assert _mtimes(workdir) == before
 
-    finished = _cli(*args)
+    finished = _cli(*args, env=env)
     assert finished.returncode == 0, finished.stderr
     assert "resuming from checkpoint step 50 of 100" in finished.stderr
-    again = _cli(*args)
+    again = _cli(*args, env=env)
     assert again.returncode == 0, again.stderr
     assert f"the run in {workdir} already finished (100 of 100 steps)" in again.stderr
     assert "resuming" not in again.stderr
