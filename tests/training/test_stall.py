@@ -76,6 +76,16 @@ def test_stall_statuses():
 # -- real runs ----------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    """One compilation cache for every run this module starts (its environment is theirs):
+    a later run loads what an earlier one compiled instead of compiling it again."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax_cache")))
+        patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        yield
+
+
 def _start(workdir, *extra, hook_at=None, mode="event", marker=None):
     env = dict(os.environ)
     cmd = [sys.executable, "-m", "experiments.run"]
