@@ -31,8 +31,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnncells import _checks
+from rnncells._engine.unit import FusedCell, mm
 from rnncells._gates import GateWeights, gate_slice
 from rnncells._math import add_bias, sigmoid, tanh
 from rnncells.cells._registry import standard_spec
@@ -41,12 +43,15 @@ from rnncells.initializers import chrono_bias, glorot_uniform, orthogonal
 
 __all__ = [
     "CIFGLSTMParams",
+    "CIFG_LSTM_FUSED",
     "CIFG_LSTM_GATES",
     "SPEC",
+    "cifg_lstm_cell",
     "cifg_lstm_gate",
     "cifg_lstm_init",
     "cifg_lstm_step",
 ]
+
 
 CIFG_LSTM_GATES = ("f", "g", "o")
 
@@ -142,12 +147,19 @@ def cifg_lstm_step(
     _checks.check_params_type("params", params, (CIFGLSTMParams,))
     _checks.check_step_inputs(params, carry, x, LSTMState, len(CIFG_LSTM_GATES))
     with jax.named_scope("cifg_lstm_step"):
-        a = add_bias(x @ params.W, params.b) + carry.h @ params.V
-        a_f, a_g, a_o = jnp.split(a, 3, axis=-1)
-        candidate = tanh(a_g)
-        c = candidate + sigmoid(a_f) * (carry.c - candidate)  # f C_{t-1} + (1 - f) C~
-        h = sigmoid(a_o) * tanh(c)
-        return LSTMState(h, c), h
+        return cifg_lstm_cell(params, carry, add_bias(x @ params.W, params.b))
+
+
+def cifg_lstm_cell(
+    params: CIFGLSTMParams, carry: LSTMState, gx: jax.Array
+) -> tuple[LSTMState, jax.Array]:
+    """One CIFG LSTM step given the input projection gx = x_t @ W + b (*batch, 3H)."""
+    a = gx + carry.h @ params.V
+    a_f, a_g, a_o = jnp.split(a, 3, axis=-1)
+    candidate = tanh(a_g)
+    c = candidate + sigmoid(a_f) * (carry.c - candidate)  # f C_{t-1} + (1 - f) C~
+    h = sigmoid(a_o) * tanh(c)
+    return LSTMState(h, c), h
 
 
 def cifg_lstm_gate(params: CIFGLSTMParams, name: str) -> GateWeights:
@@ -155,6 +167,65 @@ def cifg_lstm_gate(params: CIFGLSTMParams, name: str) -> GateWeights:
     (the input gate has none: i_t = 1 - f_t)."""
     return gate_slice(params, CIFG_LSTM_GATES, name)
 
+
+# ----------------------------------------------------------------------------- fused unit
+# The CIFG LSTM's part of the fused layer (rnncells._engine: unit.FusedCell), the LSTM's
+# with the input gate coupled, i_t = 1 - f_t: the three gates are one (B, 3H) block of
+# activations [f, g, o], made by one tanh, which the forward saves; the backward
+# recomputes tanh(C_t) from it and C_{t-1}.
+
+
+def _block_consts(hidden, dtype):
+    """Per-column constants of the (f, g, o) block: act = tanh(s a) s + o; act' =
+    (act + p)(1 - act): the sigmoid for s = o = 1/2, p = 0, the tanh for s = 1, o = 0, p = 1."""
+    ones = np.ones((hidden,), np.float64)
+    scale = np.concatenate([ones / 2, ones, ones / 2])
+    offset = np.concatenate([ones / 2, 0 * ones, ones / 2])
+    plus = np.concatenate([0 * ones, ones, 0 * ones])
+    return tuple(jnp.asarray(v[None], dtype) for v in (scale, offset, plus))
+
+
+def _fused_activations(params, h, gx, cd):
+    """The (B, 3H) block [f, g, o] of the step's gates."""
+    a = gx + mm(h, params.V, cd, gx.dtype)
+    scale, offset, _ = _block_consts(h.shape[-1], a.dtype)
+    return jnp.tanh(a * scale) * scale + offset
+
+
+def _fused_update(acts, carry):
+    h, c = carry
+    hidden = h.shape[-1]
+    f, g, o = (acts[:, k * hidden : (k + 1) * hidden] for k in range(3))
+    c_new = g + f * (c - g)
+    return o * jnp.tanh(c_new), c_new
+
+
+def _fused_backward(VT, dcarry, acts, s, cd):
+    """dh_{t-1}, dC_{t-1} and dA_t from the activation block, C_t recomputed."""
+    dh, dc = dcarry
+    c_prev = s["c_prev"]
+    hidden = dh.shape[-1]
+    f, g, o = (acts[:, k * hidden : (k + 1) * hidden] for k in range(3))
+    th = jnp.tanh(g + f * (c_prev - g))
+    dc_t = dc + dh * o * (1 - th * th)
+    _, _, plus = _block_consts(hidden, acts.dtype)
+    dact = jnp.concatenate([dc_t * (c_prev - g), dc_t * (1 - f), dh * th], axis=-1)
+    dA = dact * (acts + plus) * (1 - acts)
+    return (mm(dA, VT, cd, dh.dtype), dc_t * f), {"dA": dA}
+
+
+CIFG_LSTM_FUSED = FusedCell(
+    state=LSTMState,
+    activations=_fused_activations,
+    update=_fused_update,
+    save=lambda acts: {"acts": acts},
+    saved=("acts",),
+    load=lambda s: s["acts"],
+    backward=_fused_backward,
+    grads=lambda dW, db, hp, outs, mm_tn: CIFGLSTMParams(dW, mm_tn(hp, outs["dA"]), db),
+    overwrite=(("acts", "dA"),),  # dA_t over the activations of step t: both (B, 3H)
+    tie=1,  # dc_{t-1} = dC_t f_t
+)
 
 SPEC = standard_spec(
     "cifg_lstm",
@@ -164,4 +235,6 @@ SPEC = standard_spec(
     cifg_lstm_init,
     CIFG_LSTM_GATES,
     options=("forget_bias", "chrono_t_max"),
+    cell=cifg_lstm_cell,
+    fused=CIFG_LSTM_FUSED,
 )

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
+from rnncells._engine.unit import FusedCell, mm
 from rnncells._gates import GateWeights, gate_slice
 from rnncells._math import add_bias, relu
 from rnncells.cells._registry import standard_spec
@@ -32,13 +33,16 @@ from rnncells.cells.rnn import RNNState
 
 __all__ = [
     "IRNNParams",
+    "IRNN_FUSED",
     "IRNN_GATES",
     "IRNN_INPUT_STD",
     "SPEC",
+    "irnn_cell",
     "irnn_gate",
     "irnn_init",
     "irnn_step",
 ]
+
 
 IRNN_GATES = ("h",)
 IRNN_INPUT_STD = 0.001  # Le et al.'s standard deviation of W's initial values
@@ -109,8 +113,13 @@ def irnn_step(params: IRNNParams, carry: RNNState, x: jax.Array) -> tuple[RNNSta
     _checks.check_params_type("params", params, (IRNNParams,))
     _checks.check_step_inputs(params, carry, x, RNNState, len(IRNN_GATES))
     with jax.named_scope("irnn_step"):
-        h = relu(add_bias(x @ params.W, params.b) + carry.h @ params.V)
-        return RNNState(h), h
+        return irnn_cell(params, carry, add_bias(x @ params.W, params.b))
+
+
+def irnn_cell(params: IRNNParams, carry: RNNState, gx: jax.Array) -> tuple[RNNState, jax.Array]:
+    """One IRNN step given the input projection gx = x_t @ W + b of shape (*batch, H)."""
+    h = relu(gx + carry.h @ params.V)
+    return RNNState(h), h
 
 
 def irnn_gate(params: IRNNParams, name: str) -> GateWeights:
@@ -118,4 +127,37 @@ def irnn_gate(params: IRNNParams, name: str) -> GateWeights:
     return gate_slice(params, IRNN_GATES, name)
 
 
-SPEC = standard_spec("irnn", IRNNParams, RNNState, irnn_step, irnn_init, IRNN_GATES)
+# ----------------------------------------------------------------------------- fused unit
+# The IRNN's part of the fused layer (rnncells._engine: unit.FusedCell), the tanh RNN's
+# with relu: its only activation is h_t itself, which the layer keeps as the outputs, and
+# relu'(a_t) is 1 where h_t > 0, else 0 (JAX's relu has derivative 0 at 0).
+
+
+def _fused_backward(VT, dcarry, h_t, s, cd):
+    (dh,) = dcarry
+    dA = jnp.where(h_t > 0, dh, jnp.zeros_like(dh))
+    return (mm(dA, VT, cd, dh.dtype),), {"dA": dA}
+
+
+IRNN_FUSED = FusedCell(
+    state=RNNState,
+    activations=lambda params, h, gx, cd: relu(gx + mm(h, params.V, cd, gx.dtype)),
+    update=lambda h_new, carry: (h_new,),
+    save=lambda h_new: {},
+    saved=(),
+    load=lambda s: s["h_t"],
+    backward=_fused_backward,
+    grads=lambda dW, db, hp, outs, mm_tn: IRNNParams(dW, mm_tn(hp, outs["dA"]), db),
+    reads=("h_t",),
+)
+
+SPEC = standard_spec(
+    "irnn",
+    IRNNParams,
+    RNNState,
+    irnn_step,
+    irnn_init,
+    IRNN_GATES,
+    cell=irnn_cell,
+    fused=IRNN_FUSED,
+)

@@ -225,11 +225,14 @@ def test_unroll_matches_reference_loop(kind, lengths, reverse, remat, time_major
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_unroll_equals_python_loop_and_runs_the_scan_not_the_fused_layer(kind, rng, monkeypatch):
-    def no_fused(*args, **kwargs):
-        raise AssertionError("the fused layer ran for a cell that has none")
-
-    monkeypatch.setattr(_fused, "fused_scan", no_fused)
+def test_unroll_equals_python_loop_on_the_cells_own_path(kind, rng, monkeypatch):
+    """The cells with a fused unit (cifg_lstm, irnn) run the fused layer, the others the
+    scan of their step; both equal the documented loop."""
+    calls = []
+    fused_scan = _fused.fused_scan
+    monkeypatch.setattr(
+        _fused, "fused_scan", lambda *a, **k: calls.append(1) or fused_scan(*a, **k)
+    )
     params, _ = build(kind, rng)
     xs = xs_of(rng)
     carry = rc.init_carry(params, (B,))
@@ -241,7 +244,9 @@ def test_unroll_equals_python_loop_and_runs_the_scan_not_the_fused_layer(kind, r
     got = rc.unroll(STEPS[kind], params, xs)  # carry=None: init_carry's zeros
     assert_tree_allclose(got, expected, **TIGHT)
     assert rc.default_unroll(STEPS[kind]) == 1
-    assert not cells.cell_spec(params).fused
+    fused = cells.cell_spec(params).fused is not None
+    assert fused == (kind in ("cifg_lstm", "irnn"))
+    assert len(calls) == int(fused)
 
 
 def test_remat_gives_same_gradients(rng):
@@ -503,11 +508,21 @@ def test_bad_inputs_name_the_argument(kind, rng):
         step(rc.lstm_init(jax.random.key(0), D, H), carry, xs[:, 0])
     with pytest.raises(TypeError, match=f"lstm_step does not match params {PARAMS[kind].__name__}"):
         rc.unroll(rc.lstm_step, params, xs)
-    with pytest.raises(
-        ValueError,
-        match=f"compute_dtype is only supported for cells with a fused layer, and the '{kind}'",
-    ):
-        rc.unroll(step, params, xs, compute_dtype=jnp.bfloat16)
+    if cells.cell_spec(params).fused is None:
+        with pytest.raises(
+            ValueError,
+            match=f"compute_dtype is only supported for cells with a fused layer, and the '{kind}'",
+        ):
+            rc.unroll(step, params, xs, compute_dtype=jnp.bfloat16)
+    else:  # the fused layer runs its matmuls in bf16, its carries in the params' dtype
+        bf16 = rc.unroll(step, params, xs, compute_dtype=jnp.bfloat16)
+        full = rc.unroll(step, params, xs)
+        assert all(a.dtype == jnp.float64 for a in jax.tree.leaves(bf16))
+        diff = max(
+            float(jnp.max(jnp.abs(a - b)))
+            for a, b in zip(jax.tree.leaves(bf16), jax.tree.leaves(full), strict=True)
+        )
+        assert 0 < diff < 0.1  # the matmuls did run in bfloat16
     with pytest.raises(ValueError, match=lit("lengths must lie in [0, 4]")):
         rc.unroll(step, params, xs, lengths=jnp.asarray([5, 1]))
     with pytest.raises(ValueError, match=lit("input_size must be a positive integer, got 0")):
