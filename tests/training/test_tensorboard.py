@@ -13,6 +13,9 @@ from rnncells.training.tensorboard import FOLDER
 
 event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
 
+# Its train() calls compile the same few programs: each is compiled once.
+pytestmark = pytest.mark.usefixtures("compilation_cache")
+
 
 def _events(workdir):
     """Every Event in the run's event files, in file and write order."""
