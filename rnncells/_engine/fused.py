@@ -259,7 +259,7 @@ def _forward(cell: FusedCell, cfg: Config, params, carry0, xs, lengths, save):
     def body(carry, inp):
         s, valid_t = inp
         gx = s + row(params.b, 2) if hoist else _gate_in(params, s, cd)
-        acts = cell.activations(p, carry[0], gx, cd)
+        acts = cell.activations(p, carry if cell.reads_carry else carry[0], gx, cd)
         new = cell.update(acts, carry)
         y = new[0]
         if cfg.masked:
@@ -332,7 +332,11 @@ def _backward(cell: FusedCell, cfg: Config, res, cts):
     recompute = cfg.remat and bool(cell.saved)  # a cell that saves nothing reads carries
     W = _cast(params.W, cd)
 
+    consts = cell.consts(params) if cell.consts is not None else {}
+
     def body(dcarry, s):
+        if consts:
+            s = {**s, **consts}
         dh = dcarry[0]
         dcell = (dh + s["dy"],) + tuple(dcarry[1:])
         if cfg.masked:
@@ -340,7 +344,10 @@ def _backward(cell: FusedCell, cfg: Config, res, cts):
             zeros = jnp.zeros_like(dh)
             dcell = tuple(jnp.where(m, d, zeros) for d in dcell)
         if recompute:
-            acts = cell.activations(p, s["h_prev"], _gate_in(params, s["x"], cd), cd)
+            prev = s["h_prev"]
+            if cell.reads_carry:  # the carry the step started from
+                prev = (prev, *(s[f + "_prev"] for f in cell.state._fields[1:]))
+            acts = cell.activations(p, prev, _gate_in(params, s["x"], cd), cd)
         else:
             acts = cell.load(s)
         dprev, out = cell.backward(VT, dcell, acts, s, cd)

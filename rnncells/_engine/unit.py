@@ -63,6 +63,12 @@ class FusedCell(NamedTuple):
     # through dA_t (the LSTM's dc_{t-1} = dc_t f_t). The layer orders it before the write,
     # so that XLA need not copy the activations every step.
     tie: int = 0
+    # Whether ``activations`` takes the whole carry tuple (h_{t-1}, C_{t-1}, ...) in place
+    # of h_{t-1}: for gates that read the cell state (the peephole LSTMs).
+    reads_carry: bool = False
+    # params -> {name: array}: parameters the backward step reads besides V^T (the
+    # peepholes), added to its slices under those names, each as it is (not per step).
+    consts: Callable | None = None
 
 
 def mm(a, b, cd, out_dtype):

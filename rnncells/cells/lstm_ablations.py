@@ -40,6 +40,7 @@ from rnncells.cells.peephole_lstm import (
     _VECTORS,
     PEEPHOLE_LSTM_GATES,
     PeepholeLSTMParams,
+    peephole_fused,
     peephole_lstm_init,
 )
 
@@ -206,6 +207,15 @@ def _init_for(name: str):
     return init
 
 
+# Each variant's fused unit: the peephole LSTM's with its switch (peephole_lstm.py).
+_ABLATED = {
+    NIGParams: {"no_input_gate": True},
+    NFGParams: {"no_forget_gate": True},
+    NOGParams: {"no_output_gate": True},
+    NIAFParams: {"linear_candidate": True},
+    NOAFParams: {"linear_output": True},
+}
+
 # The five cells, in the order of ABLATIONS (one spec each, registered by rnncells.cells).
 SPECS = tuple(
     standard_spec(
@@ -217,6 +227,7 @@ SPECS = tuple(
         PEEPHOLE_LSTM_GATES,
         vectors=_VECTORS,
         options=("forget_bias", "chrono_t_max"),
+        fused=peephole_fused(params_type, **_ABLATED[params_type]),
     )
     for name, params_type in _TYPES.items()
 )

@@ -33,15 +33,18 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
+from rnncells._engine.unit import FusedCell, mm
 from rnncells._gates import GateWeights, gate_slice
-from rnncells._math import add_bias, row, sigmoid, tanh
+from rnncells._math import add_bias, row, sigmoid, tanh, tanh_sigmoid
 from rnncells.cells._registry import standard_spec
 from rnncells.cells.lstm import LSTMState, lstm_init
 
 __all__ = [
+    "PEEPHOLE_LSTM_FUSED",
     "PEEPHOLE_LSTM_GATES",
     "PeepholeLSTMParams",
     "SPEC",
+    "peephole_fused",
     "peephole_lstm_gate",
     "peephole_lstm_init",
     "peephole_lstm_step",
@@ -156,6 +159,88 @@ def peephole_lstm_gate(params: PeepholeLSTMParams, name: str) -> GateWeights:
     return gate_slice(params, PEEPHOLE_LSTM_GATES, name)
 
 
+# ----------------------------------------------------------------------------- fused unit
+# The peephole LSTM's part of the fused layer (rnncells._engine: unit.FusedCell), and Greff
+# et al.'s ablations' (rnncells.cells.lstm_ablations), which drop a gate (it is 1), an
+# activation (it is the identity) or both. Its gates read the cell state, so its
+# activations take the whole carry (reads_carry). The four gates are one (B, 4H) block
+# [i, f, g, o] that the forward saves; the backward recomputes C_t from it and C_{t-1},
+# and emits each step's peephole gradients, summed over time after the loop.
+
+
+def peephole_fused(
+    params_type: type,
+    *,
+    no_input_gate: bool = False,
+    no_forget_gate: bool = False,
+    no_output_gate: bool = False,
+    linear_candidate: bool = False,
+    linear_output: bool = False,
+) -> FusedCell:
+    """The fused unit of the peephole LSTM whose params are ``params_type``, with the
+    ablations' switches: a gate that is 1, the candidate's or the output's activation
+    the identity (NIG, NFG, NOG, NIAF, NOAF)."""
+
+    def split(block):
+        hidden = block.shape[-1] // 4
+        return tuple(block[:, k * hidden : (k + 1) * hidden] for k in range(4))
+
+    def activations(params, carry, gx, cd):
+        h, c = carry
+        a_i, a_f, a_g, a_o = split(gx + mm(h, params.V, cd, gx.dtype))
+        one = jnp.ones_like(c)
+        i = one if no_input_gate else tanh_sigmoid(a_i + row(params.p_i, 2) * c)
+        f = one if no_forget_gate else tanh_sigmoid(a_f + row(params.p_f, 2) * c)
+        g = a_g if linear_candidate else jnp.tanh(a_g)
+        c_new = f * c + i * g
+        o = one if no_output_gate else tanh_sigmoid(a_o + row(params.p_o, 2) * c_new)
+        return jnp.concatenate([i, f, g, o], axis=-1)
+
+    def update(acts, carry):
+        i, f, g, o = split(acts)
+        c_new = f * carry[1] + i * g
+        return o * (c_new if linear_output else jnp.tanh(c_new)), c_new
+
+    def backward(VT, dcarry, acts, s, cd):
+        """dh_{t-1}, dC_{t-1}, dA_t and the step's peephole gradients, C_t recomputed."""
+        dh, dc = dcarry
+        c_prev = s["c_prev"]
+        i, f, g, o = split(acts)
+        c_t = f * c_prev + i * g
+        th = c_t if linear_output else jnp.tanh(c_t)
+        zero = jnp.zeros_like(dh)
+        da_o = zero if no_output_gate else dh * th * o * (1 - o)
+        dth = dh * o if linear_output else dh * o * (1 - th * th)
+        dc_t = dc + dth + da_o * row(s["p_o"], 2)
+        da_i = zero if no_input_gate else dc_t * g * i * (1 - i)
+        da_f = zero if no_forget_gate else dc_t * c_prev * f * (1 - f)
+        da_g = dc_t * i if linear_candidate else dc_t * i * (1 - g * g)
+        dA = jnp.concatenate([da_i, da_f, da_g, da_o], axis=-1)
+        dc_prev = dc_t * f + da_i * row(s["p_i"], 2) + da_f * row(s["p_f"], 2)
+        outs = {"dA": dA, "dp_i": da_i * c_prev, "dp_f": da_f * c_prev, "dp_o": da_o * c_t}
+        return (mm(dA, VT, cd, dh.dtype), dc_prev), outs
+
+    def grads(dW, db, hp, outs, mm_tn):
+        dV = mm_tn(hp, outs["dA"])
+        dp = [jnp.sum(outs[name], axis=0) for name in ("dp_i", "dp_f", "dp_o")]
+        return params_type(dW, dV, db, *dp)
+
+    return FusedCell(
+        state=LSTMState,
+        activations=activations,
+        update=update,
+        save=lambda acts: {"acts": acts},
+        saved=("acts",),
+        load=lambda s: s["acts"],
+        backward=backward,
+        grads=grads,
+        reads_carry=True,
+        consts=lambda params: {"p_i": params.p_i, "p_f": params.p_f, "p_o": params.p_o},
+    )
+
+
+PEEPHOLE_LSTM_FUSED = peephole_fused(PeepholeLSTMParams)
+
 SPEC = standard_spec(
     "peephole_lstm",
     PeepholeLSTMParams,
@@ -165,4 +250,5 @@ SPEC = standard_spec(
     PEEPHOLE_LSTM_GATES,
     vectors=_VECTORS,
     options=("forget_bias", "chrono_t_max"),
+    fused=PEEPHOLE_LSTM_FUSED,
 )

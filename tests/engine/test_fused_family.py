@@ -1,0 +1,73 @@
+"""Every cell with a fused unit, found in the registry (no list here): the fused layer
+equals the scan of its step in fp64 to 1e-10, values and gradients, with lengths, reverse,
+remat and NaN in the padding; compute_dtype=bfloat16 runs its matmuls in bf16."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnncells as rc
+from tests.conftest import assert_tree_allclose
+
+FUSED = [n for n in rc.cell_names() if rc.cell_spec_by_name(n).fused is not None]
+B, T, D, H = 3, 5, 2, 4
+
+
+def _case(name, key):
+    spec = rc.cell_spec_by_name(name)
+    params = spec.init(key, D, H, dtype=jnp.float64)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+    params = jax.tree.unflatten(
+        tree,
+        [
+            x + 0.3 * jax.random.normal(k, x.shape, x.dtype)
+            for x, k in zip(leaves, keys, strict=True)
+        ],
+    )
+    xs = jax.random.normal(jax.random.fold_in(key, 2), (B, T, D), jnp.float64)
+    lengths = jnp.array([T, 2, 0], jnp.int32)
+    steps = jnp.arange(T, dtype=jnp.int32)[None, :, None]
+    return spec, params, jnp.where(steps < lengths[:, None, None], xs, jnp.nan), lengths
+
+
+def test_the_registry_has_family_cells_with_fused_units():
+    assert {"cifg_lstm", "irnn", "peephole_lstm", "lstm_noaf"} <= set(FUSED)
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_equals_the_scan_in_float64_with_remat_reverse_and_nan_padding(name, key):
+    spec, params, xs, lengths = _case(name, key)
+
+    def loss(p, x, fused):
+        carry, ys = rc.unroll(
+            spec.step, p, x, lengths=lengths, reverse=True, remat=True, fused=fused
+        )
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(c)) for c in jax.tree.leaves(carry))
+
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)
+    fused, scan = grad(params, xs, True), grad(params, xs, False)
+    assert np.isfinite(float(fused[0]))
+    assert_tree_allclose(fused, scan, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_bf16_compute_runs_the_matmuls_in_bf16(name, key):
+    """Lowered only (no compile): the layer's matmuls take bf16 inputs, its outputs stay
+    in the parameters' dtype."""
+    spec, params, xs, lengths = _case(name, key)
+    params = jax.tree.map(lambda x: x.astype(jnp.float32), params)
+
+    def run(p, x):
+        return rc.unroll(spec.step, p, x, lengths=lengths, compute_dtype=jnp.bfloat16)[1]
+
+    text = (
+        jax.jit(jax.grad(lambda p, x: jnp.sum(run(p, x))))
+        .lower(params, xs.astype(jnp.float32))
+        .as_text()
+    )
+    assert re.search(r"dot_general.*bf16", text)
+    assert jax.eval_shape(run, params, xs.astype(jnp.float32)).dtype == jnp.float32
