@@ -1,13 +1,6 @@
 """Sequential 8x8 digits (scikit-learn), pixel by pixel (T=64), classified at the last step.
 
-Command (minutes on 2 CPU cores; LSTM/GRU reach high test accuracy, chance is 10%):
-
-    python -m experiments.run --config=configs/digits.py --workdir=runs/digits \
-        --config.model.cell=lstm
-
-Smoke variant (under 30 s, pipeline check only):
-
-    python -m experiments.run --config=configs/digits.py:smoke --workdir=runs/digits_smoke
+The file form of ``rnncells.training.configs.digits``, whose docstring gives its commands.
 """
 
 from rnncells.training.configs.digits import get_config

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class FusedCell(NamedTuple):
@@ -84,6 +85,22 @@ def mm_tn(a, b, cd, out_dtype):
         a, b = a.astype(cd), b.astype(cd)
     dims = (((0,), (0,)), ((), ()))
     return jax.lax.dot_general(a, b, dims, preferred_element_type=out_dtype)
+
+
+def block_consts(kinds: str, hidden: int, dtype):
+    """Per-column constants of a block of gate activations made by one tanh, one letter
+    of ``kinds`` per gate of H columns: "s" a sigmoid, "t" a tanh. The block is
+    act = tanh(scale a) scale + offset, and its derivative (act + plus)(1 - act): scale =
+    offset = 1/2, plus = 0 for a sigmoid (act (1 - act)); scale = 1, offset = 0, plus = 1
+    for a tanh ((1 + act)(1 - act)). Fewer kernels per step than a function per gate
+    (bench.md, "Tuning of the fused layer")."""
+    ones = np.ones((hidden,), np.float64)
+
+    def columns(sigmoid: float, tanh: float):
+        return np.concatenate([ones * (sigmoid if kind == "s" else tanh) for kind in kinds])
+
+    scale, offset, plus = columns(0.5, 1.0), columns(0.5, 0.0), columns(0.0, 1.0)
+    return tuple(jnp.asarray(v[None], dtype) for v in (scale, offset, plus))
 
 
 def split(a, sizes):

@@ -31,10 +31,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rnncells import _checks
-from rnncells._engine.unit import FusedCell, mm
+from rnncells._engine.unit import FusedCell, block_consts, mm
 from rnncells._gates import GateWeights, gate_slice
 from rnncells._math import add_bias, sigmoid, tanh
 from rnncells.cells._registry import standard_spec
@@ -175,20 +174,10 @@ def cifg_lstm_gate(params: CIFGLSTMParams, name: str) -> GateWeights:
 # recomputes tanh(C_t) from it and C_{t-1}.
 
 
-def _block_consts(hidden, dtype):
-    """Per-column constants of the (f, g, o) block: act = tanh(s a) s + o; act' =
-    (act + p)(1 - act): the sigmoid for s = o = 1/2, p = 0, the tanh for s = 1, o = 0, p = 1."""
-    ones = np.ones((hidden,), np.float64)
-    scale = np.concatenate([ones / 2, ones, ones / 2])
-    offset = np.concatenate([ones / 2, 0 * ones, ones / 2])
-    plus = np.concatenate([0 * ones, ones, 0 * ones])
-    return tuple(jnp.asarray(v[None], dtype) for v in (scale, offset, plus))
-
-
 def _fused_activations(params, h, gx, cd):
     """The (B, 3H) block [f, g, o] of the step's gates."""
     a = gx + mm(h, params.V, cd, gx.dtype)
-    scale, offset, _ = _block_consts(h.shape[-1], a.dtype)
+    scale, offset, _ = block_consts("sts", h.shape[-1], a.dtype)
     return jnp.tanh(a * scale) * scale + offset
 
 
@@ -208,7 +197,7 @@ def _fused_backward(VT, dcarry, acts, s, cd):
     f, g, o = (acts[:, k * hidden : (k + 1) * hidden] for k in range(3))
     th = jnp.tanh(g + f * (c_prev - g))
     dc_t = dc + dh * o * (1 - th * th)
-    _, _, plus = _block_consts(hidden, acts.dtype)
+    _, _, plus = block_consts("sts", hidden, acts.dtype)
     dact = jnp.concatenate([dc_t * (c_prev - g), dc_t * (1 - f), dh * th], axis=-1)
     dA = dact * (acts + plus) * (1 - acts)
     return (mm(dA, VT, cd, dh.dtype), dc_t * f), {"dA": dA}

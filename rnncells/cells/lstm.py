@@ -21,10 +21,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rnncells import _checks
-from rnncells._engine.unit import BlockCell, FusedCell, block_dot, mm
+from rnncells._engine.unit import BlockCell, FusedCell, block_consts, block_dot, mm
 from rnncells._gates import GateWeights, gate_slice
 from rnncells._math import add_bias, sigmoid, tanh, tanh_sigmoid
 from rnncells.cells._registry import standard_spec
@@ -175,23 +174,10 @@ def lstm_gate(params: LSTMParams, name: str) -> GateWeights:
 # the backward recomputes tanh(C_t) from it and C_{t-1}.
 
 
-def _block_consts(hidden, dtype):
-    """Per-column constants of the (i, f, g, o) block: act = tanh(s a) s + o; act' = (act+p)(q-act).
-
-    With s = 1/2, o = 1/2 this is the sigmoid (derivative act (1 - act)); with s = 1,
-    o = 0 the tanh of the candidate g (derivative (1 + g)(1 - g)).
-    """
-    ones = np.ones((hidden,), np.float64)
-    scale = np.concatenate([ones / 2, ones / 2, ones, ones / 2])
-    offset = np.concatenate([ones / 2, ones / 2, 0 * ones, ones / 2])
-    plus = np.concatenate([0 * ones, 0 * ones, ones, 0 * ones])
-    return tuple(jnp.asarray(v[None], dtype) for v in (scale, offset, plus))
-
-
 def _fused_activations(params, h, gx, cd):
     """The (B, 4H) block [i, f, g, o] of the step's gates."""
     a = gx + mm(h, params.V, cd, gx.dtype)
-    scale, offset, _ = _block_consts(h.shape[-1], a.dtype)
+    scale, offset, _ = block_consts("ssts", h.shape[-1], a.dtype)
     return jnp.tanh(a * scale) * scale + offset
 
 
@@ -211,7 +197,7 @@ def _fused_backward(VT, dcarry, acts, s, cd):
     i, f, g, o = (acts[:, k * hidden : (k + 1) * hidden] for k in range(4))
     th = jnp.tanh(f * c_prev + i * g)
     dc_t = dc + dh * o * (1 - th * th)
-    _, _, plus = _block_consts(hidden, acts.dtype)
+    _, _, plus = block_consts("ssts", hidden, acts.dtype)
     dact = jnp.concatenate([dc_t * g, dc_t * c_prev, dc_t * i, dh * th], axis=-1)
     dA = dact * (acts + plus) * (1 - acts)
     return (mm(dA, VT, cd, dh.dtype), dc_t * f), {"dA": dA}
