@@ -18,12 +18,17 @@ import ctypes
 import logging
 import os
 import runpy
+import signal
 import sys
 import threading
 
 # Run as a script, this file's folder comes first on sys.path, where tests/experiments/
 # would hide the repository's experiments package: the repository comes first instead.
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# SIGINT at its default, as in a terminal: a process started with SIGINT ignored (a
+# background job of a non-interactive shell, whose ignore a test worker passes on) keeps
+# it ignored, and the run rightly leaves an ignored signal alone.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import jax  # noqa: E402
 from jax.experimental import io_callback  # noqa: E402
