@@ -70,7 +70,12 @@ from rnncells.training.errors import (
 )
 from rnncells.training.model import ModelParams, model_apply, model_init
 from rnncells.training.optim import make_optimizer, make_schedule
-from rnncells.training.validation import check_eval_memory, validate, validate_workdir
+from rnncells.training.validation import (
+    OPTIONAL,
+    check_eval_memory,
+    validate,
+    validate_workdir,
+)
 
 __all__ = [
     "CONFIG_FILE",
@@ -251,10 +256,15 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
 
 
 def _config_diff(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """The keys on which ``current`` differs from ``saved``, as "key: saved A, now B"; a key
+    that the saved (older) config lacks matches the value that stands for it in
+    `validation.OPTIONAL`, so a run saved before a key was added resumes."""
     keys = sorted(set(saved) | set(current))
     out = []
     for key in keys:
         a, b = saved.get(key), current.get(key)
+        if key not in saved and OPTIONAL.get(prefix + key, object()) == b:
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             out += _config_diff(a, b, f"{prefix}{key}.")
         elif a != b:

@@ -499,3 +499,23 @@ def test_num_steps_changes_only_under_the_constant_schedule(tmp_path):
         tiny_config(num_steps=40, **{"optim.schedule": "constant"}), str(tmp_path / "s")
     )
     assert resumed["steps_run"] == 40 and resumed["eval"] == straight["eval"]
+
+
+def test_a_run_saved_before_a_key_was_added_resumes_at_its_standing_value(tmp_path):
+    """A config.json that lacks a key added since (optim.momentum, 0.0 standing for it)
+    resumes under the default; a value other than the standing one is still refused."""
+    workdir = str(tmp_path / "old")
+    train(tiny_config(num_steps=20, **{"optim.schedule": "constant"}), workdir)
+    path = os.path.join(workdir, loop_lib.CONFIG_FILE)
+    with open(path) as f:
+        saved = json.load(f)
+    del saved["optim"]["momentum"]
+    with open(path, "w") as f:
+        json.dump(saved, f)
+    with pytest.raises(ValueError, match=r"optim.momentum: saved None, now 0.5"):
+        train(
+            tiny_config(num_steps=40, **{"optim.schedule": "constant", "optim.momentum": 0.5}),
+            workdir,
+        )
+    resumed = train(tiny_config(num_steps=40, **{"optim.schedule": "constant"}), workdir)
+    assert resumed["steps_run"] == 40
