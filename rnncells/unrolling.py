@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from rnncells import _checks
 from rnncells._engine import choice
 from rnncells._engine import fused as _fused
+from rnncells._engine import generic as _generic
 from rnncells._engine import pallas as _pallas
 from rnncells.cells._registry import (
     CellSpec,
@@ -170,7 +171,7 @@ def unroll(
     elif carry is None:
         raise ValueError("carry is required when step is not a built-in step (carry=None given)")
     if compute_dtype is not None:
-        if spec is not None and spec.fused is None:
+        if spec is not None and not has_fused_layer(spec, params):
             raise ValueError(
                 f"compute_dtype is only supported for cells with a fused layer, and the "
                 f"{spec.name!r} cell has none (it runs through jax.lax.scan of its step): "
@@ -191,12 +192,11 @@ def unroll(
         xs_tm = _zero_padding(xs_tm, lengths)
 
     nonempty = num_steps > 0 and math.prod(batch_shape) > 0
-    use_fused = spec is not None and spec.fused is not None and fused and nonempty
-    # A parallel-in-time cell's own unroll; None runs the scan of the step.
+    # The cell's hand-written fused unit, else the generic fused layer of its body,
+    # else its parallel-in-time unroll, else the scan of its step.
+    use_fused = spec is not None and has_fused_layer(spec, params) and fused and nonempty
     parallel_unroll = (
-        spec.parallel_unroll
-        if spec is not None and spec.fused is None and fused and nonempty
-        else None
+        spec.parallel_unroll if spec is not None and not use_fused and fused and nonempty else None
     )
     if use_fused and _under_forward_mode(params, carry, xs):
         if compute_dtype is not None:
@@ -293,7 +293,7 @@ def kernel_support(
       'hidden size 24 is not a power of two >= 16 (...)'
     """
     spec = cell_spec(params)
-    if spec.fused is None:
+    if not has_fused_layer(spec, params):
         reason = f"the {spec.name!r} cell has no fused layer (it runs jax.lax.scan of its step)"
         return {"xla": reason, "pallas": reason}
     return {"xla": None, "pallas": _pallas.unsupported(spec.blocks, params, compute_dtype, backend)}
@@ -472,10 +472,29 @@ def _forward_only(run, params, carry, xs_tm, lengths, reverse, **kwargs):
     return carry, _gather_time(ys, index)
 
 
-def _fused_scan(spec: CellSpec, params, carry, xs_tm, lengths, *, reverse, **kwargs):
-    """The fused layer of a cell with a fused unit; reverse runs reorder time around it."""
-    assert spec.fused is not None  # unroll runs this for a cell with a fused unit only
-    run = functools.partial(_fused.fused_scan, spec.fused, blocks=spec.blocks)
+def has_fused_layer(spec: CellSpec, params: Any) -> bool:
+    """Whether ``unroll`` runs the cell of ``spec`` as a fused layer: its hand-written
+    fused unit (``spec.fused``), or the generic fused layer of its body (``spec.cell``,
+    given ``params`` whose W and b the generic layer can hoist)."""
+    if spec.fused is not None:
+        return True
+    return spec.cell is not None and _generic.supports(params)
+
+
+def _fused_scan(spec: CellSpec, params, carry, xs_tm, lengths, *, reverse, kernel, **kwargs):
+    """The fused layer of a cell: its fused unit's, else the generic layer of its body;
+    reverse runs reorder time around it."""
+    if spec.fused is not None:
+        run = functools.partial(_fused.fused_scan, spec.fused, blocks=spec.blocks, kernel=kernel)
+    else:
+        assert kernel == "xla"  # _check_pallas refused "pallas" for a cell without blocks
+        run = functools.partial(
+            _generic.generic_scan,
+            spec.cell,
+            spec.state,
+            linear_v=spec.linear_v,
+            saves=spec.cell_saves,
+        )
     return _forward_only(run, params, carry, xs_tm, lengths, reverse, **kwargs)
 
 

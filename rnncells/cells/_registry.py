@@ -72,7 +72,25 @@ class CellSpec(NamedTuple):
       gate: ``gate(params, name) -> GateWeights``; None slices the fused (W, V, b)
         blocks of ``gates`` (``rnncells.gate``).
       cell: the step's body given the input projection ``gx = x @ W + b``
-        (``cell(params, carry, gx) -> (carry, y)``); None when the cell has none.
+        (``cell(params, carry, gx) -> (carry, y)``); None when the cell has none. A cell
+        with a body and no ``fused`` unit runs as the generic fused layer
+        (``rnncells._engine.generic``): x @ W + b hoisted out of the loop, the body's
+        vector-Jacobian product per step in the backward loop, dW and db after it. Its
+        params need W (D, N) and b (N,) (or no b).
+      linear_v: True: the body adds ``carry[0] @ params.V`` to gx and reads V nowhere
+        else (the seed's layout; the LSTMP's carry[0] is its projection r). A callable
+        ``linear_v(V, h) -> (*batch, N)``, linear in V: the body adds
+        ``linear_v(params.V, carry[0])`` to gx and reads V nowhere else (the sLSTM's
+        block-diagonal heads). The generic fused layer then forms dV after the loop, as
+        one product over all steps, instead of per step. A wrong declaration gives a
+        wrong dV: the conformance suite (``tests/cells/test_conformance.py``) compares
+        it with the scan's.
+      cell_saves: what the generic fused layer keeps from its forward loop for the
+        backward (without remat): "carries" (the carries and the projection; the
+        backward runs the body again inside each step's product, and both loops read
+        their slices one step ahead: faster for a cheap body) or "residuals" (what JAX's
+        scan autodiff keeps of the body: faster for a body with dear elementwise work,
+        the sLSTM's exponentials). Chosen per cell from ``experiments.bench_cells``.
       fused: the cell's fused unit (``FusedCell``: its forward step, its backward step
         from saved activations, and how its gradients are formed), with which ``unroll``
         runs the cell as one fused layer with a hand-written backward; None runs the scan
@@ -104,6 +122,8 @@ class CellSpec(NamedTuple):
     output_size: Callable = _v_rows
     gate: Callable | None = None
     cell: Callable | None = None
+    linear_v: bool | Callable = False
+    cell_saves: str = "carries"
     fused: FusedCell | None = None
     parallel_unroll: Callable | None = None
     blocks: BlockCell | None = None
@@ -170,6 +190,19 @@ def register_cell(spec: CellSpec) -> CellSpec:
         raise TypeError(
             f"spec.blocks must be a BlockCell (the cell's kernel blocks) or None, got "
             f"{spec.blocks!r}"
+        )
+    if not (isinstance(spec.linear_v, bool) or callable(spec.linear_v)):
+        raise TypeError(
+            f"spec.linear_v must be a bool or a callable linear_v(V, h), got {spec.linear_v!r}"
+        )
+    if spec.cell_saves not in ("carries", "residuals"):
+        raise ValueError(
+            f"spec.cell_saves must be 'carries' or 'residuals', got {spec.cell_saves!r}"
+        )
+    if spec.linear_v and spec.cell is None:
+        raise ValueError(
+            "spec.linear_v declares how the body spec.cell reads V, and the "
+            f"{spec.name!r} cell has no body (cell=None)"
         )
     if spec.blocks is not None and spec.fused is None:
         raise ValueError(

@@ -17,8 +17,8 @@ gates' weights, fused in the order (f, g, o): W (D, 3H), V (H, 3H), b (3H,). Sin
 so chrono initialisation's b_i = -b_f holds by construction. The carry is
 ``LSTMState(h, c)``.
 
-Registered as the "cifg_lstm" cell; ``unroll`` runs it through ``jax.lax.scan`` of this
-step (it has no fused layer).
+Registered as the "cifg_lstm" cell; ``unroll`` runs it as the fused layer with its
+hand-written unit (``CIFG_LSTM_FUSED``; ``fused=False``: the scan of this step).
 
 References:
   Greff, Srivastava, Koutník, Steunebrink & Schmidhuber 2017, "LSTM: A search space

@@ -9,8 +9,8 @@ RNN (``rnncells.cells.rnn``): W (D, H), V (H, H), b (H,); the carry is ``RNNStat
 Haiku's ``hk.VanillaRNN`` and PyTorch's ``nn.RNN(nonlinearity="relu")`` compute this
 cell; ``rnncells.interop`` converts both exactly.
 
-Registered as the "irnn" cell; ``unroll`` runs it through ``jax.lax.scan`` of this step
-(it has no fused layer).
+Registered as the "irnn" cell; ``unroll`` runs it as the fused layer with its hand-written
+unit (``IRNN_FUSED``; ``fused=False``: the scan of this step).
 
 References:
   Le, Jaitly & Hinton 2015, "A simple way to initialize recurrent networks of rectified

@@ -22,8 +22,8 @@ Weights are fused over the gates in the GRU's order (r, z, h): W (D, 3H), V (H, 
 b, γ_x, γ_h (3H,) (γ_h's first 2H entries are γ_{h,rz}, its last H γ_{h,h}). The carry
 is ``GRUState(h)``.
 
-Registered as the "ln_gru" cell; ``unroll`` runs it through ``jax.lax.scan`` of this
-step (it has no fused layer).
+Registered as the "ln_gru" cell; ``unroll`` runs its body ``ln_gru_cell`` as the generic
+fused layer (``rnncells._engine.generic``; ``fused=False``: the scan of this step).
 
 References:
   Ba, Kiros & Hinton 2016, "Layer normalization", https://arxiv.org/abs/1607.06450
@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from rnncells import _checks
 from rnncells._gates import GateWeights, gate_slice
-from rnncells._math import add_bias, layer_norm, sigmoid, tanh
+from rnncells._math import add_bias, layer_norm, row, sigmoid, tanh
 from rnncells.cells._registry import standard_spec
 from rnncells.cells.gru import GRUState, gru_init
 
@@ -47,6 +47,7 @@ __all__ = [
     "LNGRUParams",
     "LN_GRU_GATES",
     "SPEC",
+    "ln_gru_cell",
     "ln_gru_gate",
     "ln_gru_init",
     "ln_gru_step",
@@ -132,16 +133,30 @@ def ln_gru_step(params: LNGRUParams, carry: GRUState, x: jax.Array) -> tuple[GRU
     _checks.check_params_type("params", params, (LNGRUParams,))
     _checks.check_step_inputs(params, carry, x, GRUState, 3, vectors=_VECTORS)
     with jax.named_scope("ln_gru_step"):
-        h_prev = carry.h
-        hidden = params.V.shape[0]
-        rz = 2 * hidden
-        u = add_bias(layer_norm(x @ params.W, params.gamma_x), params.b)
-        v_rz = layer_norm(h_prev @ params.V[:, :rz], params.gamma_h[:rz])
-        r, z = jnp.split(sigmoid(u[..., :rz] + v_rz), 2, axis=-1)
-        v_h = layer_norm((r * h_prev) @ params.V[:, rz:], params.gamma_h[rz:])
-        candidate = tanh(u[..., rz:] + v_h)
-        h = h_prev + z * (candidate - h_prev)  # = (1 - z) h_{t-1} + z h~_t
-        return GRUState(h), h
+        return _from_xw(params, carry, x @ params.W)
+
+
+def _from_xw(params: LNGRUParams, carry: GRUState, xw: jax.Array) -> tuple[GRUState, jax.Array]:
+    """The step from x_t @ W (before its LN and the bias)."""
+    h_prev = carry.h
+    hidden = params.V.shape[0]
+    rz = 2 * hidden
+    u = add_bias(layer_norm(xw, params.gamma_x), params.b)
+    v_rz = layer_norm(h_prev @ params.V[:, :rz], params.gamma_h[:rz])
+    r, z = jnp.split(sigmoid(u[..., :rz] + v_rz), 2, axis=-1)
+    v_h = layer_norm((r * h_prev) @ params.V[:, rz:], params.gamma_h[rz:])
+    candidate = tanh(u[..., rz:] + v_h)
+    h = h_prev + z * (candidate - h_prev)  # = (1 - z) h_{t-1} + z h~_t
+    return GRUState(h), h
+
+
+def ln_gru_cell(params: LNGRUParams, carry: GRUState, gx: jax.Array) -> tuple[GRUState, jax.Array]:
+    """One step given gx = x_t @ W + b (*batch, 3H), the body the generic fused layer runs.
+
+    The LN of x_t W comes before the bias here, so the body takes the bias off again:
+    LN(gx - b) equals the step's LN(x_t W) up to rounding.
+    """
+    return _from_xw(params, carry, gx - row(params.b, gx.ndim))
 
 
 def ln_gru_gate(params: LNGRUParams, name: str) -> GateWeights:
@@ -162,4 +177,5 @@ SPEC = standard_spec(
     LN_GRU_GATES,
     vectors=_VECTORS,
     options=("chrono_t_max",),
+    cell=ln_gru_cell,
 )

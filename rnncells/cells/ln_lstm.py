@@ -21,8 +21,8 @@ step needs one).
 Weights are fused over the gates in the LSTM's order (i, f, g, o): W (D, 4H), V (H, 4H),
 b, γ_x, γ_h (4H,); γ_c, β_c (H,). The carry is ``LSTMState(h, c)``.
 
-Registered as the "ln_lstm" cell; ``unroll`` runs it through ``jax.lax.scan`` of this
-step (it has no fused layer).
+Registered as the "ln_lstm" cell; ``unroll`` runs its body ``ln_lstm_cell`` as the
+generic fused layer (``rnncells._engine.generic``; ``fused=False``: the scan of this step).
 
 References:
   Ba, Kiros & Hinton 2016, "Layer normalization", https://arxiv.org/abs/1607.06450
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 
 from rnncells import _checks
 from rnncells._gates import GateWeights, gate_slice
-from rnncells._math import add_bias, layer_norm, sigmoid, tanh
+from rnncells._math import add_bias, layer_norm, row, sigmoid, tanh
 from rnncells.cells._registry import standard_spec
 from rnncells.cells.lstm import LSTMState, lstm_init
 
@@ -45,6 +45,7 @@ __all__ = [
     "LNLSTMParams",
     "LN_LSTM_GATES",
     "SPEC",
+    "ln_lstm_cell",
     "ln_lstm_gate",
     "ln_lstm_init",
     "ln_lstm_step",
@@ -152,12 +153,28 @@ def ln_lstm_step(
     _checks.check_params_type("params", params, (LNLSTMParams,))
     _checks.check_step_inputs(params, carry, x, LSTMState, 4, vectors=_VECTORS)
     with jax.named_scope("ln_lstm_step"):
-        a_x = layer_norm(x @ params.W, params.gamma_x)  # over all 4H entries
-        a_h = layer_norm(carry.h @ params.V, params.gamma_h)
-        a_i, a_f, a_g, a_o = jnp.split(add_bias(a_x + a_h, params.b), 4, axis=-1)
-        c = sigmoid(a_f) * carry.c + sigmoid(a_i) * tanh(a_g)
-        h = sigmoid(a_o) * tanh(layer_norm(c, params.gamma_c, params.beta_c))
-        return LSTMState(h, c), h
+        return _from_xw(params, carry, x @ params.W)
+
+
+def _from_xw(params: LNLSTMParams, carry: LSTMState, xw: jax.Array) -> tuple[LSTMState, jax.Array]:
+    """The step from x_t @ W (before its LN and the bias)."""
+    a_x = layer_norm(xw, params.gamma_x)  # over all 4H entries
+    a_h = layer_norm(carry.h @ params.V, params.gamma_h)
+    a_i, a_f, a_g, a_o = jnp.split(add_bias(a_x + a_h, params.b), 4, axis=-1)
+    c = sigmoid(a_f) * carry.c + sigmoid(a_i) * tanh(a_g)
+    h = sigmoid(a_o) * tanh(layer_norm(c, params.gamma_c, params.beta_c))
+    return LSTMState(h, c), h
+
+
+def ln_lstm_cell(
+    params: LNLSTMParams, carry: LSTMState, gx: jax.Array
+) -> tuple[LSTMState, jax.Array]:
+    """One step given gx = x_t @ W + b (*batch, 4H), the body the generic fused layer runs.
+
+    The LN of x_t W comes before the bias here, so the body takes the bias off again:
+    LN(gx - b) equals the step's LN(x_t W) up to rounding.
+    """
+    return _from_xw(params, carry, gx - row(params.b, gx.ndim))
 
 
 def ln_lstm_gate(params: LNLSTMParams, name: str) -> GateWeights:
@@ -179,4 +196,5 @@ SPEC = standard_spec(
     LN_LSTM_GATES,
     vectors=_VECTORS,
     options=("forget_bias", "chrono_t_max"),
+    cell=ln_lstm_cell,
 )

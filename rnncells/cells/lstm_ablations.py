@@ -19,7 +19,8 @@ same layout (fused (i, f, g, o) blocks and three peepholes), so one init serves 
 peephole) are in the pytree but the step never reads them, so their gradient is exactly
 zero and they never change. Each variant has a params type of its own (a subclass), as
 the registry looks a cell up by its params' type. The carry is ``LSTMState(h, c)``.
-``unroll`` runs them through ``jax.lax.scan`` of the step.
+``unroll`` runs them as the fused layer with the peephole LSTM's hand-written unit
+(``peephole_fused``, its gates removed or replaced; ``fused=False``: the scan of the step).
 
 References:
   Greff, Srivastava, Koutník, Steunebrink & Schmidhuber 2017, "LSTM: A search space

@@ -19,8 +19,9 @@ shape (*batch, P) and c = C_t of shape (*batch, H), PyTorch's (h_n, c_n) per lay
 output is r_t, P wide (the next layer's input size in a stack). Sak et al.'s peepholes
 and non-recurrent projection units are not included (PyTorch has neither).
 
-Registered as the "lstmp" cell, with the init option ``proj_size``; ``unroll`` runs it
-through ``jax.lax.scan`` of this step (it has no fused layer).
+Registered as the "lstmp" cell, with the init option ``proj_size``; ``unroll`` runs its
+body ``lstmp_cell`` as the generic fused layer (``rnncells._engine.generic``, dV after the
+loop; ``fused=False``: the scan of this step).
 
 References:
   Sak, Senior & Beaufays 2014, "Long short-term memory recurrent neural network
@@ -47,6 +48,7 @@ __all__ = [
     "LSTMPParams",
     "LSTMP_GATES",
     "SPEC",
+    "lstmp_cell",
     "lstmp_gate",
     "lstmp_init",
     "lstmp_step",
@@ -225,11 +227,20 @@ def lstmp_step(params: LSTMPParams, carry: LSTMState, x: jax.Array) -> tuple[LST
     _checks.check_params_type("params", params, (LSTMPParams,))
     _check_inputs(params, carry, x)
     with jax.named_scope("lstmp_step"):
-        a = add_bias(x @ params.W, params.b) + carry.h @ params.V
-        a_i, a_f, a_g, a_o = jnp.split(a, 4, axis=-1)
-        c = sigmoid(a_f) * carry.c + sigmoid(a_i) * tanh(a_g)
-        r = (sigmoid(a_o) * tanh(c)) @ params.W_hr
-        return LSTMState(r, c), r
+        return lstmp_cell(params, carry, add_bias(x @ params.W, params.b))
+
+
+def lstmp_cell(params: LSTMPParams, carry: LSTMState, gx: jax.Array) -> tuple[LSTMState, jax.Array]:
+    """One LSTMP step given the input projection gx = x_t @ W + b of shape (*batch, 4H).
+
+    Its recurrent term is r_{t-1} @ V added to gx (``CellSpec.linear_v``), so the generic
+    fused layer forms dV after its loop; dW_hr is summed in the loop.
+    """
+    a = gx + carry.h @ params.V
+    a_i, a_f, a_g, a_o = jnp.split(a, 4, axis=-1)
+    c = sigmoid(a_f) * carry.c + sigmoid(a_i) * tanh(a_g)
+    r = (sigmoid(a_o) * tanh(c)) @ params.W_hr
+    return LSTMState(r, c), r
 
 
 def lstmp_gate(params: LSTMPParams, name: str) -> GateWeights:
@@ -261,4 +272,6 @@ SPEC = CellSpec(
     options=("proj_size", "forget_bias", "chrono_t_max"),
     output_size=lambda params: params.W_hr.shape[1],
     gate=lstmp_gate,
+    cell=lstmp_cell,
+    linear_v=True,
 )

@@ -15,8 +15,8 @@ W, V and b are stored as the LSTM's (``rnncells.cells.lstm``): fused over the ga
 order (i, f, g, o), W (D, 4H), V (H, 4H), b (4H,); the peepholes are three vectors (H,).
 With p_i = p_f = p_o = 0 it is the seed's LSTM. The carry is ``LSTMState(h, c)``.
 
-Registered as the "peephole_lstm" cell; ``unroll`` runs it through ``jax.lax.scan`` of
-this step (it has no fused layer).
+Registered as the "peephole_lstm" cell; ``unroll`` runs it as the fused layer with its
+hand-written unit (``peephole_fused``; ``fused=False``: the scan of this step).
 
 References:
   Gers & Schmidhuber 2000, "Recurrent nets that time and count",

@@ -30,8 +30,8 @@ fused over the gates in the order (i, f, z, o), each gate's H columns head by he
 the layout of ``xlstm``'s sLSTM cell, whose gate order and head order these are.
 The carry is ``SLSTMState(h, c, n, m)``, all zeros initially (as ``xlstm``'s).
 
-Registered as the "slstm" cell; ``unroll`` runs it through ``jax.lax.scan`` of this step
-(it has no fused layer).
+Registered as the "slstm" cell; ``unroll`` runs its body ``slstm_cell`` as the generic
+fused layer (``rnncells._engine.generic``; ``fused=False``: the scan of this step).
 
 References:
   Beck, Pöppel, Spanring, Auer, Prudnikova, Kopp, Klambauer, Brandstetter & Hochreiter
@@ -56,6 +56,7 @@ __all__ = [
     "SLSTMState",
     "SLSTM_GATES",
     "SPEC",
+    "slstm_cell",
     "slstm_gate",
     "slstm_init",
     "slstm_step",
@@ -237,18 +238,29 @@ def slstm_step(
     _checks.check_params_type("params", params, (SLSTMParams,))
     _check_inputs(params, carry, x)
     with jax.named_scope("slstm_step"):
-        a = add_bias(x @ params.W, params.b) + _recurrent(params.V, carry.h)
-        a_i, a_f, a_z, a_o = jnp.split(a, 4, axis=-1)
-        log_f_plus_m = jax.nn.log_sigmoid(a_f) + carry.m
-        m = jnp.where(carry.n == 0, a_i, jnp.maximum(log_f_plus_m, a_i))
-        i = jnp.exp(a_i - m)
-        # <= 1 by m's definition; the clip matters only where n_{t-1} = 0 (m = ĩ_t), and
-        # is taken in the exponent so that no overflowing exp enters a gradient.
-        f = jnp.exp(jnp.minimum(log_f_plus_m - m, 0.0))
-        c = f * carry.c + i * tanh(a_z)
-        n = f * carry.n + i
-        h = sigmoid(a_o) * c / n
-        return SLSTMState(h, c, n, m), h
+        return slstm_cell(params, carry, add_bias(x @ params.W, params.b))
+
+
+def slstm_cell(
+    params: SLSTMParams, carry: SLSTMState, gx: jax.Array
+) -> tuple[SLSTMState, jax.Array]:
+    """One sLSTM step given the input projection gx = x_t @ W + b of shape (*batch, 4H).
+
+    Its recurrent term ``_recurrent(V, h_{t-1})`` is linear in V and added to gx
+    (``CellSpec.linear_v``), so the generic fused layer forms dV after its loop.
+    """
+    a = gx + _recurrent(params.V, carry.h)
+    a_i, a_f, a_z, a_o = jnp.split(a, 4, axis=-1)
+    log_f_plus_m = jax.nn.log_sigmoid(a_f) + carry.m
+    m = jnp.where(carry.n == 0, a_i, jnp.maximum(log_f_plus_m, a_i))
+    i = jnp.exp(a_i - m)
+    # <= 1 by m's definition; the clip matters only where n_{t-1} = 0 (m = ĩ_t), and
+    # is taken in the exponent so that no overflowing exp enters a gradient.
+    f = jnp.exp(jnp.minimum(log_f_plus_m - m, 0.0))
+    c = f * carry.c + i * tanh(a_z)
+    n = f * carry.n + i
+    h = sigmoid(a_o) * c / n
+    return SLSTMState(h, c, n, m), h
 
 
 def slstm_gate(params: SLSTMParams, name: str) -> GateWeights:
@@ -283,4 +295,7 @@ SPEC = CellSpec(
     options=("num_heads", "forget_bias"),
     output_size=lambda params: params.V.shape[0] * params.V.shape[1],
     gate=slstm_gate,
+    cell=slstm_cell,
+    linear_v=_recurrent,
+    cell_saves="residuals",  # its exponentials are dear to run twice: bench_cells.md
 )

@@ -508,7 +508,7 @@ def test_bad_inputs_name_the_argument(kind, rng):
         step(rc.lstm_init(jax.random.key(0), D, H), carry, xs[:, 0])
     with pytest.raises(TypeError, match=f"lstm_step does not match params {PARAMS[kind].__name__}"):
         rc.unroll(rc.lstm_step, params, xs)
-    if cells.cell_spec(params).fused is None:
+    if rc.kernel_support(params)["xla"] is not None:  # no fused layer
         with pytest.raises(
             ValueError,
             match=f"compute_dtype is only supported for cells with a fused layer, and the '{kind}'",

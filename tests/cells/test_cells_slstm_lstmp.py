@@ -8,6 +8,7 @@ proj_size=P)``. Then gradients, unroll, layers, the Flax modules, training and b
 input. Random non-zero weights, D != H != P, batch 2; shapes are tiny.
 """
 
+import functools
 import re
 
 import flax.linen as nn
@@ -303,11 +304,13 @@ def test_check_grads_float64(kind, rng):
     xs = xs_of(rng, (2, 3, D))
     lengths = jnp.asarray([3, 1], jnp.int32)
 
-    @jax.jit
-    def run(params, carry, xs):
-        return rc.unroll(STEPS[kind], params, xs, carry, lengths=lengths, reverse=True)
+    @functools.partial(jax.jit, static_argnums=3)
+    def run(params, carry, xs, fused):
+        return rc.unroll(STEPS[kind], params, xs, carry, lengths=lengths, reverse=True, fused=fused)
 
-    check_grads(run, (params, carry, xs), order=1, modes=["fwd", "rev"])
+    # Forward mode inside jit reaches the scan only (the fused layer is a custom_vjp).
+    check_grads(lambda *a: run(*a, False), (params, carry, xs), order=1, modes=["fwd"])
+    check_grads(lambda *a: run(*a, True), (params, carry, xs), order=1, modes=["rev"])
 
 
 @pytest.mark.parametrize(
@@ -528,8 +531,9 @@ def test_bad_inputs_name_the_argument(kind, rng):
         rc.unroll(rc.lstm_step, params, xs)
     with pytest.raises(TypeError, match=lit("params.V must have dtype float64 (params.W's dtype)")):
         step(params._replace(V=params.V.astype(jnp.float32)), carry, xs[:, 0])
-    with pytest.raises(ValueError, match=f"compute_dtype is only supported .* the '{kind}'"):
-        rc.unroll(step, params, xs, compute_dtype=jnp.bfloat16)
+    # The generic fused layer runs its hoisted matmuls in bf16, the rest in the params'.
+    bf16 = jax.eval_shape(lambda x: rc.unroll(step, params, x, compute_dtype=jnp.bfloat16), xs)
+    assert all(a.dtype == jnp.float64 for a in jax.tree.leaves(bf16))
     with pytest.raises(ValueError, match=lit("lengths must lie in [0, 5]")):
         rc.unroll(step, params, xs, lengths=jnp.asarray([6, 1]))
     with pytest.raises(ValueError, match=lit("input_size must be a positive integer, got 0")):

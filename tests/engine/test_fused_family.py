@@ -1,6 +1,7 @@
-"""Every cell with a fused unit, found in the registry (no list here): the fused layer
-equals the scan of its step in fp64 to 1e-10, values and gradients, with lengths, reverse,
-remat and NaN in the padding; compute_dtype=bfloat16 runs its matmuls in bf16."""
+"""Every cell with a fused layer, found in the registry (no list here): its hand-written
+fused unit, or the generic fused layer of its body. The layer equals the scan of its step
+in fp64 to 1e-10, values and gradients, with lengths, reverse, remat or not, and NaN in
+the padding; compute_dtype=bfloat16 runs its matmuls in bf16."""
 
 import re
 
@@ -12,7 +13,11 @@ import pytest
 import rnncells as rc
 from tests.conftest import assert_tree_allclose
 
-FUSED = [n for n in rc.cell_names() if rc.cell_spec_by_name(n).fused is not None]
+FUSED = [
+    n
+    for n in rc.cell_names()
+    if rc.cell_spec_by_name(n).fused is not None or rc.cell_spec_by_name(n).cell is not None
+]
 B, T, D, H = 3, 5, 2, 4
 
 
@@ -34,17 +39,20 @@ def _case(name, key):
     return spec, params, jnp.where(steps < lengths[:, None, None], xs, jnp.nan), lengths
 
 
-def test_the_registry_has_family_cells_with_fused_units():
-    assert {"cifg_lstm", "irnn", "peephole_lstm", "lstm_noaf"} <= set(FUSED)
+def test_every_recurrent_family_cell_has_a_fused_layer():
+    sequential = {n for n in rc.cell_names() if rc.cell_spec_by_name(n).parallel_unroll is None}
+    assert sequential == set(FUSED)
+    assert {"cifg_lstm", "irnn", "peephole_lstm", "lstm_noaf", "lstmp", "slstm"} <= set(FUSED)
 
 
+@pytest.mark.parametrize("remat", [False, True], ids=["saved", "remat"])
 @pytest.mark.parametrize("name", FUSED)
-def test_fused_equals_the_scan_in_float64_with_remat_reverse_and_nan_padding(name, key):
+def test_fused_equals_the_scan_in_float64_with_reverse_and_nan_padding(name, remat, key):
     spec, params, xs, lengths = _case(name, key)
 
     def loss(p, x, fused):
         carry, ys = rc.unroll(
-            spec.step, p, x, lengths=lengths, reverse=True, remat=True, fused=fused
+            spec.step, p, x, lengths=lengths, reverse=True, remat=remat, fused=fused
         )
         return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(c)) for c in jax.tree.leaves(carry))
 

@@ -186,8 +186,13 @@ def test_gpu_limits_and_the_fallback_with_a_warning(key, monkeypatch):
         "xla": None,
         "pallas": "RNNParams has no Pallas kernel",
     }
-    ln_lstm = rc.stack_init(key, "ln_lstm", D, H)[0]
-    assert all("has no fused layer" in why for why in rc.kernel_support(ln_lstm).values())
+    ln_lstm = rc.stack_init(key, "ln_lstm", D, H)[0]  # the generic fused layer
+    assert rc.kernel_support(ln_lstm) == {
+        "xla": None,
+        "pallas": "LNLSTMParams has no Pallas kernel",
+    }
+    mingru = rc.stack_init(key, "mingru", D, H)[0]
+    assert all("has no fused layer" in why for why in rc.kernel_support(mingru).values())
     assert _pallas.options(long, None, "gpu") == _pallas.Options(False, 16, 16)
     assert _pallas.options(lstm, None, "cpu") == _pallas.Options(True, 2, 0)
     # kernel="pallas" where the kernels cannot run: the XLA layer, and a warning saying why.
