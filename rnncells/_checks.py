@@ -247,13 +247,14 @@ def check_step_inputs(
         check_floating(f"carry.{field}", value, params.W.dtype)
 
 
-KERNELS = ("xla", "pallas")
+KERNELS = ("xla", "pallas", "parallel", "sequential")
 
 
 def check_kernel(kernel: Any) -> str | None:
-    """Returns ``kernel`` if it is None, "xla" or "pallas"; else raises ValueError."""
+    """Returns ``kernel`` if it is None or one of ``KERNELS``; else raises ValueError."""
     if kernel is not None and (not isinstance(kernel, str) or kernel not in KERNELS):
-        raise ValueError(f"kernel must be None, 'xla' or 'pallas', got {kernel!r}")
+        names = ", ".join(repr(k) for k in KERNELS)
+        raise ValueError(f"kernel must be None or one of {names}, got {kernel!r}")
     return kernel
 
 

@@ -109,8 +109,12 @@ def unroll(
         the layer (a GPU with H not a power of two >= 16 or V over 256 KiB; a TPU) it runs
         "xla" with a ``RuntimeWarning`` saying why. None (default): ``default_kernel``, the
         one measured faster for this backend and shape (the kernel table; "xla" until GPU
-        figures exist). A step without a fused layer runs ``jax.lax.scan`` with None or
-        "xla", and refuses "pallas".
+        figures exist). A parallel-in-time cell (minGRU, minLSTM): "parallel" runs its
+        ``parallel_unroll`` (one associative scan over time), "sequential" the scan of
+        its step; None (or "xla") the one measured faster on this backend
+        (``default_kernel``: "sequential" on a CPU, 2.6-4.5x faster there). Any other
+        step without a fused layer runs ``jax.lax.scan`` with None or "xla", and refuses
+        the other names.
 
     Returns:
       (final_carry, ys): ys has the layout of xs with the step's output as last axis.
@@ -195,9 +199,19 @@ def unroll(
     # The cell's hand-written fused unit, else the generic fused layer of its body,
     # else its parallel-in-time unroll, else the scan of its step.
     use_fused = spec is not None and has_fused_layer(spec, params) and fused and nonempty
-    parallel_unroll = (
-        spec.parallel_unroll if spec is not None and not use_fused and fused and nonempty else None
-    )
+    parallel_unroll = None
+    if spec is not None and spec.parallel_unroll is not None and not use_fused:
+        batch = math.prod(batch_shape)
+        mode = _parallel_kernel(kernel, spec, params, batch, num_steps, fused)
+        if mode == "parallel" and nonempty:
+            parallel_unroll = spec.parallel_unroll
+    elif kernel in ("parallel", "sequential"):
+        names = [n for n in cell_names() if cell_spec_by_name(n).parallel_unroll is not None]
+        what = "a user's step" if spec is None else f"the {spec.name!r} cell"
+        raise ValueError(
+            f"kernel={kernel!r} chooses how a parallel-in-time cell ({', '.join(names)}) "
+            f"runs, and {what} is not one: pass kernel=None, 'xla' or 'pallas'"
+        )
     if use_fused and _under_forward_mode(params, carry, xs):
         if compute_dtype is not None:
             raise ValueError(
@@ -260,16 +274,22 @@ def default_kernel(
     compute_dtype: Any = None,
     backend: str | None = None,
 ) -> str:
-    """The kernel ``unroll(..., kernel=None)`` runs a fused cell's layer with.
+    """The kernel ``unroll(..., kernel=None)`` runs a cell's layer with.
 
-    Among the measured training-step times of the library's kernel table (the fused
-    layer's XLA scans against its Pallas kernels, per backend, cell and compute dtype),
-    the row nearest in shape (log-distance in B, T and H) decides: "pallas" where it
+    For a parallel-in-time cell (minGRU, minLSTM): "parallel" (its associative scan) or
+    "sequential" (the scan of its step), the one measured faster in the library's table
+    for this backend, cell and nearest shape; "parallel" on a backend with no figures.
+    For a fused cell: among the measured training-step times of the library's kernel
+    table (the fused layer's XLA scans against its Pallas kernels, per backend, cell and
+    compute dtype), the row nearest in shape (log-distance in B, T and H) decides: "pallas" where it
     measured faster and the kernels can run this layer (``kernel_support``), else "xla".
     With no such row: "xla" (no GPU has measured the kernels yet, so "xla" everywhere).
     ``backend`` is JAX's default when None.
     """
-    return choice.kernel_for(cell_spec(params), params, batch, num_steps, compute_dtype, backend)
+    spec = cell_spec(params)
+    if spec.parallel_unroll is not None and not has_fused_layer(spec, params):
+        return choice.parallel_for(spec, batch, num_steps, spec.output_size(params), backend)
+    return choice.kernel_for(spec, params, batch, num_steps, compute_dtype, backend)
 
 
 def kernel_support(
@@ -319,6 +339,23 @@ def _check_pallas(step, params, spec, fused, remat) -> None:
             "kernel='pallas' saves the activations and has no remat: pass remat=False, or "
             "kernel='xla' (or None) for remat"
         )
+
+
+def _parallel_kernel(kernel, spec: CellSpec, params, batch, num_steps, fused) -> str:
+    """How a parallel-in-time cell runs: "parallel" (its ``parallel_unroll``) or
+    "sequential" (the scan of its step): ``kernel`` when it names one, "sequential" under
+    fused=False, else the measured choice (``default_kernel``)."""
+    if kernel in ("parallel", "sequential"):
+        if not fused and kernel == "parallel":
+            raise ValueError(
+                "kernel='parallel' runs the parallel unroll, and fused=False runs the scan of "
+                "the step: pass one of them"
+            )
+        return kernel
+    if not fused:
+        return "sequential"
+    hidden = spec.output_size(params)
+    return choice.parallel_for(spec, batch, num_steps, hidden)
 
 
 def _layer_kernel(kernel, spec: CellSpec, params, xs_tm, remat, compute_dtype) -> str:

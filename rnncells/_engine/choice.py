@@ -41,6 +41,47 @@ class KernelFigure(NamedTuple):
 KERNEL_FIGURES: tuple[KernelFigure, ...] = ()
 
 
+class ParallelFigure(NamedTuple):
+    """One benchmark measurement of a parallel-in-time cell's training step: its parallel
+    unroll (one associative scan over time) against the scan of its sequential step."""
+
+    backend: str
+    device: str
+    cell: str  # "mingru", "minlstm"
+    batch: int
+    steps: int
+    hidden: int
+    parallel_ms: float  # median training step, kernel="parallel"
+    sequential_ms: float  # the same with kernel="sequential"
+
+
+# What kernel=None chooses from for minGRU and minLSTM: ``python -m experiments.bench_cells``
+# (rows mingru / mingru_scan, minlstm / minlstm_scan; experiments/results/bench_cells.md).
+# A backend with no row runs the parallel unroll, the form the cells were designed for
+# (no GPU has measured them yet).
+PARALLEL_FIGURES: tuple[ParallelFigure, ...] = ()
+
+
+def parallel_for(
+    spec: Any, batch: int, num_steps: int, hidden: int, backend: str | None = None
+) -> str:
+    """ "parallel" or "sequential" for a parallel-in-time cell: the one measured faster in
+    the ``PARALLEL_FIGURES`` row of ``backend`` and cell nearest in shape (log-distance in
+    B, T and H); "parallel" with no such row."""
+    backend = jax.default_backend() if backend is None else backend
+    rows = [r for r in PARALLEL_FIGURES if r.backend == backend and r.cell == spec.name]
+    if not rows:
+        return "parallel"
+    shape = (batch, num_steps, hidden)
+
+    def distance(r: ParallelFigure) -> float:
+        measured = (r.batch, r.steps, r.hidden)
+        return sum(abs(math.log2(a / b)) for a, b in zip(measured, shape, strict=True))
+
+    nearest = min(rows, key=distance)
+    return "parallel" if nearest.parallel_ms < nearest.sequential_ms else "sequential"
+
+
 def unroll_for(fused: bool, backend: str | None = None) -> int:
     """The scan unroll factor for a step with (``fused``) or without a fused layer."""
     backend = jax.default_backend() if backend is None else backend

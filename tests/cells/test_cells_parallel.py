@@ -24,10 +24,21 @@ import rnncells.linen as rcl
 import rnncells.nnx as rcn
 from configs.adding import get_config
 from rnncells import cells, training
+from rnncells._engine import choice
 from rnncells.cells import mingru
 from tests.conftest import assert_tree_allclose
 
 KINDS = ["mingru", "minlstm"]
+
+
+@pytest.fixture(autouse=True)
+def parallel_by_default(monkeypatch):
+    """``unroll``'s default runs the parallel unroll here (the choice with no measured
+    figures), which these tests hold to the sequential step (``fused=False``); the
+    measured choice itself is tested in test_the_default_between_parallel_and_sequential."""
+    monkeypatch.setattr(choice, "PARALLEL_FIGURES", ())
+
+
 PARAMS = {"mingru": rc.MinGRUParams, "minlstm": rc.MinLSTMParams}
 STEPS = {"mingru": rc.mingru_step, "minlstm": rc.minlstm_step}
 INITS = {"mingru": rc.mingru_init, "minlstm": rc.minlstm_init}
@@ -536,3 +547,44 @@ def test_minlstm_sequential_unroll_float16_is_finite_and_matches_the_parallel_on
     parallel = rc.unroll(rc.minlstm_step, params, xs, carry)
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(sequential))
     assert_tree_allclose(sequential, parallel, rtol=1e-2, atol=1e-2)
+
+
+def _figure(cell, parallel_ms, sequential_ms, steps=256):
+    return choice.ParallelFigure("cpu", "cpu", cell, 8, steps, 128, parallel_ms, sequential_ms)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_default_between_parallel_and_sequential(kind, rng, monkeypatch):
+    """kernel=None takes the one measured faster at the nearest shape of this backend's
+    figures; "parallel" and "sequential" choose by name; "parallel" with fused=False, and
+    the two names for another cell, are refused."""
+    params, xs = build(kind, rng), xs_of(rng)
+    loops = []
+    run = choice.parallel_for
+    spec = cells.cell_spec(params)
+    figures = (_figure(kind, 10.0, 3.0), _figure(kind, 1.0, 3.0, steps=4096))
+    monkeypatch.setattr(choice, "PARALLEL_FIGURES", figures)
+    assert run(spec, 8, 300, 128, "cpu") == "sequential"  # nearest: T = 256
+    assert run(spec, 8, 3000, 128, "cpu") == "parallel"  # nearest: T = 4096
+    assert run(spec, 8, 300, 128, "gpu") == "parallel"  # no figure on this backend
+    assert rc.default_kernel(params, 8, 300, backend="cpu") == "sequential"
+
+    def has_loop(**kwargs):
+        jaxpr = jax.make_jaxpr(lambda x: rc.unroll(STEPS[kind], params, x, **kwargs))(xs)
+        loops.append("scan" in _primitives(jaxpr.jaxpr))
+        return loops[-1]
+
+    monkeypatch.setattr(choice, "PARALLEL_FIGURES", (_figure(kind, 10.0, 3.0),))
+    assert has_loop() and has_loop(kernel="sequential") and has_loop(fused=False)
+    assert not has_loop(kernel="parallel")
+    monkeypatch.setattr(choice, "PARALLEL_FIGURES", (_figure(kind, 1.0, 3.0),))
+    assert not has_loop() and has_loop(kernel="sequential")
+    with pytest.raises(ValueError, match=r"kernel='parallel' runs the parallel unroll, and"):
+        rc.unroll(STEPS[kind], params, xs, kernel="parallel", fused=False)
+    with pytest.raises(ValueError, match=r"kernel='sequential' chooses how a parallel-in-time"):
+        rc.unroll(
+            rc.lstm_step,
+            rc.lstm_init(jax.random.key(0), D, H, dtype=xs.dtype),
+            xs,
+            kernel="sequential",
+        )

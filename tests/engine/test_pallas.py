@@ -209,7 +209,10 @@ def test_kernel_errors(key):
     params = make_params(key, "gru")
     xs = jnp.ones((B, T, D), jnp.float32)
     for bad in ("cuda", "PALLAS", 1, True):
-        with pytest.raises(ValueError, match=r"kernel must be None, 'xla' or 'pallas', got"):
+        with pytest.raises(
+            ValueError,
+            match=r"kernel must be None or one of 'xla', 'pallas', 'parallel', 'sequential', got",
+        ):
             rc.unroll(rc.gru_step, params, xs, kernel=bad)
     with pytest.raises(ValueError, match="kernel must be"):
         rc.stack_unroll((params,), xs, kernel="triton")
