@@ -1,36 +1,40 @@
-"""Training-step time of the newer cells against the seed's fused LSTM and GRU, and of the LSTMP
-against PyTorch's ``nn.LSTM(proj_size=P)``.
+"""Training-step time of every registered cell, fused layer against its own scan, with
+the seed's fused LSTM, PyTorch's projected LSTM and Keras beside them.
 
-    python -m experiments.bench_cells            # T = 256, 1024, 4096; a few minutes on 2 cores
+    python -m experiments.bench_cells            # T = 256, 1024, 4096; about 10 min on 2 cores
     python -m experiments.bench_cells --quick    # tiny sizes: checks that every row runs
+    python -m experiments.bench_cells --cells=lstm,lstmp --ts=1024   # a subset
 
 For each T (B = 8, H = 128, D = 8, float32, on JAX's default backend, normally the CPU):
 the time of one training step, ``jax.jit(jax.value_and_grad(loss))`` of
 loss = sum(outputs) with respect to the parameters and the inputs, as the median of
 ``--reps`` calls after a compile call and one warm-up call. Rows:
 
-- ``mingru``, ``minlstm``: ``rc.unroll`` of the cell, i.e. its parallel path (one
-  ``jax.lax.associative_scan`` over time in log space);
-- ``mingru_scan``, ``minlstm_scan``: the same cells with ``fused=False`` (``lax.scan`` of
-  the sequential step), to show what the parallel path changes;
-- ``lstm``, ``gru``: the seed's fused layers (``rc.unroll`` of ``lstm_step`` /
-  ``gru_step``);
-- ``lstmp``: ``rc.unroll`` of ``lstmp_step`` (projection P = H / 2, ``lax.scan`` of the
-  step), and ``torch_lstmp``: PyTorch's ``nn.LSTM(D, H, proj_size=P)`` forward + backward
-  of the same loss, with ``torch.set_num_threads(os.cpu_count())`` (skipped when torch is
-  not installed);
-- ``gru_reset_after``: the seed's fused reset-after GRU; ``keras_lstm``, ``keras_gru``:
-  Keras 3's ``LSTM`` and ``GRU`` (reset after, its default) on the JAX backend, the same
-  loss through ``stateless_call`` under ``jax.jit`` (skipped without Keras).
+- ``NAME`` and ``NAME_scan`` for every registered cell with a fused layer (its
+  hand-written fused unit, or the generic fused layer of its body) and for
+  ``user_peephole``, a peephole LSTM registered from outside the package
+  (``experiments/user_peephole.py``) with its body: ``rc.unroll`` as it runs the cell, and
+  with ``fused=False`` (``lax.scan`` of the step and JAX's autodiff). The column
+  "scan / fused" is the fused layer's speed-up over its own scan;
+- ``NAME_parallel`` and ``NAME_sequential`` for minGRU and minLSTM: ``kernel="parallel"``
+  (one ``jax.lax.associative_scan`` over time in log space) and ``kernel="sequential"``
+  (the scan of the step); ``kernel=None`` takes the faster from these figures
+  (``rnncells._engine.choice.PARALLEL_FIGURES``);
+- ``torch_lstmp``: PyTorch's ``nn.LSTM(D, H, proj_size=H/2)`` forward + backward of the
+  same loss, with ``torch.set_num_threads(os.cpu_count())`` (skipped without torch);
+- ``keras_lstm``, ``keras_gru``: Keras 3's ``LSTM`` and ``GRU`` (reset after, its
+  default) on the JAX backend, through ``stateless_call`` under ``jax.jit`` (skipped
+  without Keras).
 
 The column "vs lstm" is each row's time over the fused LSTM's at the same T. Each
 implementation is compiled and timed in turn in one process; no other process should
-use the CPU meanwhile.
+use the CPU meanwhile. ``--json PATH`` also writes the rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -40,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 import rnncells as rc
+from experiments import user_peephole
 
 TS = (256, 1024, 4096)
 B, D, H = 8, 8, 128
@@ -58,11 +63,11 @@ def _time(call, reps: int) -> float:
     return statistics.median(times)
 
 
-def _jax_step(step, params, xs, fused=True):
+def _jax_step(step, params, xs, fused=True, kernel=None):
     """A timed call: one jitted value-and-grad of sum(unroll outputs) w.r.t. params and xs."""
 
     def loss(params, xs):
-        _, ys = rc.unroll(step, params, xs, fused=fused)
+        _, ys = rc.unroll(step, params, xs, fused=fused, kernel=kernel)
         return jnp.sum(ys)
 
     grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
@@ -121,7 +126,25 @@ def _keras_step(layer_name, batch, steps, inputs, hidden):
     return call
 
 
-def run(ts, batch, inputs, hidden, reps):
+def _cells(only):
+    """The registered cells to time (user_peephole registered first), in registry order."""
+    user_peephole.register()
+    names = [n for n in rc.cell_names() if only is None or n in only]
+    if only is not None and set(only) - set(names):
+        raise SystemExit(
+            f"error: --cells names no registered cell: {sorted(set(only) - set(names))}"
+        )
+    return names
+
+
+def _init(name, key, inputs, hidden):
+    spec = rc.cell_spec_by_name(name)
+    if "proj_size" in spec.options:
+        return spec, spec.init(key, inputs, hidden, proj_size=max(hidden // 2, 1))
+    return spec, spec.init(key, inputs, hidden)
+
+
+def run(ts, batch, inputs, hidden, reps, only=None):
     """Rows (T, name, seconds) for every T in ``ts``."""
     key = jax.random.key(0)
     proj = max(hidden // 2, 1)
@@ -129,37 +152,42 @@ def run(ts, batch, inputs, hidden, reps):
     for steps in ts:
         xs = jax.random.normal(jax.random.key(steps), (batch, steps, inputs), jnp.float32)
         calls = {}
-        for name, init, step in [
-            ("mingru", rc.mingru_init, rc.mingru_step),
-            ("minlstm", rc.minlstm_init, rc.minlstm_step),
-        ]:
-            params = init(key, inputs, hidden)
-            calls[name] = _jax_step(step, params, xs)
-            calls[f"{name}_scan"] = _jax_step(step, params, xs, fused=False)
-        calls["lstm"] = _jax_step(rc.lstm_step, rc.lstm_init(key, inputs, hidden), xs)
-        calls["gru"] = _jax_step(rc.gru_step, rc.gru_init(key, inputs, hidden), xs)
-        lstmp = rc.lstmp_init(key, inputs, hidden, proj_size=proj)
-        calls["lstmp"] = _jax_step(rc.lstmp_step, lstmp, xs)
-        reset_after = rc.gru_init(key, inputs, hidden, reset_after=True)
-        calls["gru_reset_after"] = _jax_step(rc.gru_step, reset_after, xs)
-        for name, call in (
-            ("torch_lstmp", _torch_step(batch, steps, inputs, hidden, proj)),
-            ("keras_lstm", _keras_step("LSTM", batch, steps, inputs, hidden)),
-            ("keras_gru", _keras_step("GRU", batch, steps, inputs, hidden)),  # reset after
-        ):
-            if call is not None:
-                calls[name] = call
+        for name in _cells(only):
+            spec, params = _init(name, key, inputs, hidden)
+            if rc.kernel_support(params)["xla"] is None:  # a fused layer
+                calls[name] = _jax_step(spec.step, params, xs)
+                calls[f"{name}_scan"] = _jax_step(spec.step, params, xs, fused=False)
+            elif spec.parallel_unroll is not None:
+                for kernel in ("parallel", "sequential"):
+                    calls[f"{name}_{kernel}"] = _jax_step(spec.step, params, xs, kernel=kernel)
+        if only is None:
+            for name, call in (
+                ("torch_lstmp", _torch_step(batch, steps, inputs, hidden, proj)),
+                ("keras_lstm", _keras_step("LSTM", batch, steps, inputs, hidden)),
+                ("keras_gru", _keras_step("GRU", batch, steps, inputs, hidden)),  # reset after
+            ):
+                if call is not None:
+                    calls[name] = call
         for name, call in calls.items():
             rows.append((steps, name, _time(call, reps)))
+            print(f"  T={steps} {name}: {rows[-1][2] * 1e3:.2f} ms", flush=True)
     return rows
 
 
 def table(rows) -> str:
-    """A markdown table of the rows, each time also as a multiple of the fused LSTM's."""
-    lstm = {steps: seconds for steps, name, seconds in rows if name == "lstm"}
-    lines = ["| T | implementation | train step (ms) | vs lstm |", "| ---: | --- | ---: | ---: |"]
+    """A markdown table of the rows, each time also as a multiple of the fused LSTM's, and
+    each fused layer's speed-up over its own scan."""
+    times = {(steps, name): seconds for steps, name, seconds in rows}
+    lines = [
+        "| T | implementation | train step (ms) | vs lstm | scan / fused |",
+        "| ---: | --- | ---: | ---: | ---: |",
+    ]
     for steps, name, seconds in rows:
-        lines.append(f"| {steps} | {name} | {seconds * 1e3:.2f} | {seconds / lstm[steps]:.2f}x |")
+        lstm = times.get((steps, "lstm"))
+        vs = f"{seconds / lstm:.2f}x" if lstm else ""
+        scan = times.get((steps, f"{name}_scan"))
+        speedup = f"{scan / seconds:.2f}x" if scan else ""
+        lines.append(f"| {steps} | {name} | {seconds * 1e3:.2f} | {vs} | {speedup} |")
     return "\n".join(lines)
 
 
@@ -167,16 +195,30 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 repetitions")
     parser.add_argument("--reps", type=int, default=7, help="timed calls per row (median)")
+    parser.add_argument("--cells", help="comma-separated cell names (default: every cell)")
+    parser.add_argument("--ts", help="comma-separated sequence lengths (default: 256,1024,4096)")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     if args.quick:
         ts, batch, inputs, hidden, reps = QUICK["ts"], QUICK["B"], QUICK["D"], QUICK["H"], 2
     else:
         ts, batch, inputs, hidden, reps = TS, B, D, H, args.reps
+    if args.ts:
+        ts = tuple(int(t) for t in args.ts.split(","))
+    only = None if not args.cells else args.cells.split(",")
     print(
         f"backend {jax.default_backend()}, {os.cpu_count()} CPUs; B={batch}, D={inputs}, "
         f"H={hidden}, P={max(hidden // 2, 1)}, float32, median of {reps}"
     )
-    print(table(run(ts, batch, inputs, hidden, reps)))
+    rows = run(ts, batch, inputs, hidden, reps, only)
+    print(table(rows))
+    if args.json:
+        setting = dict(backend=jax.default_backend(), device=jax.devices()[0].device_kind)
+        setting.update(batch=batch, inputs=inputs, hidden=hidden, reps=reps)
+        records = [dict(steps=t, name=n, seconds=sec) for t, n, sec in rows]
+        with open(args.json, "w") as f:
+            json.dump(dict(setting, rows=records), f, indent=1)
+        print("wrote", args.json)
 
 
 if __name__ == "__main__":

@@ -112,3 +112,31 @@ def test_combined_table_gives_median_ratios_and_their_range(tmp_path):
         check=True,
     ).stdout
     assert out.strip() == text
+
+
+def test_bench_cells_times_fused_scan_and_parallel_rows(tmp_path):
+    """Every requested cell gets its rows (fused and scan, or parallel and sequential),
+    the user's cell is registered from outside the package, and the table and JSON come
+    out; the user's cell is unregistered afterwards."""
+    from experiments import bench_cells, user_peephole
+    from rnncells.cells._registry import _unregister
+
+    try:
+        out = tmp_path / "cells.json"
+        bench_cells.main(
+            ["--quick", "--ts=4", "--cells=lstm,mingru,user_peephole", f"--json={out}"]
+        )
+        rows = json.loads(out.read_text())["rows"]
+        assert [r["name"] for r in rows] == [
+            "lstm",
+            "lstm_scan",
+            "mingru_parallel",
+            "mingru_sequential",
+            "user_peephole",
+            "user_peephole_scan",
+        ]
+        assert all(r["seconds"] > 0 and r["steps"] == 4 for r in rows)
+        text = bench_cells.table([(r["steps"], r["name"], r["seconds"]) for r in rows])
+        assert "| 4 | user_peephole |" in text and "| scan / fused |" in text
+    finally:
+        _unregister(user_peephole.NAME)
