@@ -28,7 +28,9 @@ loss = sum(outputs) with respect to the parameters and the inputs, as the median
 
 The column "vs lstm" is each row's time over the fused LSTM's at the same T. Each
 implementation is compiled and timed in turn in one process; no other process should
-use the CPU meanwhile. ``--json PATH`` also writes the rows.
+use the CPU meanwhile. ``--json PATH`` also writes the rows. ``--saves`` times instead, for
+each cell that runs the generic fused layer, its two ways of keeping the forward for the
+backward (``NAME_carries``, ``NAME_residuals``: ``CellSpec.cell_saves``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import jax.numpy as jnp
 
 import rnncells as rc
 from experiments import user_peephole
+from rnncells._engine import generic
 
 TS = (256, 1024, 4096)
 B, D, H = 8, 8, 128
@@ -144,8 +147,27 @@ def _init(name, key, inputs, hidden):
     return spec, spec.init(key, inputs, hidden)
 
 
-def run(ts, batch, inputs, hidden, reps, only=None):
-    """Rows (T, name, seconds) for every T in ``ts``."""
+def _generic_step(spec, params, xs, saves):
+    """A timed call: the generic fused layer of the cell's body keeping ``saves``
+    ("carries" or "residuals"), the choice ``CellSpec.cell_saves`` makes per cell."""
+
+    def loss(params, xs):
+        carry = spec.zero_carry(params, (xs.shape[0],))
+        xs_tm = jnp.swapaxes(xs, 0, 1)
+        kw = dict(linear_v=spec.linear_v, saves=saves)
+        return jnp.sum(generic.generic_scan(spec.cell, spec.state, params, carry, xs_tm, **kw)[1])
+
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+    def call():
+        jax.block_until_ready(grad(params, xs))
+
+    return call
+
+
+def run(ts, batch, inputs, hidden, reps, only=None, saves=False):
+    """Rows (T, name, seconds) for every T in ``ts``; with ``saves``, only the cells that
+    run the generic fused layer, once keeping each of "carries" and "residuals"."""
     key = jax.random.key(0)
     proj = max(hidden // 2, 1)
     rows = []
@@ -154,13 +176,18 @@ def run(ts, batch, inputs, hidden, reps, only=None):
         calls = {}
         for name in _cells(only):
             spec, params = _init(name, key, inputs, hidden)
+            if saves:
+                if spec.fused is None and spec.cell is not None:
+                    for kept in ("carries", "residuals"):
+                        calls[f"{name}_{kept}"] = _generic_step(spec, params, xs, kept)
+                continue
             if rc.kernel_support(params)["xla"] is None:  # a fused layer
                 calls[name] = _jax_step(spec.step, params, xs)
                 calls[f"{name}_scan"] = _jax_step(spec.step, params, xs, fused=False)
             elif spec.parallel_unroll is not None:
                 for kernel in ("parallel", "sequential"):
                     calls[f"{name}_{kernel}"] = _jax_step(spec.step, params, xs, kernel=kernel)
-        if only is None:
+        if only is None and not saves:
             for name, call in (
                 ("torch_lstmp", _torch_step(batch, steps, inputs, hidden, proj)),
                 ("keras_lstm", _keras_step("LSTM", batch, steps, inputs, hidden)),
@@ -198,6 +225,11 @@ def main(argv=None) -> None:
     parser.add_argument("--cells", help="comma-separated cell names (default: every cell)")
     parser.add_argument("--ts", help="comma-separated sequence lengths (default: 256,1024,4096)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--saves",
+        action="store_true",
+        help="time the generic fused layer's two ways of keeping its forward (CellSpec.cell_saves)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         ts, batch, inputs, hidden, reps = QUICK["ts"], QUICK["B"], QUICK["D"], QUICK["H"], 2
@@ -210,7 +242,7 @@ def main(argv=None) -> None:
         f"backend {jax.default_backend()}, {os.cpu_count()} CPUs; B={batch}, D={inputs}, "
         f"H={hidden}, P={max(hidden // 2, 1)}, float32, median of {reps}"
     )
-    rows = run(ts, batch, inputs, hidden, reps, only)
+    rows = run(ts, batch, inputs, hidden, reps, only, args.saves)
     print(table(rows))
     if args.json:
         setting = dict(backend=jax.default_backend(), device=jax.devices()[0].device_kind)
