@@ -11,9 +11,13 @@ and for trying a multi-process launch before booking a cluster (where SLURM star
 processes instead: ``experiments/slurm_example.sbatch``); it is not a launcher for real
 hosts.
 
-Each line a process prints is prefixed with ``[I]``. The command exits with status 0 when
-every process does, else with the status of the first one that failed (128 + the signal
-number for a process killed by a signal); when one fails the others stop by themselves
+Each line a process prints is prefixed with ``[I]`` and written to ``process<I>.log`` in
+``--process_logs`` (default ``<workdir>.logs``); the terminal shows the run's own lines and
+leaves out the runtime's dumps (``Filter``: gloo's and the coordination service's logs,
+native stack traces, a traceback's frames), saying how many it left out. The command
+exits with status 0 when every process does, else with the status of the first one that
+failed (128 + the signal number for a process killed by a signal); when one fails the
+others stop by themselves
 (JAX's heartbeat, ``--heartbeat_timeout_s`` of the run), and any still running
 ``--grace_s`` seconds later are killed. Rerunning the same command resumes the run.
 """
@@ -150,14 +154,71 @@ def wait(processes: list[subprocess.Popen], grace_s: float) -> int:
 
 
 _NOISE = re.compile(r"^\[Gloo\] Rank \d+ is connected to")
-"""gloo prints a line per process and communicator: left out."""
+"""gloo prints a line per process and communicator: left out of the terminal."""
+
+_RUNTIME_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]")
+"""The header of an XLA / JAX runtime log line (gloo, the coordination service)."""
+
+_DUMP_START = ("*** Check failure stack trace", "Fatal Python error:")
 
 
-def _forward(stream, prefix: str, out) -> None:
+class Filter:
+    """Splits one process's output into what the terminal shows and what only its log
+    file keeps.
+
+    Every line goes to the log. The terminal gets the run's own lines; a Python traceback
+    shows only its last line (the exception); the runtime's log lines (``_RUNTIME_LOG``)
+    and everything after them, native stack traces and Python's fatal-error dumps are left
+    out, but for the run's own ``error:`` and ``hint:`` lines. When a process is killed,
+    its partner's coordination service prints some 100 such lines before it aborts."""
+
+    def __init__(self):
+        self.held = 0  # lines left out of the terminal
+        self._traceback = False
+        self._dump = False
+
+    def shown(self, line: str) -> bool:
+        """Whether the terminal shows ``line`` (one line, with its newline)."""
+        if _NOISE.match(line):
+            self.held += 1
+            return False
+        if line.startswith(("error:", "hint:")):
+            return True
+        if _RUNTIME_LOG.match(line) or line.startswith(_DUMP_START):
+            self._dump = True
+        if self._dump:
+            self.held += 1
+            return False
+        if line.startswith("Traceback (most recent call last):"):
+            self._traceback = True
+        if self._traceback:
+            if line[:1].isspace() or line.startswith("Traceback") or not line.strip():
+                self.held += 1
+                return False
+            self._traceback = False  # the exception's line
+        return True
+
+
+def _forward(stream, prefix: str, out, log, lock, kept: Filter) -> None:
     for line in stream:
-        if not _NOISE.match(line):
+        with lock:
+            log.write(prefix + line)
+            log.flush()
+        if kept.shown(line):
             out.write(prefix + line)
             out.flush()
+
+
+def log_dir(args: list[str], given: str | None) -> str:
+    """Where the processes' full output goes: ``given``, else ``<workdir>.logs`` beside
+    the run's ``--workdir`` (not inside it: a workdir holds a run only), else
+    ``local_cluster_logs``."""
+    if given:
+        return given
+    for arg in args:
+        if arg.startswith("--workdir=") and arg.split("=", 1)[1].strip("/"):
+            return arg.split("=", 1)[1].rstrip("/") + ".logs"
+    return "local_cluster_logs"
 
 
 def _check_flags() -> None:
@@ -190,9 +251,27 @@ def _check_flags() -> None:
 
 def main(argv):
     _check_flags()
+    args = list(argv[1:])
+    logs = log_dir(args, _LOG_DIR.value)
+    try:
+        os.makedirs(logs, exist_ok=True)
+        files = [
+            open(os.path.join(logs, f"process{i}.log"), "a") for i in range(_NUM_PROCESSES.value)
+        ]
+    except OSError as error:
+        from rnncells.training.errors import ConfigError
+
+        with user_errors():
+            raise ConfigError(
+                f"--process_logs {logs} cannot hold the processes' logs: {error.strerror}",
+                hint="pass --process_logs=DIR, a writable directory",
+            ) from None
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    for f in files:
+        f.write(f"--- local_cluster {stamp}: {' '.join(args)}\n")
     processes = start(
         _NUM_PROCESSES.value,
-        list(argv[1:]),
+        args,
         module=_MODULE.value,
         devices_per_process=_DEVICES.value,
         port=_PORT.value,
@@ -201,10 +280,17 @@ def main(argv):
         text=True,
         bufsize=1,
     )
-    threads = []
+    threads, filters = [], []
     for i, process in enumerate(processes):
+        lock = threading.Lock()
         for stream, out in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
-            thread = threading.Thread(target=_forward, args=(stream, f"[{i}] ", out), daemon=True)
+            kept = Filter()
+            filters.append(kept)
+            thread = threading.Thread(
+                target=_forward,
+                args=(stream, f"[{i}] ", out, files[i], lock, kept),
+                daemon=True,
+            )
             thread.start()
             threads.append(thread)
 
@@ -218,6 +304,17 @@ def main(argv):
     status = wait(processes, _GRACE.value)
     for thread in threads:
         thread.join(timeout=5)
+    for f in files:
+        f.close()
+    held = sum(f.held for f in filters)
+    if held:
+        print(
+            f"local_cluster: {held} lines of tracebacks and runtime logs left out here; every "
+            f"process's full output is in {os.path.join(logs, 'process<I>.log')}",
+            file=sys.stderr,
+        )
+    if status != 0:
+        print("hint: rerun the same command to resume from the newest checkpoint", file=sys.stderr)
     sys.exit(status)
 
 
@@ -228,6 +325,11 @@ if __name__ == "__main__":
         "module", "experiments.run", "program to run: experiments.run, .sweep or .main"
     )
     _PORT = flags.DEFINE_integer("port", None, "coordinator port on localhost (default: free)")
+    _LOG_DIR = flags.DEFINE_string(
+        "process_logs",
+        None,
+        "where each process's full output goes, as process<I>.log (default: <workdir>.logs)",
+    )
     _GRACE = flags.DEFINE_float(
         "grace_s",
         150.0,
