@@ -3,9 +3,11 @@ copy of the repository on its path, runs ``rnncells-train`` on a built-in config
 
 import os
 import pathlib
+import re
 import site
 import subprocess
 import sys
+import zipfile
 
 import tests
 
@@ -21,6 +23,14 @@ def test_the_wheel_installs_and_trains_a_built_in_config(tmp_path):
         timeout=300,
     )
     (wheel,) = wheels.glob("rnncells-*.whl")
+    # Its long description is the README with no link relative to the repository, which
+    # a package index page could not follow.
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(name).decode()
+    assert "Description-Content-Type: text/markdown" in metadata
+    assert "in the repository" in metadata and "rnncells" in metadata.split("\n\n", 1)[1]
+    assert not re.findall(r"\]\((?!https?://|#)[^)\s]+\)", metadata)
     env_dir = tmp_path / "env"
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=300)
