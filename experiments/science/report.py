@@ -352,9 +352,99 @@ def best_rates_section(results: str) -> list[str]:
         "| cells | mean log10(a) - log10(b) | p (Holm) |",
         "|---|---|---|",
     ]
-    for a, b, d, p in best_rate_tests(results, best):
+    tests = best_rate_tests(results, best)
+    for a, b, d, p in tests:
         out.append(f"| {best[a]['label']} vs {best[b]['label']} | {d:+.3f} | {p:.2g} |")
-    return [*out, ""]
+    return [*out, "", *verdict(results, best, tests), ""]
+
+
+def _cost_rows(results: str) -> dict[str, dict[str, Any]]:
+    path = os.path.join(results, "cost.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)["rows"]
+
+
+def verdict(results: str, best: dict[str, dict[str, Any]], tests: list[tuple]) -> list[str]:
+    """The seed's claim, "the GRU performs like the LSTM with less computation", judged in
+    one paragraph from the learning-rate study's JSON and ``cost.json``: quality at each
+    cell's best rate, parameters, FLOPs and CPU time per training step, and steps and
+    seconds to solve."""
+    by_name = {r.name: r for r in studies.all_rows("lr")}
+    rates = {rate: label for rate, label, _ in studies.LR_GRID}
+    cost = _cost_rows(results)
+    gru_cost, lstm_cost = cost.get("adding_T200_gru"), cost.get("adding_T200_lstm")
+    quality, significantly_lower = [], []
+    for a, b, d, p in tests:
+        if "gru" not in (a, b):
+            continue
+        other, diff = (b, d) if a == "gru" else (a, -d)
+        factor = 10 ** abs(diff)
+        significantly_lower.append(p < 0.05 and diff < 0)
+        if p < 0.05:
+            word = "lower" if diff < 0 else "higher"
+            quality.append(
+                f"{factor:.1f}x {word} than the {best[other]['label']}'s (paired p {p:.2g}, Holm)"
+            )
+        else:
+            quality.append(
+                f"not significantly different from the {best[other]['label']}'s "
+                f"(a {factor:.1f}x {'lower' if diff < 0 else 'higher'} geometric mean, "
+                f"paired p {p:.2g}, Holm)"
+            )
+    solve = {}
+    for cell, b in best.items():
+        steps = load(results, by_name[b["row"]])["steps_to_solve"]  # type: ignore[index]
+        solve[cell] = float(np.median([s for s in steps if s is not None])) if all(steps) else None
+    picked = ", ".join(f"{b['label']} {rates[b['best']]}" for b in best.values())
+    edge = [b["label"] for b in best.values() if b["best"] == "adam3e-2"]
+    out = [
+        '**Verdict on "the GRU performs like the LSTM with less computation"** (adding, '
+        f"T = 200, 32 units, 5 seeds, 10,000 steps). Each cell at its best rate ({picked}): "
+        f"the GRU's test loss is {'; '.join(quality)}."
+    ]
+    if gru_cost and lstm_cost:
+        ms = {c: 1e3 * cost[f"adding_T200_{c}"]["median_s_per_step"] for c in ("gru", "lstm")}
+        out.append(
+            f"It has {gru_cost['params'] / lstm_cost['params']:.2f}x the LSTM's parameters "
+            f"({gru_cost['params']} against {lstm_cost['params']}) and "
+            f"{gru_cost['train_flops'] / lstm_cost['train_flops']:.2f}x its FLOPs per "
+            f"training step, but takes {ms['gru'] / ms['lstm']:.2f}x its CPU time per step "
+            f"({ms['gru']:.2f} against {ms['lstm']:.2f} ms, `cost.md`): at 32 units a step "
+            "is bound by its per-step overheads, not by FLOPs."
+        )
+        times = []
+        for cell, steps in solve.items():
+            if steps is None:
+                times.append(f"the {best[cell]['label']} did not solve with every seed")
+                continue
+            seconds = steps * ms["gru" if cell == "gru" else "lstm"] / 1e3
+            times.append(f"{best[cell]['label']} {steps:.0f} ({seconds:.1f} s)")
+        out.append(
+            "Median steps to solve (evaluated every 100 steps) and seconds at that time per "
+            f"step: {', '.join(times)}."
+        )
+    lower = all("lower" in q and "not significantly" not in q for q in quality)
+    if lower:
+        out.append(
+            "So on this task the GRU does not merely perform like the LSTM: at every cell's "
+            "best rate it reaches a lower loss and solves sooner, with fewer parameters and "
+            'FLOPs; "less computation" holds in FLOPs and parameters, not in CPU time at '
+            "this size."
+        )
+    else:
+        out.append(
+            'So "performs like the LSTM" holds only where the table above shows no '
+            'significant difference; "less computation" holds in FLOPs and parameters, '
+            "not in CPU time at this size."
+        )
+    if edge:
+        out.append(
+            f"The best rate of {', '.join(edge)} is the grid's largest Adam rate, so a larger "
+            "one may do better still; the comparison is at the rates this grid holds."
+        )
+    return [" ".join(out)]
 
 
 def digits_baselines(results: str) -> list[str]:

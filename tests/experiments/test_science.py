@@ -455,6 +455,7 @@ def test_learning_rate_study_picks_each_cells_rate_on_held_out_loss(tmp_path):
             result = {
                 "eval_curve": {"loss_per_seed": [[1.0] * 5, [held * f for f in seeds]]},
                 "test": {"per_seed": {"loss": [test * f for f in seeds[:: 1 if k else -1]]}},
+                "steps_to_solve": [300, 200, 400, 300, 300] if cell == "gru" else [900] * 5,
             }
             path = tmp_path / "lr" / f"lr_T200_{cell}_{rate}.json"
             path.parent.mkdir(exist_ok=True)
@@ -474,3 +475,17 @@ def test_learning_rate_study_picks_each_cells_rate_on_held_out_loss(tmp_path):
     assert (a, b) == ("gru", "lstm")
     assert d == pytest.approx(np.log10(1e-3 * 1.4) - np.log10(1e-4 * 1.0))
     assert p < 1e-3  # a constant shift in log10 over 5 seeds
+    # The verdict paragraph, from the JSON and cost.json alone.
+    cost = {
+        f"adding_T200_{c}": {"params": n, "train_flops": f, "median_s_per_step": sec}
+        for c, n, f, sec in (("gru", 3, 6.0, 0.004), ("lstm", 4, 8.0, 0.005))
+    }
+    (tmp_path / "cost.json").write_text(json.dumps({"rows": cost}))
+    (text,) = report.verdict(str(tmp_path), best, tests)
+    assert "GRU RMSProp 1e-3, LSTM (b_f = 1) Adam 1e-3" in text
+    assert "14.0x higher than the LSTM (b_f = 1)'s" in text
+    assert "0.75x the LSTM's parameters (3 against 4) and 0.75x its FLOPs" in text
+    assert "0.80x its CPU time per step (4.00 against 5.00 ms" in text
+    assert "GRU 300 (1.2 s), LSTM (b_f = 1) 900 (4.5 s)" in text
+    assert "holds only where the table above shows no significant difference" in text
+    assert "grid's largest" not in text  # no best rate at Adam 3e-2 here
