@@ -12,7 +12,7 @@ examples few: every example compiles once.
 import jax
 import jax.numpy as jnp
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import rnncells as rc
@@ -81,10 +81,16 @@ def setup(case):
     return params, xs, carry
 
 
+def clipped(lengths, num_steps):
+    """Lengths clipped to [0, T] as Python integers (a uint64 above 2**63 cast to int64
+    would wrap to a negative length)."""
+    return np.array([min(max(int(v), 0), num_steps) for v in lengths], np.int64)
+
+
 def make_run(case):
     """One jitted function: (value, grads) of the fused unroll and of the plain scan."""
     drawn = case["lengths"]
-    reference = None if drawn is None else np.clip(drawn.astype(np.int64), 0, case["num_steps"])
+    reference = None if drawn is None else clipped(drawn, case["num_steps"])
     reference = None if reference is None else jnp.asarray(reference, jnp.int32)
     options = dict(reverse=case["reverse"], time_major=case["time_major"], remat=case["remat"])
 
@@ -113,8 +119,27 @@ def assert_trees(a, b, tol):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
 
 
+# The largest uint64 length, traced: unroll clips it to T (a reference that cast it to
+# int64 first took it for -1, i.e. 0).
+UINT64_MAX_TRACED = dict(
+    kind="lstm",
+    batch=1,
+    num_steps=1,
+    input_size=1,
+    hidden_size=1,
+    dtype="float32",
+    lengths=np.array([2**64 - 1], np.uint64),
+    traced=True,
+    reverse=False,
+    remat=False,
+    time_major=False,
+    seed=0,
+)
+
+
 @settings(max_examples=25, deadline=None, derandomize=True, database=None)
 @given(cases())
+@example(UINT64_MAX_TRACED)
 def test_fused_unroll_matches_the_scan_and_padding_is_inert(case):
     params, xs, carry = setup(case)
     _, tol = DTYPES[case["dtype"]]
@@ -123,7 +148,7 @@ def test_fused_unroll_matches_the_scan_and_padding_is_inert(case):
     assert_trees(fused, plain, tol)
     if case["lengths"] is None:
         return
-    lengths = np.clip(case["lengths"].astype(np.int64), 0, case["num_steps"])
+    lengths = clipped(case["lengths"], case["num_steps"])
     padding = np.arange(case["num_steps"])[None, :] >= lengths[:, None]
     if not padding.any():
         return

@@ -142,9 +142,9 @@ def fused_scan(
     state = config.cell.state
     num_steps, batch_shape = xs_tm.shape[0], tuple(xs_tm.shape[1:-1])
     batch = math.prod(batch_shape)
-    hidden = params.V.shape[0]
     xs = xs_tm.reshape((num_steps, batch, xs_tm.shape[-1]))
-    carry0 = tuple(leaf.reshape((batch, hidden)) for leaf in carry)
+    # Carry fields may differ in width (the LSTMP's r and c): each keeps its own.
+    carry0 = tuple(leaf.reshape((batch, leaf.shape[-1])) for leaf in carry)
     lens = None if lengths is None else lengths.reshape((batch,))
     if config.kernel == "pallas":  # whole blocks of rows; the padding has length 0
         assert config.pallas is not None  # default_config sets it for kernel="pallas"
@@ -152,8 +152,8 @@ def fused_scan(
     final, ys = _layer(config)(params, carry0, xs, lens)
     if xs.shape[1] != batch:
         final, ys = tuple(leaf[:batch] for leaf in final), ys[:, :batch]
-    ys = ys.reshape((num_steps,) + batch_shape + (hidden,))
-    return state(*(leaf.reshape(batch_shape + (hidden,)) for leaf in final)), ys
+    ys = ys.reshape((num_steps,) + batch_shape + ys.shape[-1:])
+    return state(*(leaf.reshape(batch_shape + leaf.shape[-1:]) for leaf in final)), ys
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -341,8 +341,7 @@ def _backward(cell: FusedCell, cfg: Config, res, cts):
         dcell = (dh + s["dy"],) + tuple(dcarry[1:])
         if cfg.masked:
             m = _col(s["valid"])
-            zeros = jnp.zeros_like(dh)
-            dcell = tuple(jnp.where(m, d, zeros) for d in dcell)
+            dcell = tuple(jnp.where(m, d, jnp.zeros_like(d)) for d in dcell)
         if recompute:
             prev = s["h_prev"]
             if cell.reads_carry:  # the carry the step started from
@@ -353,7 +352,9 @@ def _backward(cell: FusedCell, cfg: Config, res, cts):
         dprev, out = cell.backward(VT, dcell, acts, s, cd)
         if cfg.masked:
             # A frozen step passes its carry's gradient straight through.
-            dprev = tuple(dp + jnp.where(m, zeros, d) for dp, d in zip(dprev, dcarry, strict=True))
+            dprev = tuple(
+                dp + jnp.where(m, jnp.zeros_like(d), d) for dp, d in zip(dprev, dcarry, strict=True)
+            )
         return dprev, out
 
     def weight_grads(x, hp, outs):

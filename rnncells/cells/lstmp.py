@@ -19,9 +19,10 @@ shape (*batch, P) and c = C_t of shape (*batch, H), PyTorch's (h_n, c_n) per lay
 output is r_t, P wide (the next layer's input size in a stack). Sak et al.'s peepholes
 and non-recurrent projection units are not included (PyTorch has neither).
 
-Registered as the "lstmp" cell, with the init option ``proj_size``; ``unroll`` runs its
-body ``lstmp_cell`` as the generic fused layer (``rnncells._engine.generic``, dV after the
-loop; ``fused=False``: the scan of this step).
+Registered as the "lstmp" cell, with the init option ``proj_size``; ``unroll`` runs it as
+the fused layer with its hand-written unit (``LSTMP_FUSED``: dV and dW_hr after the loop;
+``fused=False``: the scan of this step). Its body ``lstmp_cell`` is what a generic fused
+layer would run.
 
 References:
   Sak, Senior & Beaufays 2014, "Long short-term memory recurrent neural network
@@ -38,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
+from rnncells._engine.unit import FusedCell, block_consts, mm
 from rnncells._gates import GateWeights
 from rnncells._math import add_bias, sigmoid, tanh
 from rnncells.cells._registry import CellSpec
@@ -46,6 +48,7 @@ from rnncells.initializers import chrono_bias, glorot_uniform
 
 __all__ = [
     "LSTMPParams",
+    "LSTMP_FUSED",
     "LSTMP_GATES",
     "SPEC",
     "lstmp_cell",
@@ -243,6 +246,66 @@ def lstmp_cell(params: LSTMPParams, carry: LSTMState, gx: jax.Array) -> tuple[LS
     return LSTMState(r, c), r
 
 
+# ----------------------------------------------------------------------------- fused unit
+# The LSTMP's part of the fused layer (rnncells._engine: unit.FusedCell). Its carry is
+# (r, C): r (B, P) the projection, which the gates read through V (P, 4H), and C (B, H).
+# The four gates are one (B, 4H) block [i, f, g, o] made by one tanh, the one array the
+# forward saves; the backward recomputes C_t, tanh(C_t) and h_t from it and C_{t-1}, and
+# emits h_t and dr_t, whose products dW_hr = sum_t h_t^T dr_t leave the loop as one matmul.
+
+
+def _split(block):
+    hidden = block.shape[-1] // 4
+    return tuple(block[:, k * hidden : (k + 1) * hidden] for k in range(4))
+
+
+def _fused_activations(params, carry, gx, cd):
+    """The gate block, and the step's r_t and C_t (for ``update``)."""
+    r, c = carry
+    a = gx + mm(r, params.V, cd, gx.dtype)
+    scale, offset, _ = block_consts("ssts", c.shape[-1], a.dtype)
+    acts = jnp.tanh(a * scale) * scale + offset
+    i, f, g, o = _split(acts)
+    c_new = f * c + i * g
+    r_new = mm(o * jnp.tanh(c_new), params.W_hr, cd, c.dtype)
+    return {"acts": acts, "r": r_new, "c": c_new}
+
+
+def _fused_backward(VT, dcarry, acts, s, cd):
+    """dr_{t-1}, dC_{t-1} and dA_t from the gate block, C_t and h_t recomputed; h_t and
+    dr_t leave the loop for dW_hr."""
+    dr, dc = dcarry
+    c_prev = s["c_prev"]
+    block = acts["acts"]
+    i, f, g, o = _split(block)
+    th = jnp.tanh(f * c_prev + i * g)
+    dh = mm(dr, s["W_hrT"], cd, dr.dtype)
+    dc_t = dc + dh * o * (1 - th * th)
+    _, _, plus = block_consts("ssts", c_prev.shape[-1], block.dtype)
+    dact = jnp.concatenate([dc_t * g, dc_t * c_prev, dc_t * i, dh * th], axis=-1)
+    dA = dact * (block + plus) * (1 - block)
+    outs = {"dA": dA, "h": o * th, "dr": dr}
+    return (mm(dA, VT, cd, dr.dtype), dc_t * f), outs
+
+
+def _fused_grads(dW, db, hp, outs, mm_tn):
+    return LSTMPParams(dW, mm_tn(hp, outs["dA"]), db, mm_tn(outs["h"], outs["dr"]))
+
+
+LSTMP_FUSED = FusedCell(
+    state=LSTMState,
+    activations=_fused_activations,
+    update=lambda acts, carry: (acts["r"], acts["c"]),
+    save=lambda acts: {"acts": acts["acts"]},
+    saved=("acts",),
+    load=lambda s: {"acts": s["acts"]},
+    backward=_fused_backward,
+    grads=_fused_grads,
+    reads_carry=True,
+    consts=lambda params: {"W_hrT": params.W_hr.T},
+)
+
+
 def lstmp_gate(params: LSTMPParams, name: str) -> GateWeights:
     """The per-gate weights (W_name, V_name, b_name) for ``name`` in i, f, g, o.
 
@@ -274,4 +337,5 @@ SPEC = CellSpec(
     gate=lstmp_gate,
     cell=lstmp_cell,
     linear_v=True,
+    fused=LSTMP_FUSED,
 )
