@@ -301,6 +301,8 @@ LSTMP_FUSED = FusedCell(
     load=lambda s: {"acts": s["acts"]},
     backward=_fused_backward,
     grads=_fused_grads,
+    overwrite=(("acts", "dA"),),  # dA_t over the gate block of step t: both (B, 4H)
+    tie=1,  # dC_{t-1} = dC_t f_t
     reads_carry=True,
     consts=lambda params: {"W_hrT": params.W_hr.T},
 )

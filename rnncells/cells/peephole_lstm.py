@@ -234,6 +234,8 @@ def peephole_fused(
         load=lambda s: s["acts"],
         backward=backward,
         grads=grads,
+        overwrite=(("acts", "dA"),),  # dA_t over the gate block of step t: both (B, 4H)
+        tie=1,  # dC_{t-1} reads f_t of the block
         reads_carry=True,
         consts=lambda params: {"p_i": params.p_i, "p_f": params.p_f, "p_o": params.p_o},
     )
