@@ -112,7 +112,8 @@ def unroll(
         figures exist). A parallel-in-time cell (minGRU, minLSTM): "parallel" runs its
         ``parallel_unroll`` (one associative scan over time), "sequential" the scan of
         its step; None (or "xla") the one measured faster on this backend
-        (``default_kernel``: "sequential" on a CPU, 2.6-4.5x faster there). Any other
+        (``default_kernel``: "sequential" on a CPU, 2.4-5.2x faster there,
+        bench_cells.md). Any other
         step without a fused layer runs ``jax.lax.scan`` with None or "xla", and refuses
         the other names.
 
