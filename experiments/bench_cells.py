@@ -47,7 +47,6 @@ import jax.numpy as jnp
 
 import rnncells as rc
 from experiments import user_peephole
-from rnncells._engine import generic
 
 TS = (256, 1024, 4096)
 B, D, H = 8, 8, 128
@@ -147,22 +146,22 @@ def _init(name, key, inputs, hidden):
     return spec, spec.init(key, inputs, hidden)
 
 
+def _saves_variant(spec, params, saves):
+    """The cell registered again as "NAME_SAVES" with ``cell_saves=saves`` (a params
+    subclass of its own, as the registry keys cells by params type), and its params."""
+    name = f"{spec.name}_{saves}"
+    if name not in rc.cell_names():
+        variant = type(f"{spec.params.__name__}_{saves}", (spec.params,), {})
+        rc.register_cell(spec._replace(name=name, params=variant, cell_saves=saves))
+    variant_spec = rc.cell_spec_by_name(name)
+    return variant_spec, variant_spec.params(*params)
+
+
 def _generic_step(spec, params, xs, saves):
     """A timed call: the generic fused layer of the cell's body keeping ``saves``
     ("carries" or "residuals"), the choice ``CellSpec.cell_saves`` makes per cell."""
-
-    def loss(params, xs):
-        carry = spec.zero_carry(params, (xs.shape[0],))
-        xs_tm = jnp.swapaxes(xs, 0, 1)
-        kw = dict(linear_v=spec.linear_v, saves=saves)
-        return jnp.sum(generic.generic_scan(spec.cell, spec.state, params, carry, xs_tm, **kw)[1])
-
-    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-
-    def call():
-        jax.block_until_ready(grad(params, xs))
-
-    return call
+    variant, variant_params = _saves_variant(spec, params, saves)
+    return _jax_step(variant.step, variant_params, xs)
 
 
 def run(ts, batch, inputs, hidden, reps, only=None, saves=False):

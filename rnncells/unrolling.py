@@ -526,6 +526,7 @@ def _fused_scan(spec: CellSpec, params, carry, xs_tm, lengths, *, reverse, kerne
         run = functools.partial(_fused.fused_scan, spec.fused, blocks=spec.blocks, kernel=kernel)
     else:
         assert kernel == "xla"  # _check_pallas refused "pallas" for a cell without blocks
+        assert spec.cell is not None  # has_fused_layer said so
         run = functools.partial(
             _generic.generic_scan,
             spec.cell,

@@ -66,7 +66,8 @@ class Config(NamedTuple):
 def supports(params: Any) -> bool:
     """Whether the generic layer can hoist ``params``' input projection: a 2-D ``W`` and a
     1-D ``b`` as wide as W's columns (or no ``b``)."""
-    W, b = getattr(params, "W", None), getattr(params, "b", None)
+    W: Any = getattr(params, "W", None)
+    b: Any = getattr(params, "b", None)
     if getattr(W, "ndim", 0) != 2:
         return False
     return b is None or (getattr(b, "shape", None) == (W.shape[1],))
@@ -340,10 +341,11 @@ def _hoisted_grads(cfg: Config, params, x, h_prev, dA, dtype) -> dict:
     out = {"W": mm_tn(x, dA, cd, dtype)}
     if "b" in params._fields:
         out["b"] = jnp.sum(dA, axis=0)
-    if cfg.linear_v is True:
+    term = cfg.linear_v
+    if term is True:
         out["V"] = mm_tn(h_prev, dA, cd, dtype)
-    elif cfg.linear_v:  # the term's product in V, over all rows at once
-        _, term_vjp = jax.vjp(lambda V: cfg.linear_v(V, h_prev), params.V)
+    elif callable(term):  # the term's product in V, over all rows at once
+        _, term_vjp = jax.vjp(lambda V: term(V, h_prev), params.V)
         out["V"] = term_vjp(dA.astype(params.V.dtype))[0]
     return out
 
