@@ -39,6 +39,11 @@ each carry past its sequence's length and zeroes its outputs, as in ``unroll``. 
 runs are handled by the caller (``rnncells.unrolling``) by reordering time outside this
 module.
 
+A unit may replace x_t @ W + b by a term of its own (``FusedCell.inputs``; the LN cells'
+LN(x_t W; γ_x) + b): the layer forms it for all steps at once before the forward loop
+and takes its vector-Jacobian product for all T * B rows at once after the backward
+loop, from which dW and dx follow as above; the loops see only the recurrence.
+
 Values equal the plain scan up to floating-point rounding: the sigmoid is evaluated as
 0.5 * tanh(0.5 * a) + 0.5, which is the same function.
 
@@ -220,9 +225,18 @@ def _cast(a, cd):
     return a if cd is None else a.astype(cd)
 
 
-def _gate_in(params, x, cd):
-    """x_t @ W + b for one step (B, G*H)."""
+def _gate_in(cell: FusedCell, params, x, cd):
+    """x_t @ W + b for one step (B, G*H), or the cell's ``inputs`` of x_t @ W."""
+    if cell.inputs is not None:
+        return cell.inputs(params, mm(x, params.W, cd, params.W.dtype))
     return mm(x, params.W, cd, params.W.dtype) + row(params.b, 2)
+
+
+def _inputs_of(cell: FusedCell, params, xw):
+    """The gates' input term of all steps from x @ W (T, B, G*H)."""
+    if cell.inputs is None:
+        return xw + row(params.b, 3)
+    return cell.inputs(params, xw)
 
 
 def _gates_in(params, xs, cd):
@@ -244,7 +258,7 @@ def _forward(cell: FusedCell, cfg: Config, params, carry0, xs, lengths, save):
     if cfg.kernel == "pallas":
         blocks = cfg.blocks
         assert blocks is not None  # default_config sets it for kernel="pallas"
-        gx = _gates_in(params, xs, cd) + row(params.b, 3)
+        gx = _inputs_of(cell, params, _gates_in(params, xs, cd))
         lens = lengths if cfg.masked else None
         consts = blocks.consts(params)
         return _pallas.forward(blocks, fields, cfg.pallas, p.V, consts, carry0, gx, lens, save)
@@ -254,11 +268,16 @@ def _forward(cell: FusedCell, cfg: Config, params, carry0, xs, lengths, save):
     # would first fill with zeros. Forward-only and remat runs keep O(B H) memory.
     hoist = save and not cfg.remat and cfg.unroll == 1 and bool(cell.saved)
     seq = _gates_in(params, xs, cd) if hoist else xs
+    if hoist and cell.inputs is not None:  # the cell's input term, for all steps at once
+        seq = cell.inputs(params, seq)
     valid = _valid(lengths, num_steps) if cfg.masked else None
 
     def body(carry, inp):
         s, valid_t = inp
-        gx = s + row(params.b, 2) if hoist else _gate_in(params, s, cd)
+        if not hoist:
+            gx = _gate_in(cell, params, s, cd)
+        else:
+            gx = s + row(params.b, 2) if cell.inputs is None else s
         acts = cell.activations(p, carry if cell.reads_carry else carry[0], gx, cd)
         new = cell.update(acts, carry)
         y = new[0]
@@ -346,7 +365,7 @@ def _backward(cell: FusedCell, cfg: Config, res, cts):
             prev = s["h_prev"]
             if cell.reads_carry:  # the carry the step started from
                 prev = (prev, *(s[f + "_prev"] for f in cell.state._fields[1:]))
-            acts = cell.activations(p, prev, _gate_in(params, s["x"], cd), cd)
+            acts = cell.activations(p, prev, _gate_in(cell, params, s["x"], cd), cd)
         else:
             acts = cell.load(s)
         dprev, out = cell.backward(VT, dcell, acts, s, cd)
@@ -357,16 +376,14 @@ def _backward(cell: FusedCell, cfg: Config, res, cts):
             )
         return dprev, out
 
-    def weight_grads(x, hp, outs):
-        return _weight_grads(cell, cd, dtype, x, hp, outs)
-
     if cfg.remat:
         # Memory O(carry): the weight gradients accumulate in the loop, dx_t leaves it.
         def remat_body(carry, s):
             dcarry, acc = carry
             dcarry, out = body(dcarry, s)
-            acc = jax.tree.map(jnp.add, acc, weight_grads(s["x"], s["h_prev"], out))
-            return (dcarry, acc), mm(out["dA"], W.T, cd, dtype)
+            grads, dxw = _weight_grads(cell, cd, params, s["x"], s["h_prev"], out)
+            acc = jax.tree.map(jnp.add, acc, grads)
+            return (dcarry, acc), mm(dxw, W.T, cd, dtype)
 
         init = (dcarry_T, jax.tree.map(jnp.zeros_like, params))
         (dcarry0, grads), dxs = jax.lax.scan(remat_body, init, seq, reverse=True, unroll=cfg.unroll)
@@ -399,11 +416,26 @@ def _backward(cell: FusedCell, cfg: Config, res, cts):
     return _grads_after_loop(cell, cfg, params, xs, hs_prev, dcarry0, outs)
 
 
-def _weight_grads(cell: FusedCell, cd, dtype, x, hp, outs):
-    """The params-typed gradient from rows of x_t, h_{t-1} and the loop's outputs."""
-    dW = mm_tn(x, outs["dA"], cd, dtype)
-    db = jnp.sum(outs["dA"], axis=0)
-    return cell.grads(dW, db, hp, outs, lambda a, b: mm_tn(a, b, cd, dtype))
+def _weight_grads(cell: FusedCell, cd, params, x, hp, outs):
+    """The params-typed gradient from rows of x_t, h_{t-1} and the loop's outputs, and
+    the gradient of x_t @ W (dA_t, or through the cell's ``inputs``)."""
+    dtype = params.V.dtype
+
+    def tn(a, b):
+        return mm_tn(a, b, cd, dtype)
+
+    structure = jax.tree.structure(params)  # params' own type (a subclass, say)
+    if cell.inputs is None:
+        dW = mm_tn(x, outs["dA"], cd, dtype)
+        db = jnp.sum(outs["dA"], axis=0)
+        grads = cell.grads(dW, db, hp, outs, tn)
+        return jax.tree.unflatten(structure, jax.tree.leaves(grads)), outs["dA"]
+    # The input term's product for all rows at once: x @ W again, one matmul.
+    _, vjp = jax.vjp(cell.inputs, params, mm(x, params.W, cd, dtype))
+    d_inputs, dxw = vjp(outs["dA"])
+    grads = cell.grads(tn(x, dxw), jnp.zeros_like(params.b), hp, outs, tn)
+    grads = jax.tree.unflatten(structure, jax.tree.leaves(grads))
+    return jax.tree.map(jnp.add, grads, d_inputs), dxw
 
 
 def _grads_after_loop(cell: FusedCell, cfg: Config, params, xs, hs_prev, dcarry0, outs):
@@ -416,8 +448,8 @@ def _grads_after_loop(cell: FusedCell, cfg: Config, params, xs, hs_prev, dcarry0
     dA = outs.pop("dA").reshape((rows, -1))
     outs = {"dA": dA, **{k: v.reshape((rows, -1)) for k, v in outs.items()}}
     hp = hs_prev.reshape((rows, params.V.shape[0]))
-    grads = _weight_grads(cell, cd, dtype, xs.reshape((rows, -1)), hp, outs)
-    dxs = mm(outs["dA"], _cast(params.W, cd).T, cd, dtype).reshape(xs.shape)
+    grads, dxw = _weight_grads(cell, cd, params, xs.reshape((rows, -1)), hp, outs)
+    dxs = mm(dxw, _cast(params.W, cd).T, cd, dtype).reshape(xs.shape)
     return grads, tuple(dcarry0), dxs, None
 
 

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnncells._math import LN_EPSILON
+
 
 class FusedCell(NamedTuple):
     """One cell's fused forward step, its backward from saved activations, and what they need.
@@ -70,6 +72,14 @@ class FusedCell(NamedTuple):
     # params -> {name: array}: parameters the backward step reads besides V^T (the
     # peepholes), added to its slices under those names, each as it is (not per step).
     consts: Callable | None = None
+    # (params, xw) -> gx: the gates' input term from xw = x_t @ W, row-wise over any
+    # leading shape; None: xw + b. The layer applies it to all steps at once before the
+    # forward loop (per step under remat or forward only), and after the backward loop
+    # takes its vector-Jacobian product for all steps at once: dA_t is then the gradient
+    # of gx, and the product gives dW's and dx's rows and the gradients of the parameters
+    # it reads (added to ``grads``'s, which leaves them, b included, at zero). For gates
+    # that normalise x_t @ W (the layer-normalised cells).
+    inputs: Callable | None = None
 
 
 def mm(a, b, cd, out_dtype):
@@ -85,6 +95,24 @@ def mm_tn(a, b, cd, out_dtype):
         a, b = a.astype(cd), b.astype(cd)
     dims = (((0,), (0,)), ((), ()))
     return jax.lax.dot_general(a, b, dims, preferred_element_type=out_dtype)
+
+
+def normalise(z):
+    """(z - mean) / sqrt(variance + ε) over the last axis, and 1 / sqrt(variance + ε)
+    (B, 1): a layer norm without its gain and bias (``rnncells._math.layer_norm``)."""
+    mean = jnp.mean(z, axis=-1, keepdims=True)
+    centred = z - mean
+    variance = jnp.mean(centred * centred, axis=-1, keepdims=True)
+    rstd = jax.lax.rsqrt(variance + jnp.asarray(LN_EPSILON, z.dtype))
+    return centred * rstd, rstd
+
+
+def normalise_vjp(g, zhat, rstd):
+    """The gradient of z from the gradient g of zhat = ``normalise(z)[0]``:
+    rstd (g - mean(g) - zhat mean(g zhat)), means over the last axis."""
+    mean_g = jnp.mean(g, axis=-1, keepdims=True)
+    mean_gz = jnp.mean(g * zhat, axis=-1, keepdims=True)
+    return rstd * (g - mean_g - zhat * mean_gz)
 
 
 def block_consts(kinds: str, hidden: int, dtype):

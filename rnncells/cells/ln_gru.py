@@ -22,8 +22,10 @@ Weights are fused over the gates in the GRU's order (r, z, h): W (D, 3H), V (H, 
 b, γ_x, γ_h (3H,) (γ_h's first 2H entries are γ_{h,rz}, its last H γ_{h,h}). The carry
 is ``GRUState(h)``.
 
-Registered as the "ln_gru" cell; ``unroll`` runs its body ``ln_gru_cell`` as the generic
-fused layer (``rnncells._engine.generic``; ``fused=False``: the scan of this step).
+Registered as the "ln_gru" cell; ``unroll`` runs it as the fused layer with its
+hand-written unit (``LN_GRU_FUSED``: LN(W x_t) and its backward for all steps at once
+outside the loops, dV after the loop; ``fused=False``: the scan of this step). Its body
+``ln_gru_cell`` is what a generic fused layer would run.
 
 References:
   Ba, Kiros & Hinton 2016, "Layer normalization", https://arxiv.org/abs/1607.06450
@@ -38,13 +40,15 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
+from rnncells._engine.unit import FusedCell, mm, normalise, normalise_vjp
 from rnncells._gates import GateWeights, gate_slice
-from rnncells._math import add_bias, layer_norm, row, sigmoid, tanh
+from rnncells._math import add_bias, layer_norm, row, sigmoid, tanh, tanh_sigmoid
 from rnncells.cells._registry import standard_spec
 from rnncells.cells.gru import GRUState, gru_init
 
 __all__ = [
     "LNGRUParams",
+    "LN_GRU_FUSED",
     "LN_GRU_GATES",
     "SPEC",
     "ln_gru_cell",
@@ -159,6 +163,86 @@ def ln_gru_cell(params: LNGRUParams, carry: GRUState, gx: jax.Array) -> tuple[GR
     return _from_xw(params, carry, gx - row(params.b, gx.ndim))
 
 
+# ----------------------------------------------------------------------------- fused unit
+# The LN-GRU's part of the fused layer (rnncells._engine: unit.FusedCell). LN(x_t W; γ_x)
+# + b is the unit's ``inputs``, formed and differentiated for all steps outside the loops.
+# The forward saves the gates [r, z, h~], the two normalised recurrent vectors
+# [V_rz h_{t-1}, V_h (r_t h_{t-1})] and their 1/σ; the backward emits the gradients of
+# those vectors (for dV after the loop) and r_t (for dV_h = sum_t (r_t h_{t-1})^T ...).
+
+
+def _fused_inputs(params, xw):
+    """LN(x_t W; γ_x) + b, the gates' input term (any leading shape)."""
+    return add_bias(layer_norm(xw, params.gamma_x), params.b)
+
+
+def _fused_activations(params, h, gx, cd):
+    rz_width = 2 * h.shape[-1]
+    V, gamma_h = params.V, row(params.gamma_h, 2)
+    hhat, rstd_rz = normalise(mm(h, V[:, :rz_width], cd, gx.dtype))
+    rz = tanh_sigmoid(gx[:, :rz_width] + hhat * gamma_h[:, :rz_width])
+    r = rz[:, : h.shape[-1]]
+    qhat, rstd_q = normalise(mm(r * h, V[:, rz_width:], cd, gx.dtype))
+    n = jnp.tanh(gx[:, rz_width:] + qhat * gamma_h[:, rz_width:])
+    return {
+        "acts": jnp.concatenate([rz, n], axis=-1),
+        "hat": jnp.concatenate([hhat, qhat], axis=-1),
+        "rstd": jnp.concatenate([rstd_rz, rstd_q], axis=-1),
+    }
+
+
+def _fused_update(acts, carry):
+    (h,) = carry
+    hidden = h.shape[-1]
+    z, n = acts["acts"][:, hidden : 2 * hidden], acts["acts"][:, 2 * hidden :]
+    return (h + z * (n - h),)  # = (1 - z) h_{t-1} + z h~_t
+
+
+def _fused_backward(VT, dcarry, acts, s, cd):
+    """dh_{t-1} and dA_t = [da_r, da_z, da_h], the gradient of the input term."""
+    (dh,) = dcarry
+    h_prev = s["h_prev"]
+    hidden = dh.shape[-1]
+    rz_width = 2 * hidden
+    block, hat, rstd = acts["acts"], acts["hat"], acts["rstd"]
+    r, z, n = block[:, :hidden], block[:, hidden:rz_width], block[:, rz_width:]
+    hhat, qhat = hat[:, :rz_width], hat[:, rz_width:]
+    gamma_h = s["gamma_h"]
+    da_n = dh * z * (1 - n * n)
+    dq = normalise_vjp(da_n * gamma_h[:, rz_width:], qhat, rstd[:, 1:])
+    drh = mm(dq, VT[rz_width:], cd, dh.dtype)
+    da_rz = jnp.concatenate([drh * h_prev, dh * (n - h_prev)], axis=-1)
+    da_rz = da_rz * block[:, :rz_width] * (1 - block[:, :rz_width])
+    dv_rz = normalise_vjp(da_rz * gamma_h[:, :rz_width], hhat, rstd[:, :1])
+    dh_prev = dh * (1 - z) + drh * r + mm(dv_rz, VT[:rz_width], cd, dh.dtype)
+    dA = jnp.concatenate([da_rz, da_n], axis=-1)
+    outs = {"dA": dA, "dv": jnp.concatenate([dv_rz, dq], axis=-1), "dgamma_h": dA * hat, "r": r}
+    return (dh_prev,), outs
+
+
+def _fused_grads(dW, db, hp, outs, mm_tn):
+    """dV after the loop; b and γ_x come from the input term's product (zero here)."""
+    dv, r = outs["dv"], outs["r"]
+    rz_width = 2 * hp.shape[-1]
+    dV = jnp.concatenate([mm_tn(hp, dv[:, :rz_width]), mm_tn(r * hp, dv[:, rz_width:])], axis=-1)
+    return LNGRUParams(dW, dV, db, jnp.zeros_like(db), jnp.sum(outs["dgamma_h"], axis=0))
+
+
+LN_GRU_FUSED = FusedCell(
+    state=GRUState,
+    activations=_fused_activations,
+    update=_fused_update,
+    save=lambda acts: acts,
+    saved=("acts", "hat", "rstd"),
+    load=lambda s: {k: s[k] for k in ("acts", "hat", "rstd")},
+    backward=_fused_backward,
+    grads=_fused_grads,
+    reads=("h_prev",),
+    consts=lambda params: {"gamma_h": row(params.gamma_h, 2)},
+    inputs=_fused_inputs,
+)
+
+
 def ln_gru_gate(params: LNGRUParams, name: str) -> GateWeights:
     """The per-gate weights (W_name, V_name, b_name) for gate ``name`` in r, z, h.
 
@@ -178,4 +262,5 @@ SPEC = standard_spec(
     vectors=_VECTORS,
     options=("chrono_t_max",),
     cell=ln_gru_cell,
+    fused=LN_GRU_FUSED,
 )

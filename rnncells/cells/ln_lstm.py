@@ -21,8 +21,10 @@ step needs one).
 Weights are fused over the gates in the LSTM's order (i, f, g, o): W (D, 4H), V (H, 4H),
 b, γ_x, γ_h (4H,); γ_c, β_c (H,). The carry is ``LSTMState(h, c)``.
 
-Registered as the "ln_lstm" cell; ``unroll`` runs its body ``ln_lstm_cell`` as the
-generic fused layer (``rnncells._engine.generic``; ``fused=False``: the scan of this step).
+Registered as the "ln_lstm" cell; ``unroll`` runs it as the fused layer with its
+hand-written unit (``LN_LSTM_FUSED``: LN(W x_t) and its backward for all steps at once
+outside the loops, dV after the loop; ``fused=False``: the scan of this step). Its body
+``ln_lstm_cell`` is what a generic fused layer would run.
 
 References:
   Ba, Kiros & Hinton 2016, "Layer normalization", https://arxiv.org/abs/1607.06450
@@ -36,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
+from rnncells._engine.unit import FusedCell, block_consts, mm, normalise, normalise_vjp
 from rnncells._gates import GateWeights, gate_slice
 from rnncells._math import add_bias, layer_norm, row, sigmoid, tanh
 from rnncells.cells._registry import standard_spec
@@ -43,6 +46,7 @@ from rnncells.cells.lstm import LSTMState, lstm_init
 
 __all__ = [
     "LNLSTMParams",
+    "LN_LSTM_FUSED",
     "LN_LSTM_GATES",
     "SPEC",
     "ln_lstm_cell",
@@ -177,6 +181,92 @@ def ln_lstm_cell(
     return _from_xw(params, carry, gx - row(params.b, gx.ndim))
 
 
+# ----------------------------------------------------------------------------- fused unit
+# The LN-LSTM's part of the fused layer (rnncells._engine: unit.FusedCell). LN(x_t W; γ_x)
+# + b is the unit's ``inputs``: the layer forms it for all steps before the forward loop
+# and takes its backward for all steps after the backward loop, so the loops hold only
+# the recurrent LN and the cell's. The forward saves the gate block [i, f, g, o] (one
+# tanh), the normalised V h_{t-1} and its 1/σ; the backward recomputes C_t and its LN
+# from them and C_{t-1}, and emits the gradient of V h_{t-1} (for dV = sum_t h_{t-1}^T
+# d(V h_{t-1}) after the loop) and the per-step products of the gains' gradients.
+
+
+def _split(block):
+    hidden = block.shape[-1] // 4
+    return tuple(block[:, k * hidden : (k + 1) * hidden] for k in range(4))
+
+
+def _fused_inputs(params, xw):
+    """LN(x_t W; γ_x) + b, the gates' input term (any leading shape)."""
+    return add_bias(layer_norm(xw, params.gamma_x), params.b)
+
+
+def _fused_activations(params, carry, gx, cd):
+    h, c = carry
+    hhat, rstd = normalise(mm(h, params.V, cd, gx.dtype))
+    a = gx + hhat * row(params.gamma_h, 2)
+    scale, offset, _ = block_consts("ssts", c.shape[-1], a.dtype)
+    acts = jnp.tanh(a * scale) * scale + offset
+    i, f, g, o = _split(acts)
+    c_new = f * c + i * g
+    h_new = o * jnp.tanh(layer_norm(c_new, params.gamma_c, params.beta_c))
+    return {"acts": acts, "hhat": hhat, "rstd": rstd, "h": h_new, "c": c_new}
+
+
+def _fused_backward(VT, dcarry, acts, s, cd):
+    """dh_{t-1}, dC_{t-1} and dA_t (the gradient of the input term) from the gate block,
+    with C_t and its LN recomputed (saving them measured no faster)."""
+    dh, dc = dcarry
+    c_prev = s["c_prev"]
+    block = acts["acts"]
+    i, f, g, o = _split(block)
+    chat, rstd_c = normalise(f * c_prev + i * g)
+    th = jnp.tanh(chat * s["gamma_c"] + s["beta_c"])
+    dln = dh * o * (1 - th * th)  # the gradient of LN(C_t)
+    dc_t = dc + normalise_vjp(dln * s["gamma_c"], chat, rstd_c)
+    _, _, plus = block_consts("ssts", c_prev.shape[-1], block.dtype)
+    dact = jnp.concatenate([dc_t * g, dc_t * c_prev, dc_t * i, dh * th], axis=-1)
+    dA = dact * (block + plus) * (1 - block)
+    hhat = acts["hhat"]
+    dhv = normalise_vjp(dA * s["gamma_h"], hhat, acts["rstd"])  # of V h_{t-1}
+    outs = {"dA": dA, "dhv": dhv, "dgamma_h": dA * hhat, "dgamma_c": dln * chat, "dbeta_c": dln}
+    return (mm(dhv, VT, cd, dh.dtype), dc_t * f), outs
+
+
+def _fused_grads(dW, db, hp, outs, mm_tn):
+    """dV after the loop; b and γ_x come from the input term's product (zero here)."""
+    return LNLSTMParams(
+        dW,
+        mm_tn(hp, outs["dhv"]),
+        db,
+        jnp.zeros_like(db),
+        jnp.sum(outs["dgamma_h"], axis=0),
+        jnp.sum(outs["dgamma_c"], axis=0),
+        jnp.sum(outs["dbeta_c"], axis=0),
+    )
+
+
+LN_LSTM_FUSED = FusedCell(
+    state=LSTMState,
+    activations=_fused_activations,
+    update=lambda acts, carry: (acts["h"], acts["c"]),
+    save=lambda acts: {k: acts[k] for k in ("acts", "hhat", "rstd")},
+    saved=("acts", "hhat", "rstd"),
+    load=lambda s: {k: s[k] for k in ("acts", "hhat", "rstd")},
+    backward=_fused_backward,
+    grads=_fused_grads,
+    overwrite=(("acts", "dA"),),  # dA_t over the gate block of step t: both (B, 4H)
+    tie=1,  # dC_{t-1} = dC_t f_t
+    reads_carry=True,
+    consts=lambda params: {
+        "gamma_h": row(params.gamma_h, 2),
+        "gamma_c": row(params.gamma_c, 2),
+        "beta_c": row(params.beta_c, 2),
+    },
+    inputs=_fused_inputs,
+)
+
+
 def ln_lstm_gate(params: LNLSTMParams, name: str) -> GateWeights:
     """The per-gate weights (W_name, V_name, b_name) for gate ``name`` in i, f, g, o.
 
@@ -197,4 +287,5 @@ SPEC = standard_spec(
     vectors=_VECTORS,
     options=("forget_bias", "chrono_t_max"),
     cell=ln_lstm_cell,
+    fused=LN_LSTM_FUSED,
 )

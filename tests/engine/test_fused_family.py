@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import rnncells as rc
+from rnncells.cells._registry import _unregister
 from tests.conftest import assert_tree_allclose
 
 FUSED = [
@@ -45,12 +46,16 @@ def test_every_recurrent_family_cell_has_a_fused_layer():
     assert {"cifg_lstm", "irnn", "peephole_lstm", "lstm_noaf", "lstmp", "slstm"} <= set(FUSED)
 
 
+def _keeps_more(name):
+    """The generic layer (its two ways of keeping its forward), the LSTMP (carry fields
+    of their own widths) and units with an input term (the LN cells)."""
+    fused = rc.cell_spec_by_name(name).fused
+    return fused is None or name == "lstmp" or fused.inputs is not None
+
+
 # Every cell under remat; without remat, the cells whose layer keeps more than the
-# seed's units do (the generic layer's two ways of keeping its forward, the LSTMP's
-# widths); the property test of unroll draws remat or not over all of them.
-CASES = [(name, True) for name in FUSED] + [
-    (name, False) for name in FUSED if rc.cell_spec_by_name(name).fused is None or name == "lstmp"
-]
+# seed's units; the property test of unroll draws remat or not over all of them.
+CASES = [(name, True) for name in FUSED] + [(name, False) for name in FUSED if _keeps_more(name)]
 
 
 @pytest.mark.parametrize(
@@ -88,3 +93,37 @@ def test_bf16_compute_runs_the_matmuls_in_bf16(name, key):
     )
     assert re.search(r"dot_general.*bf16", text)
     assert jax.eval_shape(run, params, xs.astype(jnp.float32)).dtype == jnp.float32
+
+
+INPUT_TERM = [n for n in FUSED if getattr(rc.cell_spec_by_name(n).fused, "inputs", None)]
+
+
+@pytest.mark.parametrize("name", INPUT_TERM)
+def test_the_input_term_runs_on_whole_sequences_outside_the_loops(name, key):
+    """A unit's ``inputs`` (the LN cells' LN(x W) + b) is called on all T steps at once
+    before the forward loop and its product taken on all T * B rows after the backward
+    loop, never per step; the layer's gradient still equals the scan's."""
+    spec, params, xs, lengths = _case(name, key)
+    shapes = []
+
+    def spy(p, xw):
+        shapes.append(xw.shape)
+        return spec.fused.inputs(p, xw)
+
+    variant = type(f"Spy{spec.params.__name__}", (spec.params,), {})
+    rc.register_cell(
+        spec._replace(name=f"spy_{name}", params=variant, fused=spec.fused._replace(inputs=spy))
+    )
+    try:
+        p = variant(*params)
+
+        def loss(p, x, fused):
+            return jnp.sum(jnp.sin(rc.unroll(spec.step, p, x, lengths=lengths, fused=fused)[1]))
+
+        fused, scan = jax.grad(loss)(p, xs, True), jax.grad(loss)(params, xs, False)
+    finally:
+        _unregister(f"spy_{name}")
+    width = params.W.shape[1]
+    assert shapes == [(T, B, width), (T * B, width)]
+    assert type(fused) is variant  # the gradient has the params' own (sub)type
+    assert_tree_allclose(tuple(fused), tuple(scan), rtol=1e-10, atol=1e-10)

@@ -186,7 +186,7 @@ def test_gpu_limits_and_the_fallback_with_a_warning(key, monkeypatch):
         "xla": None,
         "pallas": "RNNParams has no Pallas kernel",
     }
-    ln_lstm = rc.stack_init(key, "ln_lstm", D, H)[0]  # the generic fused layer
+    ln_lstm = rc.stack_init(key, "ln_lstm", D, H)[0]  # a fused unit without kernels
     assert rc.kernel_support(ln_lstm) == {
         "xla": None,
         "pallas": "LNLSTMParams has no Pallas kernel",
