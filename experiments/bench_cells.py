@@ -29,8 +29,9 @@ loss = sum(outputs) with respect to the parameters and the inputs, as the median
 The column "vs lstm" is each row's time over the fused LSTM's at the same T. Each
 implementation is compiled and timed in turn in one process; no other process should
 use the CPU meanwhile. ``--json PATH`` also writes the rows. ``--saves`` times instead, for
-each cell that runs the generic fused layer, its two ways of keeping the forward for the
-backward (``NAME_carries``, ``NAME_residuals``: ``CellSpec.cell_saves``).
+each cell with a body (``CellSpec.cell``), the generic fused layer of that body with its
+two ways of keeping the forward for the backward (``NAME_carries``, ``NAME_residuals``:
+``CellSpec.cell_saves``), and the cell's hand-written unit where it has one (``NAME``).
 """
 
 from __future__ import annotations
@@ -147,12 +148,15 @@ def _init(name, key, inputs, hidden):
 
 
 def _saves_variant(spec, params, saves):
-    """The cell registered again as "NAME_SAVES" with ``cell_saves=saves`` (a params
-    subclass of its own, as the registry keys cells by params type), and its params."""
+    """The cell registered again as "NAME_SAVES" with ``cell_saves=saves`` and no fused
+    unit (so that its body runs as the generic layer; a params subclass of its own, as the
+    registry keys cells by params type), and its params."""
     name = f"{spec.name}_{saves}"
     if name not in rc.cell_names():
         variant = type(f"{spec.params.__name__}_{saves}", (spec.params,), {})
-        rc.register_cell(spec._replace(name=name, params=variant, cell_saves=saves))
+        rc.register_cell(
+            spec._replace(name=name, params=variant, cell_saves=saves, fused=None, blocks=None)
+        )
     variant_spec = rc.cell_spec_by_name(name)
     return variant_spec, variant_spec.params(*params)
 
@@ -165,8 +169,9 @@ def _generic_step(spec, params, xs, saves):
 
 
 def run(ts, batch, inputs, hidden, reps, only=None, saves=False):
-    """Rows (T, name, seconds) for every T in ``ts``; with ``saves``, only the cells that
-    run the generic fused layer, once keeping each of "carries" and "residuals"."""
+    """Rows (T, name, seconds) for every T in ``ts``; with ``saves``, only the cells with a
+    body, as the generic fused layer keeping each of "carries" and "residuals", and their
+    hand-written unit where they have one."""
     key = jax.random.key(0)
     proj = max(hidden // 2, 1)
     rows = []
@@ -176,9 +181,11 @@ def run(ts, batch, inputs, hidden, reps, only=None, saves=False):
         for name in _cells(only):
             spec, params = _init(name, key, inputs, hidden)
             if saves:
-                if spec.fused is None and spec.cell is not None:
+                if spec.cell is not None:
                     for kept in ("carries", "residuals"):
                         calls[f"{name}_{kept}"] = _generic_step(spec, params, xs, kept)
+                    if spec.fused is not None:  # its hand-written unit, beside
+                        calls[name] = _jax_step(spec.step, params, xs)
                 continue
             if rc.kernel_support(params)["xla"] is None:  # a fused layer
                 calls[name] = _jax_step(spec.step, params, xs)

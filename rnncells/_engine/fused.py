@@ -425,6 +425,8 @@ def _weight_grads(cell: FusedCell, cd, params, x, hp, outs):
         return mm_tn(a, b, cd, dtype)
 
     structure = jax.tree.structure(params)  # params' own type (a subclass, say)
+    if cell.consts is not None:  # grads may read them too (the sLSTM's V, for its heads)
+        outs = {**cell.consts(params), **outs}
     if cell.inputs is None:
         dW = mm_tn(x, outs["dA"], cd, dtype)
         db = jnp.sum(outs["dA"], axis=0)
@@ -447,7 +449,7 @@ def _grads_after_loop(cell: FusedCell, cfg: Config, params, xs, hs_prev, dcarry0
     rows = num_steps * batch
     dA = outs.pop("dA").reshape((rows, -1))
     outs = {"dA": dA, **{k: v.reshape((rows, -1)) for k, v in outs.items()}}
-    hp = hs_prev.reshape((rows, params.V.shape[0]))
+    hp = hs_prev.reshape((rows, hs_prev.shape[-1]))  # h_{t-1}: H, or the LSTMP's P, wide
     grads, dxw = _weight_grads(cell, cd, params, xs.reshape((rows, -1)), hp, outs)
     dxs = mm(dxw, _cast(params.W, cd).T, cd, dtype).reshape(xs.shape)
     return grads, tuple(dcarry0), dxs, None

@@ -56,7 +56,8 @@ class FusedCell(NamedTuple):
     # every other entry of outs is (B, H), stacked over time for ``grads``.
     backward: Callable
     # (dW, db, h_prev, outs, mm_tn) -> the params-typed gradient. h_prev and outs are rows
-    # (N, ...) of all steps; mm_tn(a, b) = a^T b in the compute dtype.
+    # (N, ...) of all steps, outs with ``consts(params)`` beside them; mm_tn(a, b) = a^T b
+    # in the compute dtype.
     grads: Callable
     reads: tuple[str, ...] = ()  # "h_prev", "h_t": carries the backward step reads
     # At unroll 1 the backward writes outs[new] over slot t of saved[old], for each

@@ -30,8 +30,10 @@ fused over the gates in the order (i, f, z, o), each gate's H columns head by he
 the layout of ``xlstm``'s sLSTM cell, whose gate order and head order these are.
 The carry is ``SLSTMState(h, c, n, m)``, all zeros initially (as ``xlstm``'s).
 
-Registered as the "slstm" cell; ``unroll`` runs its body ``slstm_cell`` as the generic
-fused layer (``rnncells._engine.generic``; ``fused=False``: the scan of this step).
+Registered as the "slstm" cell; ``unroll`` runs it as the fused layer with its
+hand-written unit (``SLSTM_FUSED``: no exponential in the backward, dV per head after the
+loop; ``fused=False``: the scan of this step). Its body ``slstm_cell`` is what a generic
+fused layer would run.
 
 References:
   Beck, Pöppel, Spanring, Auer, Prudnikova, Kopp, Klambauer, Brandstetter & Hochreiter
@@ -46,6 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
+from rnncells._engine.unit import FusedCell, split
 from rnncells._gates import GateWeights
 from rnncells._math import add_bias, sigmoid, tanh
 from rnncells.cells._registry import CellSpec
@@ -54,6 +57,7 @@ from rnncells.initializers import glorot_uniform, orthogonal
 __all__ = [
     "SLSTMParams",
     "SLSTMState",
+    "SLSTM_FUSED",
     "SLSTM_GATES",
     "SPEC",
     "slstm_cell",
@@ -263,6 +267,117 @@ def slstm_cell(
     return SLSTMState(h, c, n, m), h
 
 
+# ----------------------------------------------------------------------------- fused unit
+# The sLSTM's part of the fused layer (rnncells._engine: unit.FusedCell). The forward
+# saves the gate block [i'_t, f'_t, z_t, o_t] and the weights of the stabiliser's
+# branches [w_u, w_m, σ(-f̃_t)], so the backward runs no exponential: w_u is the slope of
+# min(u, 0) at u = log f_t + m_{t-1} - m_t, w_m the share of m_t's gradient that goes to
+# log f_t + m_{t-1} (0 where n_{t-1} = 0), each 1, 1/2 at a tie (JAX's rule for max and
+# min) or 0. dV = per head sum_t h_{t-1}^T dA_t leaves the loop.
+
+
+def _per_head(a, heads):
+    """(B, 4H) in the gates' layout -> (B, heads, 4 * head_dim), each head's (i, f, z, o)."""
+    batch, width = a.shape
+    per_gate = a.reshape((batch, 4, heads, width // (4 * heads)))
+    return jnp.swapaxes(per_gate, 1, 2).reshape((batch, heads, -1))
+
+
+def _from_heads(a):
+    """(B, heads, 4 * head_dim) -> (B, 4H), the inverse of ``_per_head``."""
+    batch, heads, width = a.shape
+    per_head = a.reshape((batch, heads, 4, width // 4))
+    return jnp.swapaxes(per_head, 1, 2).reshape((batch, -1))
+
+
+def _head_mm(spec, a, b, cd, out_dtype):
+    """einsum(spec, a, b) with inputs in the compute dtype ``cd``."""
+    if cd is None:
+        return jnp.einsum(spec, a, b)
+    return jnp.einsum(spec, a.astype(cd), b.astype(cd), preferred_element_type=out_dtype)
+
+
+def _weight(greater, equal):
+    return jnp.where(greater, 1.0, jnp.where(equal, 0.5, 0.0))
+
+
+def _fused_activations(params, carry, gx, cd):
+    h, c, n, m = carry
+    heads, head_dim = params.V.shape[0], params.V.shape[1]
+    rec = _head_mm("bkd,kde->bke", h.reshape((h.shape[0], heads, head_dim)), params.V, cd, gx.dtype)
+    a_i, a_f, a_z, a_o = split(gx + _from_heads(rec), (h.shape[-1],) * 4)
+    log_f_plus_m = jax.nn.log_sigmoid(a_f) + m
+    empty = n == 0
+    m_new = jnp.where(empty, a_i, jnp.maximum(log_f_plus_m, a_i))
+    u = log_f_plus_m - m_new
+    i = jnp.exp(a_i - m_new)
+    f = jnp.exp(jnp.minimum(u, 0.0))
+    z = jnp.tanh(a_z)
+    o = jax.nn.sigmoid(a_o)
+    c_new = f * c + i * z
+    n_new = f * n + i
+    w_u = _weight(u < 0, u == 0).astype(u.dtype)
+    w_m = jnp.where(empty, 0.0, _weight(log_f_plus_m > a_i, log_f_plus_m == a_i)).astype(u.dtype)
+    return {
+        "acts": jnp.concatenate([i, f, z, o], axis=-1),
+        "aux": jnp.concatenate([w_u, w_m, jax.nn.sigmoid(-a_f)], axis=-1),
+        "carry": (o * c_new / n_new, c_new, n_new, m_new),
+    }
+
+
+def _fused_backward(VT, dcarry, acts, s, cd):
+    """The carries' gradients and dA_t from the saved gates and weights."""
+    dh, dc, dn, dm = dcarry
+    c_prev, n_prev = s["c_prev"], s["n_prev"]
+    i, f, z, o = split(acts["acts"], (dh.shape[-1],) * 4)
+    w_u, w_m, sig_neg_f = split(acts["aux"], (dh.shape[-1],) * 3)
+    c = f * c_prev + i * z
+    n = f * n_prev + i
+    do = dh * c / n
+    dc = dc + dh * o / n
+    dn = dn - dh * o * c / (n * n)
+    di = dc * z + dn
+    du = (dc * c_prev + dn * n_prev) * f * w_u  # through f = exp(min(u, 0))
+    dm_t = dm - di * i - du  # m_t's gradient: the carry's, i's and u's
+    dlfm = du + dm_t * w_m  # log f_t + m_{t-1}'s
+    dA = jnp.concatenate(
+        [
+            di * i + dm_t * (1 - w_m),
+            dlfm * sig_neg_f,
+            dc * i * (1 - z * z),
+            do * o * (1 - o),
+        ],
+        axis=-1,
+    )
+    heads = VT.shape[-1]
+    dh_prev = _head_mm("bke,edk->bkd", _per_head(dA, heads), VT, cd, dh.dtype)
+    return (dh_prev.reshape(dh.shape), dc * f, dn * f, dlfm), {"dA": dA}
+
+
+def _fused_grads(dW, db, hp, outs, mm_tn):
+    """dV[k] = sum_t h_{t-1}[head k]^T dA_t[head k], one matmul per head after the loop."""
+    heads, head_dim = outs["V"].shape[0], outs["V"].shape[1]
+    dA = _per_head(outs["dA"], heads)
+    dV = [mm_tn(hp[:, k * head_dim : (k + 1) * head_dim], dA[:, k]) for k in range(heads)]
+    return SLSTMParams(dW, jnp.stack(dV), db)
+
+
+SLSTM_FUSED = FusedCell(
+    state=SLSTMState,
+    activations=_fused_activations,
+    update=lambda acts, carry: acts["carry"],
+    save=lambda acts: {"acts": acts["acts"], "aux": acts["aux"]},
+    saved=("acts", "aux"),
+    load=lambda s: {"acts": s["acts"], "aux": s["aux"]},
+    backward=_fused_backward,
+    grads=_fused_grads,
+    overwrite=(("acts", "dA"),),  # dA_t over the gate block of step t: both (B, 4H)
+    tie=1,  # dc_{t-1} = dc_t f'_t
+    reads_carry=True,
+    consts=lambda params: {"V": params.V},
+)
+
+
 def slstm_gate(params: SLSTMParams, name: str) -> GateWeights:
     """The per-gate weights (W_name, V_name, b_name) for ``name`` in i, f, z, o.
 
@@ -298,4 +413,5 @@ SPEC = CellSpec(
     cell=slstm_cell,
     linear_v=_recurrent,
     cell_saves="residuals",  # its exponentials are dear to run twice: bench_cells.md
+    fused=SLSTM_FUSED,
 )

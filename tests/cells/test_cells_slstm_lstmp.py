@@ -345,9 +345,9 @@ def test_unroll_equals_python_loop_from_the_zero_carry(kind, rng):
     got = rc.unroll(STEPS[kind], params, xs)  # carry=None: init_carry's zeros
     assert_tree_allclose(got, (c, jnp.stack(ys, axis=1)), **TIGHT)
     spec = cells.cell_spec(params)
-    # The LSTMP's hand-written unit, the sLSTM's generic layer of its body; neither is
+    # Both run hand-written units (and keep a body for a generic layer); neither is
     # parallel in time.
-    assert (spec.fused is not None) == (kind == "lstmp") and spec.cell is not None
+    assert spec.fused is not None and spec.cell is not None
     assert spec.parallel_unroll is None and rc.kernel_support(params)["xla"] is None
 
 
@@ -534,7 +534,7 @@ def test_bad_inputs_name_the_argument(kind, rng):
         rc.unroll(rc.lstm_step, params, xs)
     with pytest.raises(TypeError, match=lit("params.V must have dtype float64 (params.W's dtype)")):
         step(params._replace(V=params.V.astype(jnp.float32)), carry, xs[:, 0])
-    # The generic fused layer runs its hoisted matmuls in bf16, the rest in the params'.
+    # The fused layer runs its matmuls in bf16, the rest in the params' dtype.
     bf16 = jax.eval_shape(lambda x: rc.unroll(step, params, x, compute_dtype=jnp.bfloat16), xs)
     assert all(a.dtype == jnp.float64 for a in jax.tree.leaves(bf16))
     with pytest.raises(ValueError, match=lit("lengths must lie in [0, 5]")):

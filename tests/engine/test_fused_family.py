@@ -48,9 +48,9 @@ def test_every_recurrent_family_cell_has_a_fused_layer():
 
 def _keeps_more(name):
     """The generic layer (its two ways of keeping its forward), the LSTMP (carry fields
-    of their own widths) and units with an input term (the LN cells)."""
+    of their own widths), the sLSTM (heads) and units with an input term (the LN cells)."""
     fused = rc.cell_spec_by_name(name).fused
-    return fused is None or name == "lstmp" or fused.inputs is not None
+    return fused is None or name in ("lstmp", "slstm") or fused.inputs is not None
 
 
 # Every cell under remat; without remat, the cells whose layer keeps more than the
