@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from rnncells import _checks
-from rnncells._engine.unit import FusedCell, split
+from rnncells._engine.unit import FusedCell, mm, split
 from rnncells._gates import GateWeights
 from rnncells._math import add_bias, sigmoid, tanh
 from rnncells.cells._registry import CellSpec
@@ -212,6 +212,8 @@ def _recurrent(V: jax.Array, h: jax.Array) -> jax.Array:
     """R h_{t-1} for the block-diagonal R held by V: (*batch, H) -> (*batch, 4H), in the
     (i, f, z, o) gate order, each gate's columns head by head."""
     heads, head_dim = V.shape[0], V.shape[1]
+    if heads == 1:  # a plain matmul (XLA:CPU runs the one-head einsum far slower)
+        return h @ V[0]
     batch = h.shape[:-1]
     per_head = jnp.einsum("...kd,kde->...ke", h.reshape(batch + (heads, head_dim)), V)
     per_gate = jnp.swapaxes(per_head.reshape(batch + (heads, 4, head_dim)), -3, -2)
@@ -297,15 +299,32 @@ def _head_mm(spec, a, b, cd, out_dtype):
     return jnp.einsum(spec, a.astype(cd), b.astype(cd), preferred_element_type=out_dtype)
 
 
+def _recurrent_mm(V, h, cd, out_dtype):
+    """R h_{t-1} (B, 4H) in the gates' layout; one head is a plain matmul."""
+    heads, head_dim = V.shape[0], V.shape[1]
+    if heads == 1:
+        return mm(h, V[0], cd, out_dtype)
+    rec = _head_mm("bkd,kde->bke", h.reshape((h.shape[0], heads, head_dim)), V, cd, out_dtype)
+    return _from_heads(rec)
+
+
+def _recurrent_mm_t(VT, dA, cd, out_dtype):
+    """R^T dA_t (B, H) from V^T (4 head_dim, head_dim, heads)."""
+    heads = VT.shape[-1]
+    if heads == 1:
+        return mm(dA, VT[:, :, 0], cd, out_dtype)
+    dh = _head_mm("bke,edk->bkd", _per_head(dA, heads), VT, cd, out_dtype)
+    return dh.reshape((dA.shape[0], -1))
+
+
 def _weight(greater, equal):
     return jnp.where(greater, 1.0, jnp.where(equal, 0.5, 0.0))
 
 
 def _fused_activations(params, carry, gx, cd):
     h, c, n, m = carry
-    heads, head_dim = params.V.shape[0], params.V.shape[1]
-    rec = _head_mm("bkd,kde->bke", h.reshape((h.shape[0], heads, head_dim)), params.V, cd, gx.dtype)
-    a_i, a_f, a_z, a_o = split(gx + _from_heads(rec), (h.shape[-1],) * 4)
+    rec = _recurrent_mm(params.V, h, cd, gx.dtype)
+    a_i, a_f, a_z, a_o = split(gx + rec, (h.shape[-1],) * 4)
     log_f_plus_m = jax.nn.log_sigmoid(a_f) + m
     empty = n == 0
     m_new = jnp.where(empty, a_i, jnp.maximum(log_f_plus_m, a_i))
@@ -349,9 +368,8 @@ def _fused_backward(VT, dcarry, acts, s, cd):
         ],
         axis=-1,
     )
-    heads = VT.shape[-1]
-    dh_prev = _head_mm("bke,edk->bkd", _per_head(dA, heads), VT, cd, dh.dtype)
-    return (dh_prev.reshape(dh.shape), dc * f, dn * f, dlfm), {"dA": dA}
+    dh_prev = _recurrent_mm_t(VT, dA, cd, dh.dtype)
+    return (dh_prev, dc * f, dn * f, dlfm), {"dA": dA}
 
 
 def _fused_grads(dW, db, hp, outs, mm_tn):
