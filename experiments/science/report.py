@@ -409,7 +409,8 @@ def verdict(results: str, best: dict[str, dict[str, Any]], tests: list[tuple]) -
         steps = load(results, by_name[b["row"]])["steps_to_solve"]  # type: ignore[index]
         solve[cell] = float(np.median([s for s in steps if s is not None])) if all(steps) else None
     picked = ", ".join(f"{b['label']} {rates[b['best']]}" for b in best.values())
-    edge = [b["label"] for b in best.values() if b["best"] == "adam3e-2"]
+    largest = [rate for rate, _, _ in studies.LR_GRID if rate.startswith("adam")][-1]
+    edge = [b["label"] for b in best.values() if b["best"] == largest]
     out = [
         '**Verdict on "the GRU performs like the LSTM with less computation"** (adding, '
         f"T = 200, 32 units, 5 seeds, 10,000 steps). Each cell at its best rate ({picked}): "

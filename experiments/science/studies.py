@@ -171,6 +171,8 @@ LR_GRID = (
     ("adam3e-3", "Adam 3e-3", (("optim.learning_rate", 3e-3),)),
     ("adam1e-2", "Adam 1e-2", ()),
     ("adam3e-2", "Adam 3e-2", (("optim.learning_rate", 3e-2),)),
+    # Added once the GRU and both LSTMs picked 3e-2, then the grid's largest rate.
+    ("adam1e-1", "Adam 1e-1", (("optim.learning_rate", 1e-1),)),
     (
         "rmsprop1e-3",
         "RMSProp 1e-3",
