@@ -193,6 +193,11 @@ def _settings(members: list[studies.Run]) -> str:
         or "optimiser per row (see the label)",
         f"clipping {c.optim.clip_norm:g}",
         one(lambda c: c.num_steps, lambda c: f"{c.num_steps} steps, no early stop"),
+        one(
+            lambda c: c.eval_every,
+            lambda c: f"evaluated every {c.eval_every} steps (the resolution of steps to solve)",
+        )
+        or "evaluation interval per row",
     ]
     return ", ".join(p for p in parts if p)
 
