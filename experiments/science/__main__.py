@@ -22,11 +22,12 @@ predictor is scored on the same sequences. One JSON per row goes to
 plot from those files alone (`experiments/results/science/README.md` explains them).
 
 A row's training resumes from its checkpoints (``--time_limit_s`` stops each row after so
-many seconds, resumable), and a row whose JSON exists is skipped. Each row trains in a
-child process of its own under the stall guard (`rnncells.training.stall`): a row that
-stalls is rerun from its checkpoint up to `experiments.cli.STALL_RETRIES` times, then
-reported as stalled while the other rows go on (``--in_process`` trains in this process,
-with no reruns).
+many seconds, resumable), and a row whose JSON exists is skipped. A row whose loss
+became NaN or infinite is an outcome: its JSON says ``diverged`` (``train_and_score``).
+Each row trains in a child process of its own under the stall guard
+(`rnncells.training.stall`): a row that stalls is rerun from its checkpoint up to
+`experiments.cli.STALL_RETRIES` times, then reported as stalled while the other rows go
+on (``--in_process`` trains in this process, with no reruns).
 """
 
 from __future__ import annotations
@@ -130,6 +131,9 @@ def main(argv):
             continue
         with open(written, encoding="utf-8") as file:
             result = json.load(file)
+        if result.get("diverged"):
+            print(f"{row.name}: diverged: {result['diverged']} -> {written}", flush=True)
+            continue
         loss = result["test"]["per_seed"]["loss"]
         print(
             f"{row.name}: test loss {sum(loss) / len(loss):.4g} (constant "

@@ -30,12 +30,25 @@ GPU_SCRIPT = "experiments/gpu_science.sh"
 
 
 def load(results: str, row: studies.Run) -> dict[str, Any] | None:
-    """The JSON of ``row`` under ``results``, None when it has not run yet."""
+    """The JSON of ``row`` under ``results``, None when it has not run yet or diverged
+    (``diverged``)."""
+    result = _load_any(results, row)
+    return None if result is None or result.get("diverged") else result
+
+
+def _load_any(results: str, row: studies.Run) -> dict[str, Any] | None:
     path = os.path.join(results, row.study, f"{row.name}.json")
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as file:
         return json.load(file)
+
+
+def diverged(results: str, row: studies.Run) -> str | None:
+    """The training loop's message where ``row``'s loss became NaN or infinite (the run
+    stopped there, with no test scores), else None."""
+    result = _load_any(results, row)
+    return None if result is None else result.get("diverged")
 
 
 def _g(x: float) -> str:
@@ -124,6 +137,12 @@ def summary_table(results: str, link_prefix: str = "science") -> str:
     for row in studies.all_rows():
         result = load(results, row)
         task = row.value("task.name")
+        if result is None and diverged(results, row):
+            lines.append(
+                f"| {task} | {_T(row)} | {row.label} | diverged: {diverged(results, row)} | | | | "
+                f"{row.paper or '-'} | | `{row.command()}` |"
+            )
+            continue
         if result is None:
             pending = "GPU script" if row.where == "gpu" else "CPU"
             lines.append(
@@ -225,7 +244,9 @@ def study_readme(study: str, results: str) -> str:
         f"{studies.NUM_SEEDS} seeds (0 to {studies.NUM_SEEDS - 1}) per row; each row's "
         "whole config is in its JSON under `config`. *paired test*: the row's log10 test "
         "loss against its reference's, seed by seed (same data stream), two-sided paired "
-        "t-test, Holm-adjusted over the rows of the table.",
+        "t-test, Holm-adjusted over the rows of the table. *diverged*: a seed's loss became "
+        "NaN or infinite and the run stopped there (the 5 seeds train as one), so the row has "
+        "no test scores.",
         "",
     ]
     if study == "ablation":
@@ -259,6 +280,11 @@ def study_readme(study: str, results: str) -> str:
         done = []
         for row in members:
             result = load(results, row)
+            if result is None and diverged(results, row):
+                out.append(
+                    f"| {row.label} | {row.where} | diverged: {diverged(results, row)} |" + " |" * 8
+                )
+                continue
             if result is None:
                 out.append(f"| {row.label} | {row.where} | pending: `{row.command()}` |" + " |" * 8)
                 continue
@@ -306,6 +332,9 @@ def best_rates(results: str) -> dict[str, dict[str, Any]]:
         held_out: dict[str, float] = {}
         for rate, _, _ in studies.LR_GRID:
             row = next(r for r in studies.all_rows("lr") if r.name == f"lr_T200_{cell}_{rate}")
+            if diverged(results, row):  # a rate that diverged is never the best
+                held_out[rate] = math.inf
+                continue
             result = load(results, row)
             if result is None:
                 continue
@@ -355,7 +384,10 @@ def best_rates_section(results: str) -> list[str]:
         held = best.get(cell, {}).get("held_out", {})
         cells = []
         for rate, _, _ in studies.LR_GRID:
-            text = _g(held[rate]) if rate in held else "pending"
+            if rate not in held:
+                text = "pending"
+            else:
+                text = "diverged" if held[rate] == math.inf else _g(held[rate])
             cells.append(f"**{text}**" if best.get(cell, {}).get("best") == rate else text)
         out.append(f"| {cell_label} | " + " | ".join(cells) + " |")
     if len(best) < 2 or not all(b["complete"] for b in best.values()):

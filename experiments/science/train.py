@@ -66,10 +66,13 @@ def environment() -> dict[str, Any]:
 def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 0.0):
     """Trains ``row`` in ``workdir/<study>/<name>`` (or resumes it) and, once finished,
     writes its JSON to ``results/<study>/<name>.json``; returns that path, or None when the
-    time limit stopped the run first."""
+    time limit stopped the run first. A row whose loss became NaN or infinite (a seed
+    diverged: the loop stops all seeds) is an outcome too: its JSON says ``diverged``
+    with the loop's message, its evaluations up to then, and no test scores."""
     import jax
 
     from rnncells.training import train
+    from rnncells.training.errors import NonFiniteLossError
     from rnncells.training.loop import final_params
     from rnncells.training.metrics import write_json
 
@@ -77,7 +80,31 @@ def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 
     config.time_limit_s = float(time_limit_s)
     folder = os.path.join(workdir, row.study, row.name)
     tick = time.perf_counter()
-    summary = train(config, folder, command=row.command())
+    path = os.path.join(results, row.study, f"{row.name}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        summary = train(config, folder, command=row.command())
+    except NonFiniteLossError as error:
+        write_json(
+            path,
+            {
+                "study": row.study,
+                "name": row.name,
+                "label": row.label,
+                "command": row.command(),
+                "config": config.to_dict(),
+                "task": config.task.name,
+                "T": config.task.kwargs.get("T"),
+                "seeds": list(range(config.seed, config.seed + config.num_seeds)),
+                "num_steps": config.num_steps,
+                "diverged": str(error).splitlines()[0],
+                "test": None,
+                "eval_curve": eval_curve(config, folder),
+                "device": jax.devices()[0].device_kind,
+                "environment": environment(),
+            },
+        )
+        return path
     if not summary["finished"]:
         return None
     params = final_params(config, folder)
@@ -111,7 +138,5 @@ def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 
         "train_wall_s_last_call": summary["wall_s_this_process"],
         "score_and_train_wall_s": time.perf_counter() - tick,
     }
-    path = os.path.join(results, row.study, f"{row.name}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     write_json(path, result)
     return path

@@ -490,3 +490,40 @@ def test_learning_rate_study_picks_each_cells_rate_on_held_out_loss(tmp_path):
     assert "GRU 300 (1.2 s), LSTM (b_f = 1) 900 (4.5 s)" in text
     assert "holds only where the table above shows no significant difference" in text
     assert "grid's largest" not in text  # no best rate at the largest Adam rate here
+
+
+def test_a_row_that_diverges_is_recorded_and_never_picked(tmp_path):
+    """A row whose loss becomes non-finite writes a JSON that says so (no test scores);
+    the tables show it as diverged, and the lr study never picks that rate."""
+    row = tiny_row(**{"optim.learning_rate": 1e30, "num_steps": 50, "eval_every": 25})
+    path = science.train_and_score(row, str(tmp_path / "runs"), str(tmp_path / "res"))
+    result = read_json(path)
+    assert result["test"] is None and "loss became" in result["diverged"]
+    assert report.load(str(tmp_path / "res"), row) is None
+    assert report.diverged(str(tmp_path / "res"), row) == result["diverged"]
+    # In the lr study: the GRU's largest rate diverged, the others ran.
+    rates = [rate for rate, _, _ in science.LR_GRID]
+    lr = {r.name: r for r in science.all_rows("lr")}
+    for k, rate in enumerate(rates):
+        name = f"lr_T200_gru_{rate}"
+        out = tmp_path / "lr" / "lr" / f"{name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if rate == "adam1e-1":
+            out.write_text(json.dumps({"diverged": "loss became nan at step 7 (seed 3)"}))
+            continue
+        held = [10.0 ** -(k + 1)] * 5
+        out.write_text(
+            json.dumps(
+                {
+                    "eval_curve": {"loss_per_seed": [[1.0] * 5, held]},
+                    "test": {"per_seed": {"loss": held}},
+                    "steps_to_solve": [100] * 5,
+                }
+            )
+        )
+    assert report.diverged(str(tmp_path / "lr"), lr["lr_T200_gru_adam1e-1"])
+    best = report.best_rates(str(tmp_path / "lr"))["gru"]
+    assert best["complete"] and best["held_out"]["adam1e-1"] == float("inf")
+    assert best["best"] == max((r for r in rates if r != "adam1e-1"), key=lambda r: rates.index(r))
+    lines = report.best_rates_section(str(tmp_path / "lr"))
+    assert any("| GRU |" in line and "diverged" in line for line in lines)
