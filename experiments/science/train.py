@@ -97,7 +97,8 @@ def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 
                 "T": config.task.kwargs.get("T"),
                 "seeds": list(range(config.seed, config.seed + config.num_seeds)),
                 "num_steps": config.num_steps,
-                "diverged": str(error).splitlines()[0],
+                # "loss became nan at step S (seed K)", without the run's local paths
+                "diverged": str(error).splitlines()[0].split("; training stopped")[0],
                 "test": None,
                 "eval_curve": eval_curve(config, folder),
                 "device": jax.devices()[0].device_kind,
