@@ -224,6 +224,29 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def figures(path: str) -> str:
+    """The ``rnncells._engine.choice.PARALLEL_FIGURES`` rows (``ParallelFigure(...)``,
+    milliseconds) of a ``--json`` file's minGRU/minLSTM rows, one per cell and T that has
+    both its parallel and its sequential time."""
+    with open(path, encoding="utf-8") as file:
+        data = json.load(file)
+    times = {(r["steps"], r["name"]): r["seconds"] for r in data["rows"]}
+    lines = []
+    for (steps, name), seconds in times.items():
+        if not name.endswith("_parallel"):
+            continue
+        cell = name.removesuffix("_parallel")
+        sequential = times.get((steps, f"{cell}_sequential"))
+        if sequential is None:
+            continue
+        lines.append(
+            f'    ParallelFigure("{data["backend"]}", "{data["device"]}", "{cell}", '
+            f"{data['batch']}, {steps}, {data['hidden']}, {seconds * 1e3:.2f}, "
+            f"{sequential * 1e3:.2f}),"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 repetitions")
@@ -236,7 +259,15 @@ def main(argv=None) -> None:
         action="store_true",
         help="time the generic fused layer's two ways of keeping its forward (CellSpec.cell_saves)",
     )
+    parser.add_argument(
+        "--figures",
+        metavar="JSON",
+        help="print the PARALLEL_FIGURES rows of a --json file's minGRU/minLSTM rows and stop",
+    )
     args = parser.parse_args(argv)
+    if args.figures:
+        print(figures(args.figures))
+        return
     if args.quick:
         ts, batch, inputs, hidden, reps = QUICK["ts"], QUICK["B"], QUICK["D"], QUICK["H"], 2
     else:

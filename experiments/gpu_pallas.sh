@@ -19,8 +19,11 @@
 #    to 256 KiB): at medium, large and xl they are skipped with that reason.
 # 3. rc_xla and rc_pallas (and torch, for the ratio) again at long, small and medium with XLA's command buffers
 #    (CUDA graphs) extended to while loops, the first of CMDBUF_FLAGS that XLA accepts.
+# 2b. minGRU and minLSTM, the parallel scan against the sequential one
+#    (bench_cells, B = 8, H = 128, T = 256/1024/4096), for their kernel=None on a GPU.
 # 4. OUTDIR/summary.md: the targets of issue 14 met or missed (bench --targets) and the
-#    rows for rnncells.unrolling.KERNEL_FIGURES (bench --figures), for each run.
+#    rows for rnncells._engine.choice.KERNEL_FIGURES (bench --figures), for each run,
+#    and the minGRU/minLSTM rows for PARALLEL_FIGURES (bench_cells --figures).
 #
 # Files in OUTDIR: gpu_info.txt, tests_pallas.txt, tests_fused.txt, bench_gpu.json / .md,
 # bench_cmdbuf.json / .md, summary.md. Each step has its own time limit (seconds; the
@@ -35,6 +38,7 @@ TESTS_PALLAS_S=${TESTS_PALLAS_S:-120}
 TESTS_FUSED_S=${TESTS_FUSED_S:-75}
 BENCH_S=${BENCH_S:-300}
 CMDBUF_S=${CMDBUF_S:-90}
+MIN_S=${MIN_S:-45}
 SIZES=${SIZES:-long,small,medium,large,xl}
 IMPLS=rc_xla,rc_pallas,rc_xla_bf16,rc_pallas_bf16,torch
 # Tried in order; the first that XLA starts with is used (an unknown flag stops XLA).
@@ -78,6 +82,10 @@ timeout -k 10 "$BENCH_S" $PY -m experiments.bench --sizes "$SIZES" --cells lstm,
   --impls "$IMPLS" --size-timeout 150 "${BENCH_EXTRA[@]}" --out "$OUT/bench_gpu.json" \
   2>&1 | tee "$OUT/bench_gpu.md"
 
+echo "== 2b. minGRU and minLSTM: parallel scan against the sequential one"
+timeout -k 10 "$MIN_S" $PY -m experiments.bench_cells --cells mingru,minlstm \
+  "${BENCH_EXTRA[@]}" --json "$OUT/bench_cells_gpu.json" 2>&1 | tee "$OUT/bench_cells_gpu.md"
+
 echo "== 3. command buffers for loops"
 PROBE='import jax, jax.numpy as jnp
 f = jax.jit(lambda x: jax.lax.fori_loop(0, 4, lambda i, y: jnp.tanh(y) * 2.0, x))
@@ -115,11 +123,19 @@ echo "== 4. summary"
     echo
     $PY -m experiments.bench --targets "$OUT/$run.json" 2>&1
     echo
-    echo "## $run: rows for rnncells.unrolling.KERNEL_FIGURES"
+    echo "## $run: rows for rnncells._engine.choice.KERNEL_FIGURES"
     echo
     echo '```python'
     $PY -m experiments.bench --figures "$OUT/$run.json" 2>&1
     echo '```'
   done
+  if [ -f "$OUT/bench_cells_gpu.json" ]; then
+    echo
+    echo "## minGRU and minLSTM: rows for rnncells._engine.choice.PARALLEL_FIGURES"
+    echo
+    echo '```python'
+    $PY -m experiments.bench_cells --figures "$OUT/bench_cells_gpu.json" 2>&1
+    echo '```'
+  fi
 } > "$OUT/summary.md"
 cat "$OUT/summary.md"

@@ -138,5 +138,14 @@ def test_bench_cells_times_fused_scan_and_parallel_rows(tmp_path):
         assert all(r["seconds"] > 0 and r["steps"] == 4 for r in rows)
         text = bench_cells.table([(r["steps"], r["name"], r["seconds"]) for r in rows])
         assert "| 4 | user_peephole |" in text and "| scan / fused |" in text
+        # The minGRU rows as kernel=None's figures, in the form choice.py holds them.
+        from rnncells._engine.choice import ParallelFigure
+
+        times = {r["name"]: r["seconds"] * 1e3 for r in rows}
+        (line,) = bench_cells.figures(str(out)).splitlines()
+        figure = eval(line.strip().rstrip(","), {"ParallelFigure": ParallelFigure})
+        assert figure[:6] == ("cpu", "cpu", "mingru", 2, 4, 8)  # --quick: B=2, H=8
+        assert figure.parallel_ms == pytest.approx(times["mingru_parallel"], abs=0.01)
+        assert figure.sequential_ms == pytest.approx(times["mingru_sequential"], abs=0.01)
     finally:
         _unregister(user_peephole.NAME)
