@@ -19,6 +19,9 @@ from rnncells.training.errors import ConfigError
 from rnncells.training.model import EMBEDDINGS, INITS, cell_names, init_mismatch
 from rnncells.training.optim import OPTIMIZERS, SCHEDULES
 
+SEED_LOOPS = ("auto", "vmap", "map")
+"""``config.seed_loop``: how the seeds' steps run (``rnncells.training.loop.seed_loop``)."""
+
 __all__ = [
     "EVAL_BATCH_LIMIT",
     "OPTIONAL",
@@ -47,6 +50,7 @@ OPTIONAL = {
     "tensorboard": False,
     "stall_timeout_s": 0.0,
     "optim.momentum": 0.0,
+    "seed_loop": "auto",
 }
 """Keys older configs may lack, with the value that stands for them."""
 
@@ -171,6 +175,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     c.number("stall_timeout_s", minimum=0, note=" (0: from each phase's measured time)")
     for key in ("early_stop", "progress", "data_parallel", "tensorboard"):
         c.boolean(key)
+    c.choice("seed_loop", SEED_LOOPS)
 
     c.choice("task.name", TASK_NAMES)
     c.read.add("task.kwargs")

@@ -177,6 +177,7 @@ def test_train_and_score_writes_every_figure_per_seed(tiny_run, tmp_path, small_
     assert result["missing_evaluations"] == []
     assert len(result["seconds_to_solve"]) == 5
     assert result["environment"]["jax"] and result["environment"]["cpu_count"] >= 1
+    assert result["seed_loop"] == "map"  # "auto" on one CPU device
     assert result["test"]["num_sequences"] == 2000
     for key in ("loss", "success_rate", "criterion_fraction", "criterion_all", "solved"):
         assert len(per[key]) == 5, key

@@ -116,6 +116,26 @@ def test_vmap_over_seeds_equals_separate_runs(two_seeds_two_chunks):
     np.testing.assert_allclose(metrics["loss"][:, 1], single_metrics["loss"][:, 0], rtol=1e-5)
 
 
+def test_the_seed_loops_agree_and_auto_maps_on_one_cpu(two_seeds, two_seeds_two_chunks):
+    """seed_loop "map" (lax.map, the default on one CPU device) and "vmap" train the same
+    seeds to the same values up to rounding."""
+    from rnncells.training import make_mesh
+
+    one_cpu = make_mesh(jax.devices()[:1])
+    assert loop_lib.seed_loop(tiny_config(), one_cpu) == "map"
+    assert loop_lib.seed_loop(tiny_config(seed_loop="vmap"), one_cpu) == "vmap"
+    params, metrics = two_seeds_two_chunks  # "auto": map
+    batched = build(tiny_config(seed=3, num_seeds=2, seed_loop="vmap"))
+    state = batched.init_state()
+    for _ in range(2):
+        state, vmap_metrics = batched.train_chunk(state)
+    assert_tree_allclose(state.params, params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(vmap_metrics["loss"], metrics["loss"], rtol=1e-5)
+    np.testing.assert_allclose(
+        batched.evaluate(state.params)["loss"], two_seeds.evaluate(params)["loss"], rtol=1e-5
+    )
+
+
 SHARDED_SCRIPT = textwrap.dedent(
     """
     import os, sys, json
@@ -384,6 +404,7 @@ def test_config_values_are_checked():
         ("time_limit_s", float("nan"), r"config.time_limit_s must be a finite number >= 0"),
         ("time_limit_s", float("inf"), r"config.time_limit_s must be a finite number >= 0"),
         ("model.hidden_sise", 3, r"config.model.hidden_sise is not a key of the training config"),
+        ("seed_loop", "pmap", r"config.seed_loop must be one of \['auto', 'vmap', 'map'\]"),
     ],
 )
 def test_every_config_value_is_validated(key, value, expected):

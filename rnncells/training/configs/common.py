@@ -34,7 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.momentum = 0.0  # sgd only; 0: plain SGD
     c.batch_size = 32
     c.num_steps = 1000
-    c.num_seeds = 3  # trained at once with vmap; figures are mean ± std over seeds
+    c.num_seeds = 3  # trained in one program (seed_loop); figures are mean ± std over seeds
     c.seed = 0  # seed s of num_seeds uses PRNGKey(seed + s): 0 <= seed <= 2**31 - num_seeds
     c.log_every = 50  # steps per compiled chunk and per metrics flush
     c.eval_every = 250
@@ -46,6 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.progress = True
     c.tensorboard = False  # also write the metrics to workdir/tensorboard (tensorboardX)
     c.data_parallel = True  # shard the batch over all devices
+    c.seed_loop = "auto"  # auto | vmap | map: how the seeds' steps run (auto: map on one CPU)
     return c
 
 
@@ -70,7 +71,8 @@ DESCRIPTIONS = {
     "optim.momentum": "SGD's momentum in [0, 1); 0 is plain SGD (Le et al.'s IRNN)",
     "batch_size": "sequences per step and seed (divisible by the number of devices)",
     "num_steps": "optimiser steps (a multiple of log_every)",
-    "num_seeds": "seeds trained at once with vmap; figures are mean and spread over them",
+    "num_seeds": "seeds trained in one program (see seed_loop); figures are mean and spread "
+    "over them",
     "seed": "seed s of num_seeds uses PRNGKey(seed + s): 0 <= seed <= 2**31 - num_seeds",
     "log_every": "steps per compiled chunk and per metrics flush",
     "eval_every": "steps between held-out evaluations (a multiple of log_every)",
@@ -84,6 +86,9 @@ DESCRIPTIONS = {
     "progress": "show progress: a bar on a terminal, a line every 30 s in a log",
     "tensorboard": "also write the metrics to workdir/tensorboard (needs tensorboardX)",
     "data_parallel": "shard the batch over all devices",
+    "seed_loop": "how each seed's step and evaluation run: vmap (all seeds as one batched "
+    "program) | map (one seed after another, lax.map) | auto (map on one CPU device, where "
+    "XLA runs the batched matmuls slower; vmap elsewhere)",
 }
 """What each key means, for ``python -m experiments.run --show_config`` (a test checks that
 every key of ``base_config`` has an entry)."""
