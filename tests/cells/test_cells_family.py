@@ -226,8 +226,8 @@ def test_unroll_matches_reference_loop(kind, lengths, reverse, remat, time_major
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_unroll_equals_python_loop_on_the_cells_own_path(kind, rng, monkeypatch):
-    """The cells with a fused unit (cifg_lstm, irnn, peephole_lstm) run the fused layer,
-    the others the scan of their step; both equal the documented loop."""
+    """The cells with a fused unit (cifg_lstm, irnn, peephole_lstm, ln_lstm, ln_gru) run
+    the fused layer, the others the scan of their step; both equal the documented loop."""
     calls = []
     fused_scan = _fused.fused_scan
     monkeypatch.setattr(
@@ -245,7 +245,7 @@ def test_unroll_equals_python_loop_on_the_cells_own_path(kind, rng, monkeypatch)
     assert_tree_allclose(got, expected, **TIGHT)
     assert rc.default_unroll(STEPS[kind]) == 1
     fused = cells.cell_spec(params).fused is not None
-    assert fused == (kind in ("cifg_lstm", "irnn", "peephole_lstm"))
+    assert fused == (kind in ("cifg_lstm", "irnn", "peephole_lstm", "ln_lstm", "ln_gru"))
     assert len(calls) == int(fused)
 
 

@@ -111,6 +111,7 @@ def _without_gloo(text):
     unsynchronised, so one message can break into another anywhere, even between a rank and
     its number: what is left once gloo's words and bare numbers are taken out is the
     process's own output."""
+    text = text.replace("[Gloo]", " ")  # its tag, also where it ran into a number
     return " ".join(
         token for token in text.split() if token not in GLOO_WORDS and not token.isdigit()
     )
