@@ -100,9 +100,14 @@ def test_batches(task, task_name: str) -> list:
     ]
 
 
-def score(config, params) -> dict[str, Any]:
+def score(config, params, guard=None) -> dict[str, Any]:
     """Per seed test metrics of ``params`` (leading seed axis) on the task's test set,
-    and the constant predictor's on the same sequences (see the module docstring)."""
+    and the constant predictor's on the same sequences (see the module docstring).
+    ``guard``: a `rnncells.training.stall.StallGuard`; each compiled call then runs as
+    its phase "score", so that a call that hangs inside XLA ends the process (resumable)
+    instead of blocking it forever."""
+    import contextlib
+
     import jax
     import numpy as np
 
@@ -128,7 +133,8 @@ def score(config, params) -> dict[str, Any]:
         sums: dict[str, float] = {}
         passed = []
         for batch, size in zip(batches, sizes, strict=True):
-            metrics, ok = jax.device_get(one_chunk(p, batch))
+            with guard.phase("score", 0, compiles=True) if guard else contextlib.nullcontext():
+                metrics, ok = jax.device_get(one_chunk(p, batch))
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * size
             passed.append(np.asarray(ok))

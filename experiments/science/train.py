@@ -108,7 +108,18 @@ def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 
         return path
     if not summary["finished"]:
         return None
+    from rnncells.training.stall import StallGuard
+
     params = final_params(config, folder)
+    # Scoring runs compiled calls too: under the stall guard, a hang there ends this
+    # process (exit 4) and the row's rerun trains nothing more and scores again.
+    guard = StallGuard(
+        folder,
+        describe_checkpoint=lambda: f"training finished ({summary['steps_run']} steps)",
+        resume_hint=f"run the same command again: it scores the row anew ({row.command()})",
+    )
+    with guard:
+        test = score(config, params, guard)
     solve_steps = steps_to_solve(config, folder)
     missing = missing_evaluations(config, folder, summary["steps_run"])
     if missing:
@@ -132,7 +143,7 @@ def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 
         "steps_to_solve": solve_steps,
         "seconds_to_solve": seconds_to_solve(config, folder, solve_steps),
         "missing_evaluations": missing,
-        "test": score(config, params),
+        "test": test,
         "eval_curve": eval_curve(config, folder),
         "device": jax.devices()[0].device_kind,
         "environment": environment(),
