@@ -2,7 +2,7 @@
 
     python -m experiments.main --workdir=runs/main
 
-Trains the three cells (3 seeds each, trained at once with vmap; Adam 1e-2 with cosine
+Trains the three cells (3 seeds each, trained in one program; Adam 1e-2 with cosine
 decay, clipping at 1, batch 32, 32 hidden units, up to 2000 steps, stopping early once
 every seed is below MSE 0.01) with ``configs/adding.py``, then prints the table of final
 held-out MSE (mean ± std over seeds) against the 0.167 baseline and writes to the

@@ -1,4 +1,4 @@
-"""Sweeps a config over cell x sequence length x init (x seeds, trained at once by vmap).
+"""Sweeps a config over cell x sequence length x init (x seeds, trained in one program).
 
     python -m experiments.sweep --config=configs/adding.py --workdir=runs/adding_sweep \
         --cells=rnn,gru,lstm --lengths=100,200,400 [--inits=default,chrono] \

@@ -259,11 +259,11 @@ def unroll(
 def default_unroll(step: Callable) -> int:
     """The scan unroll factor ``unroll(..., unroll=None)`` uses for ``step``.
 
-    8 for the step of a cell with a fused layer (the seed's four) when JAX's default
-    backend is a GPU, else 1. Measured with ``python -m experiments.bench`` (``rnncells``
-    against ``rc_u8``): on an H100 unroll 8 trained 1.2-1.9x faster than 1 at every size
-    measured; on a 2-core CPU, 2 and 8 were no faster. The other cells' steps and a
-    user's step keep 1 (not measured).
+    8 for the step of a cell with a fused unit when JAX's default backend is a GPU, else
+    1. Measured with ``python -m experiments.bench`` (``rnncells`` against ``rc_u8``) for
+    the seed's four: on an H100 unroll 8 trained 1.2-1.9x faster than 1 at every size
+    measured; on a 2-core CPU, 2 and 8 were no faster. The family's units take the same
+    default on a GPU unmeasured; the other cells' steps and a user's step keep 1.
     """
     return choice.unroll_for(any(spec.fused is not None for spec in specs_of_step(step)))
 

@@ -4,9 +4,10 @@
     python -m experiments.science --report                     # tables and plots
 
 Each study is a list of `Run` rows (task, T, cell, init, optimiser), all trained from a
-config file plus overrides, with 5 seeds at once (``vmap``), for a fixed number of steps
-(``num_steps``, never stopped early, so every row of a table is compared after the same
-number of steps, and a rerun on any machine gives the same table). ``where`` says where
+config file plus overrides, with 5 seeds in one program (``config.seed_loop``), for a
+fixed number of steps (``num_steps``, never stopped early, so every row of a table is
+compared after the same number of steps, and a rerun on any machine gives the same
+table). ``where`` says where
 the committed command runs a row: ``cpu`` rows fit a CPU working day, ``gpu`` rows are
 in ``experiments/gpu_science.sh``.
 

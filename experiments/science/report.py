@@ -340,7 +340,7 @@ def best_rates(results: str) -> dict[str, dict[str, Any]]:
                 continue
             last = result["eval_curve"]["loss_per_seed"][-1]
             held_out[rate] = float(10 ** np.mean(np.log10(np.maximum(last, stats.LOG_FLOOR))))
-        if held_out:
+        if held_out and min(held_out.values()) < math.inf:  # not every rate diverged
             best = min(held_out, key=held_out.__getitem__)
             out[cell] = {
                 "label": cell_label,

@@ -150,7 +150,7 @@ def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 
         "train_wall_s_last_call": summary["wall_s_this_process"],
         # How the seeds' steps ran in the last call ("map" or "vmap"; rows run before the
         # key existed ran "vmap"): the same values up to rounding, not the same time.
-        "seed_loop": summary["seed_loop"],
+        "seed_loop": summary.get("seed_loop", "vmap"),
         "score_and_train_wall_s": time.perf_counter() - tick,
     }
     write_json(path, result)

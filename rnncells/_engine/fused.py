@@ -40,9 +40,11 @@ runs are handled by the caller (``rnncells.unrolling``) by reordering time outsi
 module.
 
 A unit may replace x_t @ W + b by a term of its own (``FusedCell.inputs``; the LN cells'
-LN(x_t W; γ_x) + b): the layer forms it for all steps at once before the forward loop
-and takes its vector-Jacobian product for all T * B rows at once after the backward
-loop, from which dW and dx follow as above; the loops see only the recurrence.
+LN(x_t W; γ_x) + b). Training at unroll 1 without remat (the CPU default), the layer forms
+it for all steps at once before the forward loop; at unroll > 1 or under remat the
+forward forms it per step. Its vector-Jacobian product is taken for all T * B rows at
+once after the backward loop (per step inside it under remat), from which dW and dx
+follow as above.
 
 Values equal the plain scan up to floating-point rounding: the sigmoid is evaluated as
 0.5 * tanh(0.5 * a) + 0.5, which is the same function.

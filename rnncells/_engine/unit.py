@@ -75,8 +75,9 @@ class FusedCell(NamedTuple):
     consts: Callable | None = None
     # (params, xw) -> gx: the gates' input term from xw = x_t @ W, row-wise over any
     # leading shape; None: xw + b. The layer applies it to all steps at once before the
-    # forward loop (per step under remat or forward only), and after the backward loop
-    # takes its vector-Jacobian product for all steps at once: dA_t is then the gradient
+    # forward loop (per step at unroll > 1, under remat or forward only), and after the
+    # backward loop takes its vector-Jacobian product for all steps at once (per step
+    # under remat): dA_t is then the gradient
     # of gx, and the product gives dW's and dx's rows and the gradients of the parameters
     # it reads (added to ``grads``'s, which leaves them, b included, at zero). For gates
     # that normalise x_t @ W (the layer-normalised cells).

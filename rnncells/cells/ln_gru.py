@@ -24,7 +24,8 @@ is ``GRUState(h)``.
 
 Registered as the "ln_gru" cell; ``unroll`` runs it as the fused layer with its
 hand-written unit (``LN_GRU_FUSED``: LN(W x_t) and its backward for all steps at once
-outside the loops, dV after the loop; ``fused=False``: the scan of this step). Its body
+outside the loops when training at unroll 1 without remat, the CPU default; dV after
+the loop; ``fused=False``: the scan of this step). Its body
 ``ln_gru_cell`` is what a generic fused layer would run.
 
 References:

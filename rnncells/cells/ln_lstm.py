@@ -23,7 +23,8 @@ b, γ_x, γ_h (4H,); γ_c, β_c (H,). The carry is ``LSTMState(h, c)``.
 
 Registered as the "ln_lstm" cell; ``unroll`` runs it as the fused layer with its
 hand-written unit (``LN_LSTM_FUSED``: LN(W x_t) and its backward for all steps at once
-outside the loops, dV after the loop; ``fused=False``: the scan of this step). Its body
+outside the loops when training at unroll 1 without remat, the CPU default; dV after
+the loop; ``fused=False``: the scan of this step). Its body
 ``ln_lstm_cell`` is what a generic fused layer would run.
 
 References:

@@ -306,6 +306,7 @@ RESUMABLE_CHANGES = (
     "time_limit_s",
     "tensorboard",
     "stall_timeout_s",
+    "seed_loop",
 )
 """Config keys that may change between a run and its resumption (num_steps only under the
 constant schedule: the others decay over num_steps, so a new total would change the
