@@ -63,6 +63,21 @@ def environment() -> dict[str, Any]:
     }
 
 
+def _identity(row: Run, config) -> dict[str, Any]:
+    """What every row's JSON starts with: the row, its command and whole config."""
+    return {
+        "study": row.study,
+        "name": row.name,
+        "label": row.label,
+        "command": row.command(),
+        "config": config.to_dict(),
+        "task": config.task.name,
+        "T": config.task.kwargs.get("T"),
+        "seeds": list(range(config.seed, config.seed + config.num_seeds)),
+        "num_steps": config.num_steps,
+    }
+
+
 def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 0.0):
     """Trains ``row`` in ``workdir/<study>/<name>`` (or resumes it) and, once finished,
     writes its JSON to ``results/<study>/<name>.json``; returns that path, or None when the
@@ -88,15 +103,7 @@ def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 
         write_json(
             path,
             {
-                "study": row.study,
-                "name": row.name,
-                "label": row.label,
-                "command": row.command(),
-                "config": config.to_dict(),
-                "task": config.task.name,
-                "T": config.task.kwargs.get("T"),
-                "seeds": list(range(config.seed, config.seed + config.num_seeds)),
-                "num_steps": config.num_steps,
+                **_identity(row, config),
                 # "loss became nan at step S (seed K)", without the run's local paths
                 "diverged": str(error).splitlines()[0].split("; training stopped")[0],
                 "test": None,
@@ -129,15 +136,7 @@ def train_and_score(row: Run, workdir: str, results: str, time_limit_s: float = 
             file=sys.stderr,
         )
     result = {
-        "study": row.study,
-        "name": row.name,
-        "label": row.label,
-        "command": row.command(),
-        "config": config.to_dict(),
-        "task": config.task.name,
-        "T": config.task.kwargs.get("T"),
-        "seeds": list(range(config.seed, config.seed + config.num_seeds)),
-        "num_steps": config.num_steps,
+        **_identity(row, config),
         "steps_run": summary["steps_run"],
         "stopped_early": summary["stopped_early"],
         "steps_to_solve": solve_steps,
